@@ -1,0 +1,123 @@
+"""The ``paretoalign`` command line.
+
+    paretoalign train --method pama --model tiny --objectives sentiment,length --max-steps 2 --output-dir runs/smoke
+    paretoalign train --config examples/pama_smollm2.yaml --max-steps 5
+    paretoalign demo
+    paretoalign objectives
+
+User errors print one ``error: ...`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from paretoalign.errors import ParetoAlignError
+
+
+def _train_parser(sub) -> None:
+    from paretoalign.config_utils import add_dataclass_arguments
+    from paretoalign.trainers.online_config import OnlineConfig
+
+    p = sub.add_parser(
+        "train",
+        help="Train a policy on several objectives (PAMA, MORLHF, MGDA-UB).",
+        description="Train a policy on several objectives. Flags override values from --config.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", default=None, help="YAML file of options (flags given here override it).")
+    add_dataclass_arguments(p, OnlineConfig)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from paretoalign.config_utils import build_config
+    from paretoalign.trainers.online_config import OnlineConfig
+    from paretoalign.trainers.online_trainer import OnlineTrainer
+    from paretoalign.report import print_summary
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
+    cfg = build_config(OnlineConfig, args.config, overrides)
+    trainer = OnlineTrainer(cfg)
+    summary = trainer.train()
+    if trainer.accelerator.is_main_process:
+        print_summary(summary, cfg.output_dir)
+    return 0
+
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="The main job on the bundled SmolLM2-135M-Instruct: PAMA on sentiment and length, before/after.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default="smollm2-135m-instruct", help="Policy to align.")
+    p.add_argument("--method", default="pama", choices=["pama", "morlhf", "mgda-ub"], help="Online method.")
+    p.add_argument("--steps", type=int, default=16, help="Training steps.")
+    p.add_argument("--eval-prompts", type=int, default=24, help="Held-out prompts evaluated before and after.")
+    p.add_argument("--samples", type=int, default=3, help="Sample completions shown before/after.")
+    p.add_argument("--output-dir", default=None, help="Run folder (default: runs/demo-<timestamp>).")
+    p.add_argument("--seed", type=int, default=0, help="Random seed.")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from paretoalign.demo import run_demo
+
+    run_demo(
+        model=args.model, method=args.method, steps=args.steps, eval_prompts=args.eval_prompts,
+        samples=args.samples, output_dir=args.output_dir, seed=args.seed,
+    )
+    return 0
+
+
+def _objectives_parser(sub) -> None:
+    p = sub.add_parser("objectives", help="List the built-in objectives and the spec syntax.")
+    p.set_defaults(func=_cmd_objectives)
+
+
+def _cmd_objectives(args) -> int:
+    from paretoalign.objectives import registry
+
+    print("Built-in objectives (use in --objectives, comma-separated):")
+    for name in registry.available_objectives():
+        print(f"  {name}")
+    print("\nSpec syntax: name | name(k=v,...) | kind:arg | kind:arg(k=v,...); every objective accepts")
+    print("  name=<alias> and direction=maximize|minimize.")
+    print("  e.g. sentiment,length(scale=100,unit=words)  reward_model:/path/to/rm(index=0)  python:mymod:fn")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paretoalign", description="Multi-objective alignment of language models, with Pareto fronts."
+    )
+    from paretoalign import __version__
+
+    parser.add_argument("--version", action="version", version=f"paretoalign {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _demo_parser(sub)
+    _objectives_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub unless the user opts in
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ParetoAlignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume (the last checkpoint is intact)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

