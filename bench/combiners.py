@@ -1,0 +1,154 @@
+"""Cost of computing the combiner weights: PAMA (K scalars) vs MGDA's min-norm (K gradients).
+
+    python bench/combiners.py            # 5 repetitions, medians
+    python bench/combiners.py --quick    # 2 repetitions
+    python bench/combiners.py --reps 9
+
+PAMA's weights come from K scalar terms in closed form (:func:`paretoalign.combiners.pama_weights`);
+MGDA's need the K×K Gram matrix of K gradient vectors of dimension d (O(K²d)) and then a small
+quadratic programme (:func:`paretoalign.combiners.min_norm_weights_from_gram`).  d is the number of
+trainable LoRA parameters of SmolLM2-135M with paretoalign's default LoRA.  Only the weight
+computation is timed here: producing the K per-objective gradients (K backward passes) is not,
+and would add to MGDA's side.  Prints a markdown table and writes bench/out/combiners.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from paretoalign.combiners import gram_matrix, min_norm_weights_from_gram, pama_weights
+
+KS = (2, 4, 8, 16, 32)
+
+# SmolLM2-135M: 30 layers, hidden 576, intermediate 1536, k/v projection width 192 (3 KV heads of 64).
+LAYERS, HIDDEN, INTERMEDIATE, KV_DIM, LORA_R = 30, 576, 1536, 192, 16
+
+
+def lora_dim() -> int:
+    """Trainable LoRA parameters: r·(in + out) per adapted linear layer, 7 per decoder layer."""
+    shapes = {
+        "q_proj": (HIDDEN, HIDDEN),
+        "k_proj": (HIDDEN, KV_DIM),
+        "v_proj": (HIDDEN, KV_DIM),
+        "o_proj": (HIDDEN, HIDDEN),
+        "gate_proj": (HIDDEN, INTERMEDIATE),
+        "up_proj": (HIDDEN, INTERMEDIATE),
+        "down_proj": (INTERMEDIATE, HIDDEN),
+    }
+    return LAYERS * LORA_R * sum(i + o for i, o in shapes.values())
+
+
+def _median_time(fn, reps: int, inner: int = 1) -> float:
+    """Median over ``reps`` of the mean time (seconds) of ``inner`` back-to-back calls."""
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - t0) / inner)
+    return statistics.median(times)
+
+
+def bench_weights(reps: int = 5, ks=KS, d: int | None = None, seed: int = 0) -> list[dict]:
+    """One row per K: median seconds for PAMA's weights and for MGDA's (Gram + solve)."""
+    d = lora_dim() if d is None else d
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for K in ks:
+        terms = torch.randn(K, generator=gen)
+        grads = torch.randn(K, d, generator=gen)  # float32, like the gradients of a float32 LoRA
+        # all K use the same repetition count: the largest Gram matrix (K=32: 625 MB of float32
+        # gradients, 10 GFLOP) takes about a second here, so no reduction is needed
+        t_pama = _median_time(lambda: pama_weights(terms), reps, inner=200)
+        t_gram = _median_time(lambda: gram_matrix(grads), reps)
+        gram = gram_matrix(grads)
+        t_solve = _median_time(lambda: min_norm_weights_from_gram(gram), reps, inner=20)
+        t_mgda = t_gram + t_solve
+        rows.append(
+            {
+                "K": K,
+                "d": d,
+                "reps": reps,
+                "pama_s": t_pama,
+                "gram_s": t_gram,
+                "solve_s": t_solve,
+                "mgda_s": t_mgda,
+                "ratio_mgda_over_pama": t_mgda / t_pama,
+                "ratio_solve_over_pama": t_solve / t_pama,
+            }
+        )
+        del grads
+    return rows
+
+
+# full-step comparison: see bench_step below (added by the trainer work)
+
+
+def _fmt_time(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} µs"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| K | PAMA weights | MGDA Gram (K×K, d-dim) | MGDA solve | MGDA total | MGDA/PAMA | solve/PAMA |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['K']} | {_fmt_time(r['pama_s'])} | {_fmt_time(r['gram_s'])} | {_fmt_time(r['solve_s'])} "
+            f"| {_fmt_time(r['mgda_s'])} | {r['ratio_mgda_over_pama']:,.0f}× | {r['ratio_solve_over_pama']:,.1f}× |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per timing (default 5; 2 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="2 repetitions instead of 5")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "combiners.json")
+    args = parser.parse_args(argv)
+    reps = args.reps if args.reps is not None else (2 if args.quick else 5)
+
+    d = lora_dim()
+    print(
+        f"d = {LAYERS} layers · r={LORA_R} · Σ(in+out) over q,k,v,o,gate,up,down = {d:,} trainable LoRA "
+        f"parameters (SmolLM2-135M)"
+    )
+    print(f"medians of {reps} repetitions; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    rows = bench_weights(reps, d=d)
+    print(markdown_table(rows))
+    print(
+        "\nPAMA: closed form on K scalars. MGDA: float64 Gram matrix of K float32 gradients (chunked), "
+        "then Wolfe's exact min-norm solve (closed form for K=2). The K backward passes that produce "
+        "MGDA's gradients are not included."
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "command": "python bench/combiners.py" + (" --quick" if args.quick else "") + (
+            f" --reps {args.reps}" if args.reps is not None else ""
+        ),
+        "d": d,
+        "reps": reps,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+    }
+    args.out.write_text(json.dumps({"meta": meta, "weights": rows}, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

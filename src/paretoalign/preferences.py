@@ -1,0 +1,121 @@
+"""Preferences: points on the simplex w ∈ Δ^K (w ≥ 0, Σ w = 1), checked once at the boundary.
+
+:func:`validate_weights` turns whatever the user wrote (a YAML list, a CLI string "0.7,0.3", an
+array, a tensor) into a float32 tensor ``[K]``, or raises :class:`~paretoalign.errors.ConfigError`
+with a message that names the problem and the offending value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from paretoalign.errors import ConfigError
+
+__all__ = ["validate_weights", "uniform_weights", "SUM_TOLERANCE"]
+
+#: How far from 1 the sum of the weights may be without ``normalize=True``.
+SUM_TOLERANCE = 1e-6
+
+
+def _label(i: int, names: Sequence[str] | None) -> str:
+    return f"weight {i} ({names[i]!r})" if names is not None else f"weight {i}"
+
+
+def _fmt(values) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+def _parse(weights) -> list[float]:
+    if isinstance(weights, str):
+        parts = [p.strip() for p in weights.split(",")]
+        if weights.strip() == "" or any(p == "" for p in parts):
+            raise ConfigError(
+                f"could not parse weights {weights!r}: expected comma-separated numbers such as '0.7,0.3'"
+            )
+        out = []
+        for p in parts:
+            try:
+                out.append(float(p))
+            except ValueError:
+                raise ConfigError(
+                    f"could not parse weights {weights!r}: {p!r} is not a number "
+                    "(expected comma-separated numbers such as '0.7,0.3')"
+                ) from None
+        return out
+    if isinstance(weights, torch.Tensor):
+        weights = weights.detach().cpu().to(torch.float64).numpy()
+    try:
+        arr = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"weights must be numbers, got {weights!r}") from None
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ConfigError(f"weights must be a flat list of numbers, got shape {arr.shape}: {weights!r}")
+    return [float(v) for v in arr]
+
+
+def validate_weights(
+    weights,
+    k: int,
+    names: Sequence[str] | None = None,
+    normalize: bool = False,
+) -> torch.Tensor:
+    """Check a preference vector and return it as a float32 tensor ``[k]`` on the simplex.
+
+    Args:
+        weights: a list/tuple of numbers, a NumPy array, a tensor, or a comma-separated string
+            such as ``"0.7,0.3"`` (the CLI form).
+        k: the number of objectives.
+        names: the objective names, used in error messages (length ``k``).
+        normalize: divide by the sum instead of requiring it to be 1 (the ``--normalize-weights``
+            flag, ``normalize_weights: true`` in YAML).
+
+    Returns:
+        float32 ``[k]``, non-negative, summing to 1 (a sum already within 1e-6 of 1 is rescaled to
+        exactly 1 as well).
+
+    Raises:
+        ConfigError: unparsable input; wrong length; NaN or infinite entries; negative entries;
+            all zeros; or (without ``normalize``) a sum further than 1e-6 from 1.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"the number of objectives must be a positive integer, got {k!r}")
+    if names is not None:
+        names = list(names)
+        if len(names) != k:
+            raise ConfigError(f"got {len(names)} objective names {names} for {k} objectives")
+    values = _parse(weights)
+    if len(values) != k:
+        which = f" (one per objective: {', '.join(names)})" if names is not None else ""
+        raise ConfigError(f"expected {k} weights{which}, got {len(values)}: {_fmt(values)}")
+    for i, v in enumerate(values):
+        if math.isnan(v):
+            raise ConfigError(f"{_label(i, names)} is NaN in {_fmt(values)}; weights must be finite numbers")
+        if math.isinf(v):
+            raise ConfigError(f"{_label(i, names)} is infinite in {_fmt(values)}; weights must be finite numbers")
+    for i, v in enumerate(values):
+        if v < 0:
+            raise ConfigError(f"{_label(i, names)} is negative ({v:g}) in {_fmt(values)}; weights must be >= 0")
+    total = math.fsum(values)
+    if math.isinf(total):
+        raise ConfigError(f"weights {_fmt(values)} are too large: their sum overflows")
+    if total == 0:
+        raise ConfigError(f"all weights are zero {_fmt(values)}; at least one objective needs a positive weight")
+    if not normalize and abs(total - 1.0) > SUM_TOLERANCE:
+        raise ConfigError(
+            f"weights {_fmt(values)} sum to {total:g}, not 1; pass --normalize-weights "
+            "(normalize_weights: true in YAML) to rescale them to sum to 1"
+        )
+    return torch.tensor([v / total for v in values], dtype=torch.float32)
+
+
+def uniform_weights(k: int) -> torch.Tensor:
+    """The uniform preference 1/k, float32 ``[k]``."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"the number of objectives must be a positive integer, got {k!r}")
+    return torch.full((int(k),), 1.0 / int(k), dtype=torch.float32)

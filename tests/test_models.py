@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from paretoalign.errors import ModelNotFoundError
+from paretoalign.models import (
+    MultiValueHead,
+    PolicyWithValueHeads,
+    build_tiny_model,
+    build_tiny_tokenizer,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_model_path,
+)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tiny_tokenizer()
+
+
+def test_tiny_tokenizer_round_trips_text_and_has_chat_template(tok):
+    text = "Write a cheerful note about rain."
+    assert tok.decode(tok(text)["input_ids"]) == text
+    assert 200 < len(tok) <= 512
+    rendered = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert rendered.endswith("<|im_start|>assistant\n")
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token is not None
+
+
+def test_tiny_model_is_deterministic_per_seed(tok):
+    a, b, c = build_tiny_model(tok, seed=0), build_tiny_model(tok, seed=0), build_tiny_model(tok, seed=1)
+    pa, pb, pc = (next(m.parameters()) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+    assert a.config.num_hidden_layers == 2 and a.config.hidden_size == 64
+
+
+def test_multi_value_head_has_one_independent_head_per_objective():
+    head = MultiValueHead(8, 3)
+    h = torch.randn(2, 5, 8)
+    out = head(h)
+    assert out.shape == (2, 5, 3)
+    # head k only depends on row k of the packed weight
+    loss = out[..., 1].sum()
+    loss.backward()
+    assert torch.all(head.linear.weight.grad[[0, 2]] == 0)
+    assert torch.any(head.linear.weight.grad[1] != 0)
+
+
+def test_policy_with_value_heads_shapes(tok):
+    model = PolicyWithValueHeads(build_tiny_model(tok), num_objectives=2)
+    ids = torch.randint(0, len(tok), (3, 7))
+    logits, hidden, values = model(ids, torch.ones_like(ids))
+    assert logits.shape == (3, 7, len(tok))
+    assert hidden.shape == (3, 7, 64)
+    assert values.shape == (3, 7, 2)
+    assert PolicyWithValueHeads(build_tiny_model(tok), 2, with_values=False)(ids, torch.ones_like(ids))[2] is None
+
+
+def test_missing_model_gives_one_clear_error(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="not a local folder.*smollm2-135m-instruct.*local Hugging Face cache"):
+        resolve_model_path("no-such-org/no-such-model")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelNotFoundError, match="neither config.json nor adapter_config.json"):
+        load_causal_lm(str(empty))
+
+
+def test_local_folder_round_trip(tmp_path, tok):
+    model = build_tiny_model(tok, seed=3)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    loaded = load_causal_lm(str(tmp_path / "m"))
+    assert torch.equal(next(loaded.parameters()), next(model.parameters()))
+    t2 = load_tokenizer(str(tmp_path / "m"))
+    assert t2.padding_side == "left" and len(t2) == len(tok)

@@ -1,0 +1,188 @@
+"""Trainer tests on the tiny random model: parameters move, metrics are logged, runs resume."""
+
+import json
+
+import pytest
+import torch
+
+from paretoalign import run_dir
+from paretoalign.errors import ObjectiveError, RunDirError
+from paretoalign.models import build_tiny_tokenizer
+from paretoalign.trainers.online_config import OnlineConfig
+from paretoalign.trainers.online_trainer import OnlineTrainer
+
+# Two conflicting objectives that vary even on the random tiny model's outputs.
+OBJ = ["length(name=chars,scale=10,low=0,high=100)", "length(name=words,unit=words,scale=1,low=0,high=100,direction=minimize)"]
+FAST = dict(model="tiny", objectives=OBJ, batch_size=2, num_generations=2,
+            max_new_tokens=8, progress=False, learning_rate=1e-2)
+
+
+def make(tmp_path, name="run", **kw):
+    opts = {**FAST, "output_dir": str(tmp_path / name), **kw}
+    return OnlineTrainer(OnlineConfig(**opts))
+
+
+def trainable(trainer):
+    return {n: p.detach().clone() for n, p in trainer.unwrapped.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("pama", {}),
+        ("pama", {"advantage": "group"}),
+        ("pama", {"pama_granularity": "sequence", "pama_ratio": "old"}),
+        ("pama", {"pama_granularity": "token", "noon": False}),
+        ("morlhf", {"weights": [0.7, 0.3]}),
+        ("morlhf", {"advantage": "group", "group_aggregation": "normalize_then_sum"}),
+        ("mgda-ub", {}),
+        ("mgda-ub", {"advantage": "group", "ppo_epochs": 2, "num_mini_batches": 2}),
+    ],
+)
+def test_methods_update_parameters_and_log_per_objective_metrics(tmp_path, method, extra):
+    tr = make(tmp_path, method=method, max_steps=2, **extra)
+    before = trainable(tr)
+    summary = tr.train()
+    after = trainable(tr)
+    lora = [n for n in before if "lora_" in n]
+    assert lora, "LoRA parameters should be trainable"
+    assert any(not torch.equal(before[n], after[n]) for n in lora), "policy parameters did not change"
+    rows = run_dir.read_metrics(tr.out)
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        for name in ("chars", "words"):
+            assert r[f"reward/{name}"] == r[f"reward/{name}"]  # finite, not NaN
+            assert 0.0 <= r[f"weight/{name}"] <= 1.0
+        assert r["reward/chars"] >= 0 and r["reward/words"] <= 0  # 'words' is minimised: oriented reward
+        assert abs(r["weight/chars"] + r["weight/words"] - 1.0) < 1e-5
+        for key in ("kl", "loss", "policy_loss", "value_loss", "completion_length", "time_step"):
+            assert key in r
+        assert r["samples"] == 4 and r["nan_skipped"] == 0
+    if method == "morlhf" and "weights" in extra:
+        assert rows[0]["weight/chars"] == pytest.approx(0.7)
+    if extra.get("advantage") == "group":
+        assert rows[0]["value_loss"] == 0.0 and tr.unwrapped.value_head is None
+    else:
+        assert tr.unwrapped.value_head is not None
+    assert summary["steps"] == 2 and set(summary["objectives"]) == {"chars", "words"}
+    assert (tr.out / "config.yaml").is_file() and (tr.out / "summary.json").is_file()
+
+
+def test_pama_batch_weights_follow_theorem_one(tmp_path):
+    """With Noon-clipped (non-negative) terms the batch weights sit on the smallest term's objective."""
+    tr = make(tmp_path, method="pama", max_steps=1, pama_ratio="old")
+    tr.train()
+    row = run_dir.read_metrics(tr.out)[0]
+    w = sorted([row["weight/chars"], row["weight/words"]])
+    assert w in ([0.0, 1.0], [0.5, 0.5]) or (w[0] > 0 and abs(sum(w) - 1) < 1e-6)
+
+
+def test_final_folder_loads_with_peft_and_from_pretrained(tmp_path):
+    tr = make(tmp_path, max_steps=1)
+    tr.train()
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    m = AutoPeftModelForCausalLM.from_pretrained(tr.out / "final" / "policy")
+    tok = AutoTokenizer.from_pretrained(tr.out / "final" / "policy")
+    ids = tok("hello", return_tensors="pt")
+    out = m(**ids).logits
+    ref = tr.unwrapped.policy(**ids).logits
+    torch.testing.assert_close(out, ref)
+    meta = json.loads((tr.out / "final" / "paretoalign.json").read_text())
+    assert meta["method"] == "pama" and meta["lora"] is True
+    assert [o["name"] for o in meta["objectives"]] == ["chars", "words"]
+
+
+def test_full_finetuning_changes_base_weights_and_keeps_reference_frozen(tmp_path):
+    tr = make(tmp_path, use_lora=False, max_steps=1, method="morlhf")
+    ref_before = [p.clone() for p in tr.ref_model.parameters()]
+    before = trainable(tr)
+    tr.train()
+    after = trainable(tr)
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("policy."))
+    assert all(torch.equal(a, b) for a, b in zip(ref_before, tr.ref_model.parameters()))
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tr.out / "final" / "policy")
+
+
+def test_existing_run_folder_is_never_overwritten_silently(tmp_path):
+    make(tmp_path, max_steps=1).train()
+    with pytest.raises(RunDirError, match="already holds a run.*--resume.*--overwrite"):
+        make(tmp_path, max_steps=1)
+    assert run_dir.read_metrics(tmp_path / "run")  # nothing was lost
+    tr = make(tmp_path, max_steps=1, overwrite=True)
+    assert not (tr.out / "metrics.jsonl").exists()
+
+
+def test_resume_requires_a_run_and_a_matching_config(tmp_path):
+    with pytest.raises(RunDirError, match="holds no run to resume"):
+        make(tmp_path, name="none", resume=True)
+    make(tmp_path, max_steps=1).train()
+    with pytest.raises(RunDirError, match="configuration differs.*method: run has 'pama', now 'morlhf'"):
+        make(tmp_path, method="morlhf", resume=True, max_steps=2)
+
+
+class _Boom(Exception):
+    pass
+
+
+def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    full = make(tmp_path, name="full", max_steps=4, save_steps=2)
+    full.train()
+    want = trainable(full)
+    want_rows = run_dir.read_metrics(full.out)
+
+    crashed = make(tmp_path, name="crash", max_steps=4, save_steps=2)
+    real_step = OnlineTrainer.step
+
+    def dying_step(self, step):
+        if step == 4:
+            raise _Boom("killed")
+        return real_step(self, step)
+
+    monkeypatch.setattr(OnlineTrainer, "step", dying_step)
+    with pytest.raises(_Boom):
+        crashed.train()
+    monkeypatch.setattr(OnlineTrainer, "step", real_step)
+    assert [s for s, _ in run_dir.list_checkpoints(crashed.out)] == [2]
+    # an incomplete checkpoint (no trainer_state.json) is ignored
+    (crashed.out / "checkpoints" / "step-000004").mkdir()
+
+    resumed = make(tmp_path, name="crash", max_steps=4, save_steps=2, resume=True)
+    assert resumed.start_step == 2
+    resumed.train()
+    got = trainable(resumed)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=0, atol=1e-6, msg=f"{n} differs after resume")
+    rows = run_dir.read_metrics(resumed.out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for a, b in zip(rows, want_rows):
+        assert a["reward/chars"] == pytest.approx(b["reward/chars"])
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+
+
+def _nan_module(tmp_path, monkeypatch):
+    (tmp_path / "nanobj.py").write_text(
+        "def score(prompts, completions):\n"
+        "    return [float('nan') if i % 2 else 0.5 for i in range(len(completions))]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_nan_scores_fail_with_the_objective_name(tmp_path, monkeypatch):
+    _nan_module(tmp_path, monkeypatch)
+    tr = make(tmp_path, objectives=["length", "python:nanobj:score"], max_steps=1)
+    with pytest.raises(ObjectiveError, match="score"):
+        tr.train()
+
+
+def test_nan_scores_skip_policy_drops_samples_and_counts_them(tmp_path, monkeypatch):
+    _nan_module(tmp_path, monkeypatch)
+    tr = make(tmp_path, objectives=["length", "python:nanobj:score"], max_steps=1, nan_policy="skip")
+    with pytest.warns(RuntimeWarning, match="objective .score.: 2 of 4"):
+        tr.train()
+    row = run_dir.read_metrics(tr.out)[0]
+    assert row["nan_skipped"] == 2
+    assert row["reward/score"] == pytest.approx(0.5)
