@@ -56,3 +56,62 @@ class Objective:
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+NAN_POLICIES = ("fail", "skip")
+
+
+def check_scores(
+    scores: torch.Tensor,
+    names: Sequence[str],
+    completions: Sequence[str] | None = None,
+    nan_policy: str = "fail",
+) -> torch.Tensor:
+    """The NaN rule.  ``scores`` is ``[B, K]`` (objective ``k`` named ``names[k]``); returns ``valid [B]``.
+
+    A score that is NaN or ±inf (an objective that could not score a sample; ``None`` from a
+    user function arrives here as NaN) makes its sample invalid.
+
+    - ``nan_policy="fail"``: raise :class:`~paretoalign.errors.ObjectiveError` naming the
+      objective, how many samples, the first offending index and its completion (truncated).
+    - ``nan_policy="skip"``: mark those samples invalid (``valid[i] = False``) and warn
+      (``RuntimeWarning``) once per offending objective, naming it and the count.  If no sample
+      is left valid, raise ``ObjectiveError`` all the same (there is nothing to learn from).
+    """
+    import warnings
+
+    from paretoalign.errors import ConfigError, ObjectiveError
+
+    if nan_policy not in NAN_POLICIES:
+        raise ConfigError(f"nan_policy must be one of {', '.join(NAN_POLICIES)}; got {nan_policy!r}")
+    if scores.dim() != 2 or scores.shape[1] != len(names):
+        raise ValueError(f"check_scores: expected scores [B, {len(names)}], got {tuple(scores.shape)}")
+    bad = ~torch.isfinite(scores)  # [B, K]
+    valid = ~bad.any(dim=1)
+    if bool(valid.all()):
+        return valid
+    B = scores.shape[0]
+    problems = []
+    for k, name in enumerate(names):
+        idx = bad[:, k].nonzero().flatten().tolist()
+        if not idx:
+            continue
+        i = idx[0]
+        what = "nan" if bool(torch.isnan(scores[i, k])) else f"{float(scores[i, k])}"
+        text = ""
+        if completions is not None and i < len(completions):
+            c = str(completions[i])
+            text = f", completion {c[:80]!r}" + ("..." if len(c) > 80 else "")
+        problems.append((name, len(idx), f"objective {name!r} returned a non-finite score for {len(idx)} of {B} "
+                                         f"sample(s); first at index {i} (value {what}{text})"))
+    if nan_policy == "fail":
+        others = "".join(f"; also {n!r} ({c})" for n, c, _ in problems[1:])
+        raise ObjectiveError(f"{problems[0][2]}{others}. Fix the objective, or use nan_policy='skip' to drop "
+                             "such samples")
+    for name, count, _ in problems:
+        warnings.warn(f"objective {name!r}: {count} of {B} sample(s) have a non-finite score; they are marked "
+                      "invalid (nan_policy='skip')", RuntimeWarning, stacklevel=3)
+    if not bool(valid.any()):
+        raise ObjectiveError(f"every sample of the batch ({B}) has a non-finite score (first: {problems[0][2]}); "
+                             "nothing left to use even with nan_policy='skip'")
+    return valid

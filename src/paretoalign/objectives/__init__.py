@@ -1,0 +1,51 @@
+"""Objectives: named things to maximise, scored per (prompt, completion), and the sets of them.
+
+Build them from spec strings (``"sentiment,length(scale=100,unit=words)"``) or YAML dicts with
+:func:`build_objective_set` / :func:`build_objective`; see :mod:`paretoalign.objectives.registry`
+for the syntax and :class:`ObjectiveSet` for the reward tensor, its orientation and the NaN rule.
+The objective classes live in :mod:`.rules`, :mod:`.embedding` and :mod:`.models` and are imported
+on first use (model-backed ones pull in transformers).
+"""
+
+from paretoalign.objectives.base import Objective, check_scores
+from paretoalign.objectives.registry import (
+    ObjectiveSet,
+    available_objectives,
+    build_objective,
+    build_objective_set,
+    parse_objective_spec,
+    register_objective,
+    split_objective_specs,
+)
+
+_LAZY = {
+    "LengthObjective": "rules",
+    "SentimentObjective": "rules",
+    "ReadabilityObjective": "rules",
+    "KeywordObjective": "rules",
+    "RelevanceObjective": "embedding",
+    "SentenceEmbedder": "embedding",
+    "RewardModelObjective": "models",
+    "PythonObjective": "models",
+}
+
+__all__ = [
+    "Objective",
+    "ObjectiveSet",
+    "available_objectives",
+    "build_objective",
+    "build_objective_set",
+    "check_scores",
+    "parse_objective_spec",
+    "register_objective",
+    "split_objective_specs",
+    *_LAZY,
+]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"paretoalign.objectives.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'paretoalign.objectives' has no attribute {name!r}")

@@ -1,0 +1,334 @@
+"""Model-backed and user-defined objectives.
+
+- :class:`RewardModelObjective`: any Hugging Face ``AutoModelForSequenceClassification`` reward
+  model (one logit per sample, e.g. the Bradley-Terry reward models of Ouyang et al. 2022 /
+  OpenAssistant / Skywork), read from a local folder or the local Hugging Face cache.
+- :class:`PythonObjective`: a user function ``f(prompts, completions) -> list[float] | Tensor``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from paretoalign.errors import ConfigError, ObjectiveError
+from paretoalign.objectives.base import Objective
+from paretoalign.objectives.embedding import resolve_device
+
+__all__ = ["RewardModelObjective", "PythonObjective"]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _looks_like_path(s: str) -> bool:
+    """True for strings that can only be a filesystem path, never a hub id ``org/name``."""
+    return s.startswith(("/", "./", "../", "~", "\\")) or (len(s) > 1 and s[1] == ":") or s.count("/") > 1 \
+        or os.sep != "/" and os.sep in s
+
+
+def _hub_cache() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - hub always installed with transformers
+        return "~/.cache/huggingface/hub"
+
+
+class RewardModelObjective(Objective):
+    """Score (prompt, completion) with a sequence-classification reward model: logit ``index``.
+
+    ``model``: a local folder, or a Hugging Face id found in the local cache (``local_files_only``;
+    nothing is downloaded unless ``allow_download=True``).  Where the model is looked for is
+    checked when the objective is built; the weights load on the first :meth:`score`, once.
+
+    Input format (``format``):
+
+    - ``"auto"`` (default): ``"chat"`` if the tokenizer has a chat template, else ``"concat"``;
+    - ``"chat"``: ``[{"role": "user", "content": prompt}, {"role": "assistant", "content":
+      completion}]`` rendered with the tokenizer's chat template (how chat reward models such as
+      Skywork-Reward are trained);
+    - ``"concat"``: the string ``prompt + completion`` (a completion that continues its prompt);
+    - ``"pair"``: the tokenizer's text pair ``(prompt, completion)`` (BERT/DeBERTa reward models
+      such as OpenAssistant's).
+
+    Texts longer than ``max_length`` tokens (default 1024) are truncated from the left, so the end
+    of the completion -- what is being judged -- is kept (``pair``: longest-first).  Samples are
+    scored ``batch_size`` at a time (default 8) under ``torch.no_grad`` on ``device``
+    (``"auto"``: the current CUDA device if there is one, else the CPU).  ``dtype``: ``"auto"``
+    (the checkpoint's), ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+
+    Padding: a tokenizer without a pad token gets the model's ``pad_token_id``, else its EOS
+    token.  Decoder reward models pool the rightmost non-pad token, so with pad = EOS a trailing
+    EOS in the text is skipped (harmless for models trained the same way, which is the norm).
+    """
+
+    FORMATS = ("auto", "chat", "concat", "pair")
+    DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+    def __init__(self, model: str, index: int = 0, batch_size: int = 8, max_length: int = 1024,
+                 device: str = "auto", format: str = "auto", dtype: str = "auto", allow_download: bool = False,
+                 name: str | None = None):
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError("objective 'reward_model': give the model, e.g. reward_model:/path/to/rm or "
+                              "reward_model:org/name")
+        model = model.strip()
+        self.name = name or Path(model.rstrip("/\\")).name or "reward_model"
+        if format not in self.FORMATS:
+            raise ConfigError(f"objective {self.name!r}: format must be one of {', '.join(self.FORMATS)}; got {format!r}")
+        if dtype not in self.DTYPES:
+            raise ConfigError(f"objective {self.name!r}: dtype must be one of {', '.join(self.DTYPES)}; got {dtype!r}")
+        for opt, val, lo in (("batch_size", batch_size, 1), ("max_length", max_length, 2)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < lo:
+                raise ConfigError(f"objective {self.name!r}: {opt} must be an integer >= {lo}; got {val!r}")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ConfigError(f"objective {self.name!r}: index must be an integer; got {index!r}")
+        self.model_id, self.index, self.batch_size, self.max_length = model, index, batch_size, max_length
+        self.format, self.dtype, self.allow_download = format, dtype, bool(allow_download)
+        if device != "auto":
+            resolve_device(device, self.name)  # a bad device fails now, not at the first score
+        self.device = device
+        self.source = self._locate()  # a folder path, or the hub id itself
+        self._model = None
+        self._tokenizer = None
+
+    # -- locating and loading ------------------------------------------------------------------
+
+    def _not_found(self, detail: str = "") -> ObjectiveError:
+        m = self.model_id
+        folder = Path(m).expanduser().resolve()
+        if _looks_like_path(m):
+            msg = (f"objective {self.name!r}: reward model folder {str(folder)!r} not found (or it has no "
+                   "config.json); give a folder saved with save_pretrained (model + tokenizer)")
+        else:
+            msg = (f"objective {self.name!r}: reward model {m!r} is neither a local folder ({str(folder)!r}) nor in "
+                   f"the local Hugging Face cache ({_hub_cache()}); fetch it once with `hf download {m}` where "
+                   "there is network (then copy the cache or the folder here), pass a local folder, "
+                   "or add allow_download=true")
+        return ObjectiveError(msg + (f" [{detail}]" if detail else ""))
+
+    def _locate(self) -> str:
+        folder = Path(self.model_id).expanduser()
+        if folder.is_dir():
+            if not (folder / "config.json").is_file():
+                raise self._not_found()
+            return str(folder.resolve())
+        if _looks_like_path(self.model_id):
+            raise self._not_found()
+        if not self.allow_download:
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                hit = try_to_load_from_cache(self.model_id, "config.json")
+            except Exception:  # invalid repo id and the like
+                hit = None
+            if not isinstance(hit, str):
+                raise self._not_found()
+        return self.model_id
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        kw = {"local_files_only": not self.allow_download}
+        try:
+            tok = AutoTokenizer.from_pretrained(self.source, **kw)
+            model = AutoModelForSequenceClassification.from_pretrained(self.source, dtype=self.DTYPES[self.dtype], **kw)
+        except Exception as e:  # one line, never a deep traceback (the cause is in the message)
+            if Path(self.source).is_dir():
+                raise ObjectiveError(
+                    f"objective {self.name!r}: cannot load a sequence-classification reward model and its "
+                    f"tokenizer from {self.source!r} [{_first_line(e)}]; save both there with "
+                    "save_pretrained (AutoModelForSequenceClassification + AutoTokenizer)"
+                ) from None
+            raise self._not_found(_first_line(e)) from None
+        n = int(model.config.num_labels)
+        if not -n <= self.index < n:
+            raise ConfigError(f"objective {self.name!r}: index={self.index} but the model has {n} output(s)"
+                              f" (valid: 0..{n - 1})")
+        if tok.pad_token is None:
+            pad_id = model.config.pad_token_id
+            if pad_id is not None:
+                tok.pad_token_id = pad_id
+            elif tok.eos_token is not None:
+                tok.pad_token = tok.eos_token
+            else:
+                raise ObjectiveError(f"objective {self.name!r}: the tokenizer of {self.model_id!r} has neither a "
+                                     "pad nor an EOS token; cannot batch")
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tok.pad_token_id
+        model.eval().to(resolve_device(self.device, self.name))
+        self._tokenizer, self._model = tok, model
+
+    # -- scoring ---------------------------------------------------------------------------------
+
+    def _effective_format(self) -> str:
+        if self.format != "auto":
+            return self.format
+        return "chat" if getattr(self._tokenizer, "chat_template", None) else "concat"
+
+    def format_texts(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
+        """The strings fed to the tokenizer (``chat`` and ``concat`` formats; loads the tokenizer)."""
+        self._load()
+        fmt = self._effective_format()
+        if fmt == "concat":
+            return [p + c for p, c in zip(prompts, completions)]
+        if fmt == "chat":
+            if not getattr(self._tokenizer, "chat_template", None):
+                raise ObjectiveError(f"objective {self.name!r}: format=chat but the tokenizer of {self.model_id!r} "
+                                     "has no chat template; use format=concat or format=pair")
+            out = []
+            for p, c in zip(prompts, completions):
+                conv = [{"role": "user", "content": p}, {"role": "assistant", "content": c}]
+                try:
+                    out.append(self._tokenizer.apply_chat_template(conv, tokenize=False))
+                except Exception as e:
+                    raise ObjectiveError(f"objective {self.name!r}: the chat template of {self.model_id!r} failed: "
+                                         f"{_first_line(e)}; try format=concat") from None
+            return out
+        raise ValueError("format_texts is not used with format=pair")
+
+    def _encode(self, prompts: list[str], completions: list[str]):
+        tok = self._tokenizer
+        fmt = self._effective_format()
+        if fmt == "pair":
+            return tok(prompts, completions, padding=True, truncation="longest_first", max_length=self.max_length,
+                       return_tensors="pt")
+        texts = self.format_texts(prompts, completions)
+        side = tok.truncation_side
+        tok.truncation_side = "left"
+        try:
+            # chat templates already contain the special tokens (BOS and the like)
+            return tok(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                       add_special_tokens=(fmt == "concat"))
+        finally:
+            tok.truncation_side = side
+
+    @torch.no_grad()
+    def _score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        self._load()
+        device = next(self._model.parameters()).device
+        out = []
+        for i in range(0, len(prompts), self.batch_size):
+            enc = self._encode(prompts[i : i + self.batch_size], completions[i : i + self.batch_size]).to(device)
+            logits = self._model(**enc).logits  # [b, num_labels]
+            out.append(logits[:, self.index].float().cpu())
+        return torch.cat(out)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "kind": "reward_model", "model": self.model_id, "index": self.index,
+                "format": self.format, "max_length": self.max_length}
+
+
+class PythonObjective(Objective):
+    """A user function as an objective: ``"python:<module>:<function>"``.
+
+    ``<module>`` is an importable module (``mypkg.rewards``) or a path to a ``.py`` file.  The
+    function is called as ``f(prompts, completions, **options)`` and must return one number per
+    completion: a list, tuple, NumPy array or tensor of length ``B``.  ``None`` (a missing score),
+    NaN and ±inf are passed on as NaN/inf for :class:`~paretoalign.objectives.ObjectiveSet`'s NaN
+    rule.  Extra options in the spec (``python:m:f(alpha=2)``) become keyword arguments of ``f``
+    and are checked against its signature.  The default name is the function's name.
+
+    Exceptions raised inside the function propagate unchanged (they are bugs in user code and keep
+    their traceback).
+    """
+
+    def __init__(self, target: str, name: str | None = None, **options: Any):
+        self.target = target
+        module_name, sep, func_name = (target or "").rpartition(":")
+        if not sep or not module_name or not func_name:
+            raise ConfigError(f"objective 'python:{target}': expected python:<module>:<function>, "
+                              "e.g. python:mypkg.rewards:politeness")
+        label = f"python:{target}"
+        module = self._import(module_name, label)
+        if not hasattr(module, func_name):
+            names = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
+                           and getattr(v, "__module__", None) == module.__name__)
+            raise ObjectiveError(f"objective {label!r}: module {module_name!r} has no attribute {func_name!r}"
+                                 + (f" (its functions: {', '.join(names)})" if names else ""))
+        fn = getattr(module, func_name)
+        if not callable(fn):
+            raise ObjectiveError(f"objective {label!r}: {module_name}.{func_name} is a {type(fn).__name__}, "
+                                 "not a function f(prompts, completions)")
+        self._check_signature(fn, options, label)
+        self.fn: Callable = fn
+        self.options = dict(options)
+        self.name = name or func_name
+
+    @staticmethod
+    def _import(module_name: str, label: str):
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = Path(module_name).expanduser().resolve()
+            if not path.is_file():
+                raise ObjectiveError(f"objective {label!r}: no such file {str(path)!r}")
+            mod_name = f"paretoalign_user_{path.stem}_{abs(hash(str(path)))}"
+            if mod_name in sys.modules:
+                return sys.modules[mod_name]
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(mod_name, None)
+                raise
+            return module
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+                raise ObjectiveError(f"objective {label!r}: cannot import module {module_name!r} ({e}); install it, "
+                                     "or put its folder on PYTHONPATH, or give a .py file path") from None
+            raise  # a module the user's module imports is missing: keep the traceback
+
+    @staticmethod
+    def _check_signature(fn: Callable, options: dict, label: str) -> None:
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):  # builtins without a signature
+            return
+        try:
+            sig.bind(["p"], ["c"], **options)
+        except TypeError as e:
+            raise ConfigError(f"objective {label!r}: cannot call {getattr(fn, '__name__', fn)}{sig} as "
+                              f"f(prompts, completions{''.join(', ' + k + '=...' for k in options)}): {e}") from None
+
+    def _score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        out = self.fn(prompts, completions, **self.options)
+        if isinstance(out, torch.Tensor):
+            return out.detach().float().cpu().reshape(-1) if out.dim() else self._bad(out)
+        if hasattr(out, "tolist") and not isinstance(out, (list, tuple)):  # NumPy arrays
+            out = out.tolist()
+        if isinstance(out, (str, bytes, dict)) or not hasattr(out, "__iter__"):
+            self._bad(out)
+        vals = []
+        for i, v in enumerate(out):
+            if v is None:
+                vals.append(math.nan)
+                continue
+            try:
+                vals.append(float(v))
+            except (TypeError, ValueError):
+                raise ObjectiveError(f"objective {self.name!r}: {self.target} returned a non-number at index {i}: "
+                                     f"{v!r:.60}") from None
+        return torch.tensor(vals, dtype=torch.float32)
+
+    def _bad(self, out):
+        raise ObjectiveError(f"objective {self.name!r}: {self.target} must return one number per completion "
+                             f"(a list or tensor of length B); got {type(out).__name__} {out!r:.60}")
+
+    def describe(self) -> dict:
+        return {**super().describe(), "kind": "python", "target": self.target, "options": dict(self.options)}
