@@ -225,7 +225,9 @@ class MultiValueHead(nn.Module):
         super().__init__()
         self.num_objectives = num_objectives
         self.linear = nn.Linear(hidden_size, num_objectives)
-        nn.init.normal_(self.linear.weight, std=1.0 / (hidden_size + 1) ** 0.5)
+        # Zero init: every critic starts at V = 0, so the first advantages are the (KL-shaped)
+        # returns themselves rather than returns minus random noise.
+        nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

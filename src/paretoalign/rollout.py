@@ -6,6 +6,7 @@ combine per-objective signals.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,35 @@ def render_prompt(prompt: Prompt, tokenizer, use_chat_template: bool = True, sys
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     text = prompt_text(prompt)
     return f"{system_prompt}\n\n{text}" if system_prompt else text
+
+
+@contextmanager
+def lora_merged(model):
+    """Run the block with every LoRA adapter merged into its base weight, then restore exactly.
+
+    Sampling from a LoRA policy costs an extra pair of small matmuls per adapted layer per token
+    (about 1.6x the base model's decoding time on SmolLM2 with 7 adapted projections, measured on
+    2 CPU cores).  Merging first makes decoding as fast as the base model.  The base weights are
+    copied before and written back after, so the reference model (the base with adapters
+    disabled) never drifts by merge/unmerge rounding; the copy costs the adapted weights' memory.
+    """
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # pragma: no cover - peft is a dependency
+        yield
+        return
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.merged and m.active_adapters]
+    saved = [(m, m.get_base_layer().weight.detach().clone()) for m in layers]
+    try:
+        for m, _ in saved:
+            m.merge()
+        yield
+    finally:
+        with torch.no_grad():
+            for m, w in saved:
+                if m.merged:
+                    m.unmerge()
+                m.get_base_layer().weight.copy_(w)
 
 
 @dataclass
@@ -67,11 +97,13 @@ def generate(
     num_generations: int = 1,
     max_new_tokens: int = 48,
     max_prompt_length: int = 256,
+    min_new_tokens: int = 0,
     temperature: float = 1.0,
     top_p: float = 1.0,
     do_sample: bool = True,
     use_chat_template: bool = True,
     system_prompt: str | None = None,
+    merge_lora: bool = True,
 ) -> Rollout:
     """Sample ``num_generations`` completions for each prompt (grouped: prompt i owns rows i*G..i*G+G-1)."""
     texts = [render_prompt(p, tokenizer, use_chat_template, system_prompt) for p in prompts]
@@ -91,13 +123,18 @@ def generate(
     model.eval()
     gen_kwargs = dict(
         max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
         do_sample=do_sample,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
     if do_sample:
         gen_kwargs.update(temperature=max(temperature, 1e-5), top_p=top_p, top_k=0)
-    out = model.generate(**enc, **gen_kwargs)
+    if merge_lora:
+        with lora_merged(model):
+            out = model.generate(**enc, **gen_kwargs)
+    else:
+        out = model.generate(**enc, **gen_kwargs)
     if was_training:
         model.train()
     P = enc["input_ids"].shape[1]

@@ -78,6 +78,7 @@ class OnlineConfig:
     batch_size: int = field(4, help="Prompts per step per process.")
     num_generations: int = field(2, help="Completions sampled per prompt (>= 2 for --advantage group).")
     max_new_tokens: int = field(48, help="Maximum completion length in tokens.")
+    min_new_tokens: int = field(0, help="Minimum completion length in tokens (EOS is suppressed before it).")
     max_prompt_length: int = field(256, help="Prompts longer than this many tokens are truncated from the left.")
     temperature: float = field(1.0, help="Sampling temperature for rollouts.")
     top_p: float = field(1.0, help="Nucleus sampling for rollouts.")

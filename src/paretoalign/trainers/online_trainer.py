@@ -206,7 +206,7 @@ class OnlineTrainer:
         rollout = generate(
             self.unwrapped.policy, self.tokenizer, self.prompts_for_step(step),
             num_generations=cfg.num_generations, max_new_tokens=cfg.max_new_tokens,
-            max_prompt_length=cfg.max_prompt_length, temperature=cfg.temperature, top_p=cfg.top_p,
+            max_prompt_length=cfg.max_prompt_length, min_new_tokens=cfg.min_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
             use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt,
         )
         t_gen = time.perf_counter() - t0
