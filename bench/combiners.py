@@ -89,7 +89,79 @@ def bench_weights(reps: int = 5, ks=KS, d: int | None = None, seed: int = 0) -> 
     return rows
 
 
-# full-step comparison: see bench_step below (added by the trainer work)
+# ---- full-step comparison -------------------------------------------------------------------
+STEP_KS = (2, 4, 8)
+STEP_METHODS = ("morlhf", "pama", "mgda-ub")
+
+
+def step_objectives(k: int) -> list[str]:
+    """sentiment and length, plus k-2 more length objectives at other scales (their scores only
+    need to differ; the scoring itself is outside the timed region)."""
+    extra = [f"length(name=len{i},scale={60 + 20 * i},unit=chars)" for i in range(k - 2)]
+    return ["sentiment", "length", *extra]
+
+
+def bench_step(model: str = "smollm2-135m-instruct", ks=STEP_KS, reps: int = 3, seed: int = 0) -> list[dict]:
+    """Median time of one optimisation update (reference forward, policy forward with K value
+    heads, advantages, the combiner, backward, optimiser step) of each method on the *same*
+    scored batch, with LoRA.  Methods are interleaved round-robin so machine noise hits all alike.
+    Generation is excluded: it is identical for every method."""
+    import tempfile
+
+    from paretoalign.models import load_causal_lm, load_tokenizer
+    from paretoalign.objectives import build_objective_set
+    from paretoalign.trainers.online_config import OnlineConfig
+    from paretoalign.trainers.online_trainer import OnlineTrainer
+
+    tok = load_tokenizer(model)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rollout = None
+        for k in ks:
+            specs = step_objectives(k)
+            trainers = {}
+            for m in STEP_METHODS:
+                cfg = OnlineConfig(method=m, model=model, objectives=specs, batch_size=4, num_generations=2,
+                                   max_new_tokens=48, min_new_tokens=48, output_dir=f"{tmp}/{m}-{k}",
+                                   progress=False, seed=seed)
+                trainers[m] = OnlineTrainer(cfg, model=load_causal_lm(model, tok, seed=seed), tokenizer=tok)
+            if rollout is None:  # one batch for every method and K
+                torch.manual_seed(seed)
+                rollout, _, _, _ = trainers["morlhf"].rollout(1)
+            objectives = build_objective_set(specs, tok)
+            scores, valid = objectives.rewards(rollout.prompt_texts, rollout.completions)
+            times = {m: [] for m in STEP_METHODS}
+            for m in STEP_METHODS:  # warm-up
+                trainers[m].update(rollout, scores, valid)
+            for _ in range(reps):
+                for m in STEP_METHODS:
+                    t0 = time.perf_counter()
+                    trainers[m].update(rollout, scores, valid)
+                    times[m].append(time.perf_counter() - t0)
+            med = {m: statistics.median(v) for m, v in times.items()}
+            rows.append({
+                "K": k, "samples": int(rollout.input_ids.shape[0]),
+                "tokens": int(rollout.completion_mask.sum()),
+                **{f"{m}_s": med[m] for m in STEP_METHODS},
+                "pama_over_morlhf": med["pama"] / med["morlhf"],
+                "mgda_over_morlhf": med["mgda-ub"] / med["morlhf"],
+                "mgda_over_pama": med["mgda-ub"] / med["pama"],
+            })
+            print(f"  K={k}: " + ", ".join(f"{m} {_fmt_time(med[m])}" for m in STEP_METHODS), flush=True)
+    return rows
+
+
+def step_table(rows: list[dict]) -> str:
+    lines = [
+        "| K | morlhf step | pama step | mgda-ub step | pama/morlhf | mgda-ub/morlhf | mgda-ub/pama |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['K']} | {_fmt_time(r['morlhf_s'])} | {_fmt_time(r['pama_s'])} | {_fmt_time(r['mgda-ub_s'])} "
+            f"| {r['pama_over_morlhf']:.2f}× | {r['mgda_over_morlhf']:.2f}× | {r['mgda_over_pama']:.2f}× |"
+        )
+    return "\n".join(lines)
 
 
 def _fmt_time(s: float) -> str:
@@ -117,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=None, help="repetitions per timing (default 5; 2 with --quick)")
     parser.add_argument("--quick", action="store_true", help="2 repetitions instead of 5")
+    parser.add_argument("--step-model", default="smollm2-135m-instruct",
+                        help="model for the full-step comparison ('tiny' for a fast check)")
+    parser.add_argument("--step-reps", type=int, default=None, help="repetitions of each full step (default 3; 1 with --quick)")
+    parser.add_argument("--skip-step", action="store_true", help="only time the weight computation")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "combiners.json")
     args = parser.parse_args(argv)
     reps = args.reps if args.reps is not None else (2 if args.quick else 5)
@@ -134,11 +210,20 @@ def main(argv: list[str] | None = None) -> None:
         "then Wolfe's exact min-norm solve (closed form for K=2). The K backward passes that produce "
         "MGDA's gradients are not included."
     )
+    step_rows = []
+    if not args.skip_step:
+        step_reps = args.step_reps if args.step_reps is not None else (1 if args.quick else 3)
+        print(f"\nFull update step on one fixed batch ({args.step_model}, LoRA, 4 prompts x 2 completions x 48 tokens), "
+              f"medians of {step_reps}:")
+        step_rows = bench_step(args.step_model, reps=step_reps)
+        print(step_table(step_rows))
+        print("\nIncluded: reference forward, policy forward (+K value heads), advantages, combiner "
+              "(MGDA-UB: K backward passes to the last hidden states + Gram + solve), backward, "
+              "optimiser step. Excluded: generation and scoring (identical for every method).")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "command": "python bench/combiners.py" + (" --quick" if args.quick else "") + (
-            f" --reps {args.reps}" if args.reps is not None else ""
-        ),
+        "command": "python " + " ".join(["bench/combiners.py", *(argv if argv is not None else __import__("sys").argv[1:])]),
+        "step_model": None if args.skip_step else args.step_model,
         "d": d,
         "reps": reps,
         "torch": torch.__version__,
@@ -146,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": platform.machine(),
         "processor": platform.processor(),
     }
-    args.out.write_text(json.dumps({"meta": meta, "weights": rows}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"meta": meta, "weights": rows, "step": step_rows}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
 
 

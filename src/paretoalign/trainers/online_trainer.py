@@ -199,20 +199,43 @@ class OnlineTrainer:
             reduce_sum=lambda x: acc.reduce(x, "sum") if acc.num_processes > 1 else x,
         )
 
-    def step(self, step: int) -> dict:
-        """One optimisation step at ``step`` (1-based); returns this step's metrics."""
-        cfg, acc = self.config, self.accelerator
+    def rollout(self, step: int) -> tuple[Rollout, torch.Tensor, torch.Tensor, float]:
+        """Generate this process's completions for ``step`` and score them: (rollout, rewards [N, K], valid [N], seconds)."""
+        cfg = self.config
         t0 = time.perf_counter()
         rollout = generate(
             self.unwrapped.policy, self.tokenizer, self.prompts_for_step(step),
             num_generations=cfg.num_generations, max_new_tokens=cfg.max_new_tokens,
-            max_prompt_length=cfg.max_prompt_length, min_new_tokens=cfg.min_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            max_prompt_length=cfg.max_prompt_length, min_new_tokens=cfg.min_new_tokens,
+            temperature=cfg.temperature, top_p=cfg.top_p,
             use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt,
         )
         t_gen = time.perf_counter() - t0
         scores, valid = self.objectives.rewards(rollout.prompt_texts, rollout.completions)
         device = rollout.input_ids.device
-        scores, valid = scores.to(device), valid.to(device)
+        return rollout, scores.to(device), valid.to(device), t_gen
+
+    def step(self, step: int) -> dict:
+        """One optimisation step at ``step`` (1-based): rollout, score, update; returns this step's metrics."""
+        t0 = time.perf_counter()
+        rollout, scores, valid, t_gen = self.rollout(step)
+        row = self.update(rollout, scores, valid)
+        row = {"step": step, **row, "time_generate": t_gen, "time_step": time.perf_counter() - t0}
+        if not all(math.isfinite(row[k]) for k in ("loss", "policy_loss")):
+            from paretoalign.errors import ParetoAlignError
+
+            raise ParetoAlignError(
+                f"step {step}: the loss is not finite ({row['loss']}); the last checkpoint is intact, "
+                "lower --learning-rate and --resume"
+            )
+        return row
+
+    def update(self, rollout: Rollout, scores: torch.Tensor, valid: torch.Tensor) -> dict:
+        """The optimisation part of a step on a scored rollout (the same for every method up to the
+        combiner); returns metrics.  Separate from :meth:`rollout` so benchmarks can time it on a fixed batch."""
+        cfg, acc = self.config, self.accelerator
+        t0 = time.perf_counter()
+        device = rollout.input_ids.device
         mask = rollout.completion_mask.to(torch.float32) * valid.unsqueeze(1).float()
         ref_logp = self._ref_logprobs(rollout)
 
@@ -279,7 +302,7 @@ class OnlineTrainer:
         local = torch.tensor([totals[k] / updates for k in ("loss", "policy_loss", "value_loss", "kl_loss")], device=device)
         local = acc.reduce(local, "mean") if acc.num_processes > 1 else local
         weights = weight_sum / updates
-        row = {"step": step}
+        row = {}
         vmask = g_valid.bool()
         for k, name in enumerate(self.names):
             col = g_scores[vmask, k]
@@ -297,16 +320,8 @@ class OnlineTrainer:
             nan_skipped=int((~vmask).sum()),
             samples=int(g_valid.numel()),
             lr=self.optimizer.param_groups[0]["lr"],
-            time_generate=t_gen,
-            time_step=time.perf_counter() - t0,
+            time_update=time.perf_counter() - t0,
         )
-        if not all(math.isfinite(row[k]) for k in ("loss", "policy_loss")):
-            from paretoalign.errors import ParetoAlignError
-
-            raise ParetoAlignError(
-                f"step {step}: the loss is not finite ({row['loss']}); the last checkpoint is intact, "
-                "lower --learning-rate and --resume"
-            )
         return row
 
     # ------------------------------------------------------------------------------------------
