@@ -60,6 +60,12 @@ def _demo_parser(sub) -> None:
     p.add_argument("--samples", type=int, default=3, help="Sample completions shown before/after.")
     p.add_argument("--output-dir", default=None, help="Run folder (default: runs/demo-<timestamp>).")
     p.add_argument("--seed", type=int, default=0, help="Random seed.")
+    p.add_argument("--advantage", default="gae", choices=["gae", "group"],
+                   help="'gae': K value heads (the paper's setting); 'group': critic-free group baselines.")
+    p.add_argument("--batch-size", type=int, default=4, help="Prompts per step.")
+    p.add_argument("--num-generations", type=int, default=2, help="Completions per prompt.")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="Completion length cap (training and evaluation).")
+    p.add_argument("--learning-rate", type=float, default=3e-4, help="LoRA learning rate.")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -68,7 +74,9 @@ def _cmd_demo(args) -> int:
 
     run_demo(
         model=args.model, method=args.method, steps=args.steps, eval_prompts=args.eval_prompts,
-        samples=args.samples, output_dir=args.output_dir, seed=args.seed,
+        samples=args.samples, output_dir=args.output_dir, seed=args.seed, advantage=args.advantage,
+        batch_size=args.batch_size, num_generations=args.num_generations, max_new_tokens=args.max_new_tokens,
+        learning_rate=args.learning_rate,
     )
     return 0
 

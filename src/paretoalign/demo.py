@@ -23,6 +23,11 @@ def run_demo(
     samples: int = 3,
     output_dir: str | None = None,
     seed: int = 0,
+    advantage: str = "gae",
+    batch_size: int = 4,
+    num_generations: int = 2,
+    max_new_tokens: int = 48,
+    learning_rate: float = 3e-4,
 ) -> dict:
     from paretoalign.data import builtin_prompts
     from paretoalign.evaluation import evaluate_policy
@@ -38,10 +43,11 @@ def run_demo(
         model=model,
         objectives=["sentiment", "length"],
         max_steps=steps,
-        batch_size=4,
-        num_generations=2,
-        max_new_tokens=48,
-        learning_rate=3e-4,
+        advantage=advantage,
+        batch_size=batch_size,
+        num_generations=num_generations,
+        max_new_tokens=max_new_tokens,
+        learning_rate=learning_rate,
         output_dir=output_dir,
         save_steps=max(1, steps // 2),
         seed=seed,

@@ -85,6 +85,8 @@ class OnlineTrainer:
         self.prompts = list(prompts)
 
         torch.manual_seed(cfg.seed)
+        # The tiny base exists only in memory; save_final() rebuilds it from the seed when we built it.
+        self._rebuildable_tiny_base = model is None and cfg.model == TINY_NAME
         policy = model if model is not None else load_causal_lm(cfg.model, self.tokenizer, cfg.seed, cfg.allow_download)
         self.ref_model = None
         if cfg.use_lora and not hasattr(policy, "peft_config"):
@@ -436,7 +438,7 @@ class OnlineTrainer:
             self._save_model(final)
             self.tokenizer.save_pretrained(final / "policy")
             policy = self.unwrapped.policy
-            if cfg.model == TINY_NAME and hasattr(policy, "peft_config"):
+            if self._rebuildable_tiny_base and hasattr(policy, "peft_config"):
                 # The tiny base exists only in memory: save it so the adapter can be loaded back.
                 base = build_tiny_model(self.tokenizer, seed=cfg.seed)
                 base.save_pretrained(final / "base")
