@@ -54,6 +54,14 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
     return x if x.is_floating_point() else x.to(torch.get_default_dtype())
 
 
+def _as_group(rewards) -> torch.Tensor:
+    """``rewards`` as a float tensor of shape ``[..., n, K]`` (a group axis and an objective axis)."""
+    rewards = _as_float(rewards)
+    if rewards.dim() < 2:
+        raise ValueError(f"rewards must have shape [..., n, K], got {tuple(rewards.shape)}")
+    return rewards
+
+
 def _check_k(x: torch.Tensor, weights: torch.Tensor, what: str) -> None:
     if weights.dim() != 1:
         raise ValueError(f"weights must be a 1-D tensor [K], got shape {tuple(weights.shape)}")
@@ -151,9 +159,7 @@ def normalize_then_sum(rewards: torch.Tensor, weights: torch.Tensor, eps: float 
     Returns:
         ``[..., n]``.
     """
-    rewards = _as_float(rewards)
-    if rewards.dim() < 2:
-        raise ValueError(f"rewards must have shape [..., n, K], got {tuple(rewards.shape)}")
+    rewards = _as_group(rewards)
     normed = group_normalize(rewards.transpose(-1, -2), eps).transpose(-1, -2)
     return linear_scalarize(normed, weights)
 
@@ -172,9 +178,7 @@ def sum_then_normalize(rewards: torch.Tensor, weights: torch.Tensor, eps: float 
     Returns:
         ``[..., n]``.
     """
-    rewards = _as_float(rewards)
-    if rewards.dim() < 2:
-        raise ValueError(f"rewards must have shape [..., n, K], got {tuple(rewards.shape)}")
+    rewards = _as_group(rewards)
     return group_normalize(linear_scalarize(rewards, weights), eps)
 
 
