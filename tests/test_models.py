@@ -7,6 +7,7 @@ from paretoalign.models import (
     PolicyWithValueHeads,
     build_tiny_model,
     build_tiny_tokenizer,
+    completion_logits,
     load_causal_lm,
     load_tokenizer,
     resolve_model_path,
@@ -46,14 +47,20 @@ def test_multi_value_head_has_one_independent_head_per_objective():
     assert torch.any(head.linear.weight.grad[1] != 0)
 
 
-def test_policy_with_value_heads_shapes(tok):
+def test_policy_with_value_heads_returns_completion_positions_wired_to_the_shared_representation(tok):
     model = PolicyWithValueHeads(build_tiny_model(tok), num_objectives=2)
     ids = torch.randint(0, len(tok), (3, 7))
-    logits, hidden, values = model(ids, torch.ones_like(ids))
-    assert logits.shape == (3, 7, len(tok))
-    assert hidden.shape == (3, 7, 64)
-    assert values.shape == (3, 7, 2)
-    assert PolicyWithValueHeads(build_tiny_model(tok), 2, with_values=False)(ids, torch.ones_like(ids))[2] is None
+    mask = torch.ones_like(ids)
+    logits, hidden, values = model(ids, mask, prompt_length=3)
+    assert logits.shape == (3, 4, len(tok))  # positions 2..5 predict tokens 3..6
+    assert hidden.shape == (3, 4, 64) and values.shape == (3, 4, 2)
+    full = model.policy(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(logits, full[:, 2:6])
+    torch.testing.assert_close(completion_logits(model.policy, ids, mask, 3), full[:, 2:6])
+    # MGDA-UB differentiates the loss w.r.t. this representation: it must be the logits' ancestor
+    (g,) = torch.autograd.grad(logits.sum(), hidden)
+    assert g.abs().sum() > 0
+    assert PolicyWithValueHeads(build_tiny_model(tok), 2, with_values=False)(ids, mask, 3)[2] is None
 
 
 def test_missing_model_gives_one_clear_error(tmp_path):

@@ -237,8 +237,12 @@ class MultiValueHead(nn.Module):
 class PolicyWithValueHeads(nn.Module):
     """A causal LM (optionally PEFT-wrapped) plus :class:`MultiValueHead` on its last hidden state.
 
-    One module so that accelerate/DDP wraps policy and critics together.  ``forward`` returns the
-    logits, the last hidden states (MGDA-UB's shared representation) and the values ``[B, T, K]``.
+    One module so that accelerate/DDP wraps policy and critics together.  ``forward`` returns,
+    for the positions that predict the completion tokens only (from ``prompt_length - 1`` to the
+    second-to-last position): the logits ``[B, T, V]``, the last hidden states ``[B, T, H]`` —
+    MGDA-UB's shared representation, from which those logits are computed, so gradients with
+    respect to it exist — and the values ``[B, T, K]``.  The language-model head runs on the
+    completion positions only, which saves its cost on the prompt.
     """
 
     def __init__(self, policy: nn.Module, num_objectives: int, with_values: bool = True):
@@ -247,13 +251,25 @@ class PolicyWithValueHeads(nn.Module):
         hidden = policy.config.hidden_size
         self.value_head = MultiValueHead(hidden, num_objectives) if with_values else None
 
-    def forward(self, input_ids, attention_mask):
-        out = self.policy(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            output_hidden_states=True,
-            use_cache=False,
-        )
-        hidden = out.hidden_states[-1]
+    def forward(self, input_ids, attention_mask, prompt_length: int = 1):
+        out = _call_keeping_logits(self.policy, input_ids, attention_mask, 1, output_hidden_states=True)
+        # HF convention: the last entry of hidden_states is the final (normed) state the LM head reads.
+        hidden = out.hidden_states[-1][:, prompt_length - 1 : -1]
+        logits = self.policy.get_output_embeddings()(hidden)
         values = self.value_head(hidden) if self.value_head is not None else None
-        return out.logits, hidden, values
+        return logits, hidden, values
+
+
+def _call_keeping_logits(model, input_ids, attention_mask, keep: int, **kwargs):
+    """``model(...)`` computing logits for the last ``keep`` positions only, where the model supports it."""
+    try:
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep, **kwargs)
+    except TypeError:  # an architecture without logits_to_keep: full logits
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+
+
+def completion_logits(model, input_ids, attention_mask, prompt_length: int) -> torch.Tensor:
+    """Logits ``[B, T, V]`` at the positions predicting the completion tokens (``input_ids[:, prompt_length:]``)."""
+    T = input_ids.shape[1] - prompt_length
+    logits = _call_keeping_logits(model, input_ids, attention_mask, T + 1).logits
+    return logits[:, -(T + 1) : -1]

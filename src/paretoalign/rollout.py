@@ -157,17 +157,20 @@ def generate(
     )
 
 
-def completion_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, prompt_length: int, temperature: float = 1.0):
-    """Log-probabilities ``[N, T]`` of the completion tokens under ``logits [N, P+T, V]``.
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probabilities ``[N, T]`` of ``targets [N, T]`` under ``logits [N, T, V]`` (aligned: logits[t] predicts targets[t]).
 
-    Logits at position i predict token i+1, so the completion's logits start at P-1.
     Dividing by the sampling temperature keeps the ratio consistent with how the tokens were drawn.
     """
-    logits = logits[:, prompt_length - 1 : -1, :]
+    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
-    targets = input_ids[:, prompt_length:]
     # gather − logsumexp: avoids materialising a second [N, T, V] tensor of log-probabilities
-    logits = logits.float()
     picked = torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
+
+
+def completion_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, prompt_length: int, temperature: float = 1.0):
+    """Log-probabilities ``[N, T]`` of the completion tokens under full-sequence ``logits [N, P+T, V]``
+    (logits at position i predict token i+1, so the completion's logits start at P-1)."""
+    return token_logprobs(logits[:, prompt_length - 1 : -1, :], input_ids[:, prompt_length:], temperature)

@@ -186,3 +186,20 @@ def test_nan_scores_skip_policy_drops_samples_and_counts_them(tmp_path, monkeypa
     row = run_dir.read_metrics(tr.out)[0]
     assert row["nan_skipped"] == 2
     assert row["reward/score"] == pytest.approx(0.5)
+
+
+def test_mgda_ub_gram_matrix_is_built_from_real_gradients(tmp_path, monkeypatch):
+    """The per-objective gradients w.r.t. the last hidden states are non-zero in the real trainer."""
+    import paretoalign.trainers.online_methods as om
+
+    seen = []
+    real = om.min_norm_weights_from_gram
+
+    def spy(gram):
+        seen.append(gram.clone())
+        return real(gram)
+
+    monkeypatch.setattr(om, "min_norm_weights_from_gram", spy)
+    make(tmp_path, method="mgda-ub", max_steps=1).train()
+    assert len(seen) == 1 and seen[0].shape == (2, 2)
+    assert torch.all(torch.diagonal(seen[0]) > 0), seen[0]

@@ -112,8 +112,10 @@ def mgda_ub_loss(
     K = losses.shape[0]
     grads = []
     for k in range(K):
-        (g,) = torch.autograd.grad(losses[k], shared, retain_graph=True, allow_unused=True)
-        grads.append(torch.zeros_like(shared) if g is None else g)
+        # Not allow_unused: a representation the losses do not depend on is a wiring bug, and
+        # silently zero gradients would make every weight vector look optimal.
+        (g,) = torch.autograd.grad(losses[k], shared, retain_graph=True)
+        grads.append(g)
     flat = torch.stack([g.reshape(-1) for g in grads]).double()
     gram = reduce_sum(flat @ flat.T)
     c = min_norm_weights_from_gram(gram).to(losses.dtype).detach()

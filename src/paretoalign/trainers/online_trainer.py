@@ -32,12 +32,13 @@ from paretoalign.models import (
     TINY_NAME,
     PolicyWithValueHeads,
     build_tiny_model,
+    completion_logits,
     load_causal_lm,
     load_tokenizer,
 )
 from paretoalign.objectives import build_objective_set
 from paretoalign.preferences import uniform_weights, validate_weights
-from paretoalign.rollout import Rollout, completion_logprobs, generate
+from paretoalign.rollout import Rollout, generate, token_logprobs
 from paretoalign.trainers.online_config import OnlineConfig
 from paretoalign.trainers.online_methods import mgda_ub_loss, morlhf_loss, pama_loss
 
@@ -141,20 +142,21 @@ class OnlineTrainer:
 
     def _ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
         policy = self.unwrapped.policy
+        args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
         with torch.no_grad():
             if self.ref_model is not None:
-                logits = self.ref_model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask, use_cache=False).logits
+                logits = completion_logits(self.ref_model, *args)
             else:
                 with policy.disable_adapter():
-                    logits = policy(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask, use_cache=False).logits
-        return completion_logprobs(logits, rollout.input_ids, rollout.prompt_length, self.config.temperature)
+                    logits = completion_logits(policy, *args)
+        return token_logprobs(logits, rollout.completion_ids, self.config.temperature)
 
     def _forward(self, input_ids, attention_mask, prompt_length):
-        logits, hidden, values = self.model(input_ids, attention_mask)
-        logp = completion_logprobs(logits, input_ids, prompt_length, self.config.temperature)
-        shared = hidden[:, prompt_length - 1 : -1]
+        """Policy log-probs [N, T], the shared representation [N, T, H] they are computed from, values [N, T, K]."""
+        logits, shared, values = self.model(input_ids, attention_mask, prompt_length)
+        logp = token_logprobs(logits, input_ids[:, prompt_length:], self.config.temperature)
         if values is not None:
-            values = values[:, prompt_length - 1 : -1].float()
+            values = values.float()
         return logp, shared, values
 
     # ------------------------------------------------------------------------------------------
