@@ -48,24 +48,30 @@ def _cmd_train(args) -> int:
 
 
 def _demo_parser(sub) -> None:
+    import inspect
+
+    from paretoalign.demo import run_demo
+
+    # run_demo's signature is the one place the demo's defaults live
+    D = {k: v.default for k, v in inspect.signature(run_demo).parameters.items()}
     p = sub.add_parser(
         "demo",
         help="The main job on the bundled SmolLM2-135M-Instruct: PAMA on sentiment and length, before/after.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default="smollm2-135m-instruct", help="Policy to align.")
-    p.add_argument("--method", default="pama", choices=["pama", "morlhf", "mgda-ub"], help="Online method.")
-    p.add_argument("--steps", type=int, default=16, help="Training steps.")
-    p.add_argument("--eval-prompts", type=int, default=24, help="Held-out prompts evaluated before and after.")
-    p.add_argument("--samples", type=int, default=3, help="Sample completions shown before/after.")
+    p.add_argument("--model", default=D["model"], help="Policy to align.")
+    p.add_argument("--method", default=D["method"], choices=["pama", "morlhf", "mgda-ub"], help="Online method.")
+    p.add_argument("--steps", type=int, default=D["steps"], help="Training steps.")
+    p.add_argument("--eval-prompts", type=int, default=D["eval_prompts"], help="Held-out prompts evaluated before and after.")
+    p.add_argument("--samples", type=int, default=D["samples"], help="Sample completions shown before/after.")
     p.add_argument("--output-dir", default=None, help="Run folder (default: runs/demo-<timestamp>).")
-    p.add_argument("--seed", type=int, default=0, help="Random seed.")
-    p.add_argument("--advantage", default="gae", choices=["gae", "group"],
+    p.add_argument("--seed", type=int, default=D["seed"], help="Random seed.")
+    p.add_argument("--advantage", default=D["advantage"], choices=["gae", "group"],
                    help="'gae': K value heads (the paper's setting); 'group': critic-free group baselines.")
-    p.add_argument("--batch-size", type=int, default=4, help="Prompts per step.")
-    p.add_argument("--num-generations", type=int, default=2, help="Completions per prompt.")
-    p.add_argument("--max-new-tokens", type=int, default=48, help="Completion length cap (training and evaluation).")
-    p.add_argument("--learning-rate", type=float, default=3e-4, help="LoRA learning rate.")
+    p.add_argument("--batch-size", type=int, default=D["batch_size"], help="Prompts per step.")
+    p.add_argument("--num-generations", type=int, default=D["num_generations"], help="Completions per prompt.")
+    p.add_argument("--max-new-tokens", type=int, default=D["max_new_tokens"], help="Completion length cap (training and evaluation).")
+    p.add_argument("--learning-rate", type=float, default=D["learning_rate"], help="LoRA learning rate.")
     p.set_defaults(func=_cmd_demo)
 
 

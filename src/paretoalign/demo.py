@@ -18,15 +18,15 @@ from paretoalign.report import table
 def run_demo(
     model: str = "smollm2-135m-instruct",
     method: str = "pama",
-    steps: int = 16,
-    eval_prompts: int = 24,
+    steps: int = 12,
+    eval_prompts: int = 48,
     samples: int = 3,
     output_dir: str | None = None,
     seed: int = 0,
     advantage: str = "gae",
-    batch_size: int = 4,
+    batch_size: int = 8,
     num_generations: int = 2,
-    max_new_tokens: int = 48,
+    max_new_tokens: int = 40,
     learning_rate: float = 3e-4,
 ) -> dict:
     from paretoalign.data import builtin_prompts
