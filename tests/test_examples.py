@@ -1,0 +1,23 @@
+"""Every YAML in examples/ is a valid config headed by the command that runs it."""
+
+from pathlib import Path
+
+import pytest
+
+from paretoalign.config_utils import build_config
+from paretoalign.trainers.online_config import OnlineConfig
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_config_is_valid_and_documents_its_command(path):
+    head = path.read_text().splitlines()[:6]
+    assert any(f"--config examples/{path.name}" in line for line in head if line.startswith("#"))
+    cfg = build_config(OnlineConfig, path)
+    assert len(cfg.objectives) >= 2
+
+
+def test_there_are_examples_for_each_method():
+    methods = {build_config(OnlineConfig, p).method for p in EXAMPLES}
+    assert methods == {"pama", "morlhf", "mgda-ub"}
