@@ -471,3 +471,16 @@ def test_min_norm_summed_gram_equals_full_gram():
     shards = g.split(100, dim=1)
     G = sum(gram_matrix(s) for s in shards)
     assert torch.allclose(min_norm_weights_from_gram(G), min_norm_weights(g), atol=1e-10)
+
+
+def test_group_normalize_objectives_standardises_each_objective_per_group():
+    from paretoalign.combiners import group_normalize_objectives
+
+    torch.manual_seed(0)
+    r = torch.randn(3, 5, 2) * torch.tensor([1.0, 100.0]) + torch.tensor([3.0, -7.0])
+    out = group_normalize_objectives(r)
+    assert out.shape == r.shape
+    torch.testing.assert_close(out.mean(dim=1), torch.zeros(3, 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.std(dim=1, unbiased=False), torch.ones(3, 2), atol=1e-4, rtol=0)
+    w = torch.tensor([0.3, 0.7])
+    torch.testing.assert_close((out * w).sum(-1), normalize_then_sum(r, w))

@@ -32,6 +32,7 @@ __all__ = [
     "linear_scalarize",
     "group_normalize",
     "normalize_then_sum",
+    "group_normalize_objectives",
     "sum_then_normalize",
     "tchebycheff_scalarize",
     "smooth_tchebycheff_scalarize",
@@ -159,9 +160,14 @@ def normalize_then_sum(rewards: torch.Tensor, weights: torch.Tensor, eps: float 
     Returns:
         ``[..., n]``.
     """
+    return linear_scalarize(group_normalize_objectives(rewards, eps), weights)
+
+
+def group_normalize_objectives(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Standardise each objective within its group: ``[..., n, K] -> [..., n, K]`` (per-objective
+    group baselines, the first half of :func:`normalize_then_sum`)."""
     rewards = _as_group(rewards)
-    normed = group_normalize(rewards.transpose(-1, -2), eps).transpose(-1, -2)
-    return linear_scalarize(normed, weights)
+    return group_normalize(rewards.transpose(-1, -2), eps).transpose(-1, -2)
 
 
 def sum_then_normalize(rewards: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from paretoalign import run_dir
-from paretoalign.combiners import linear_scalarize, normalize_then_sum, sum_then_normalize, group_normalize
+from paretoalign.combiners import group_normalize_objectives, linear_scalarize, normalize_then_sum, sum_then_normalize
 from paretoalign.config_utils import config_to_dict
 from paretoalign.data import load_prompts, split_prompts
 from paretoalign.losses import gae, kl_k3, masked_mean, token_rewards, value_loss, whiten
@@ -180,7 +180,7 @@ class OnlineTrainer:
                 agg = sum_then_normalize if cfg.group_aggregation == "sum_then_normalize" else normalize_then_sum
                 adv = agg(s, self.weights.to(s.device))  # [B, G]
                 return adv.reshape(N, 1).expand(N, T), None
-            raw = group_normalize(s.transpose(1, 2)).transpose(1, 2).reshape(N, 1, self.K).expand(N, T, self.K)
+            raw = group_normalize_objectives(s).reshape(N, 1, self.K).expand(N, T, self.K)
             return raw, None
         if cfg.method == "morlhf":
             adv = linear_scalarize(raw, self.weights.to(raw.device))
