@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from paretoalign.models import build_tiny_model, build_tiny_tokenizer
-from paretoalign.rollout import completion_logprobs, completion_mask_from_ids, generate, lora_merged, render_prompt
+from paretoalign.rollout import completion_mask_from_ids, generate, lora_merged, render_prompt, token_logprobs
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +28,11 @@ def test_completion_mask_stops_after_first_eos():
     assert m.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
 
 
-def test_completion_logprobs_match_log_softmax_gather():
+def test_token_logprobs_match_log_softmax_gather():
     torch.manual_seed(0)
     logits = torch.randn(2, 6, 11)
     ids = torch.randint(0, 11, (2, 6))
-    got = completion_logprobs(logits, ids, prompt_length=3, temperature=0.5)
+    got = token_logprobs(logits[:, 2:5], ids[:, 3:], temperature=0.5)
     want = torch.log_softmax(logits[:, 2:5] / 0.5, -1).gather(2, ids[:, 3:].unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(got, want)
 

@@ -3,7 +3,6 @@
 import importlib.metadata
 
 import pytest
-import torch
 
 from paretoalign import models
 from paretoalign.errors import ModelNotFoundError

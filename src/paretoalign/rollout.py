@@ -6,7 +6,7 @@ combine per-objective signals.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -130,10 +130,7 @@ def generate(
     )
     if do_sample:
         gen_kwargs.update(temperature=max(temperature, 1e-5), top_p=top_p, top_k=0)
-    if merge_lora:
-        with lora_merged(model):
-            out = model.generate(**enc, **gen_kwargs)
-    else:
+    with lora_merged(model) if merge_lora else nullcontext():
         out = model.generate(**enc, **gen_kwargs)
     if was_training:
         model.train()
@@ -169,8 +166,3 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
     picked = torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 
-
-def completion_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, prompt_length: int, temperature: float = 1.0):
-    """Log-probabilities ``[N, T]`` of the completion tokens under full-sequence ``logits [N, P+T, V]``
-    (logits at position i predict token i+1, so the completion's logits start at P-1)."""
-    return token_logprobs(logits[:, prompt_length - 1 : -1, :], input_ids[:, prompt_length:], temperature)

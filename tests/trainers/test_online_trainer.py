@@ -7,7 +7,6 @@ import torch
 
 from paretoalign import run_dir
 from paretoalign.errors import ObjectiveError, RunDirError
-from paretoalign.models import build_tiny_tokenizer
 from paretoalign.trainers.online_config import OnlineConfig
 from paretoalign.trainers.online_trainer import OnlineTrainer
 

@@ -8,7 +8,6 @@ applies the NaN rule (see :func:`check_scores`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch

@@ -133,11 +133,13 @@ class OnlineTrainer:
         per_step = cfg.batch_size * acc.num_processes
         start = (step - 1) * per_step + acc.process_index * cfg.batch_size
         n = len(self.prompts)
+        perms: dict[int, np.ndarray] = {}  # a batch spans at most a few epochs: one permutation each
         out = []
         for i in range(start, start + cfg.batch_size):
             epoch, pos = divmod(i, n)
-            perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-            out.append(self.prompts[perm[pos]])
+            if epoch not in perms:
+                perms[epoch] = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+            out.append(self.prompts[perms[epoch][pos]])
         return out
 
     def _ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
