@@ -484,3 +484,14 @@ def test_group_normalize_objectives_standardises_each_objective_per_group():
     torch.testing.assert_close(out.std(dim=1, unbiased=False), torch.ones(3, 2), atol=1e-4, rtol=0)
     w = torch.tensor([0.3, 0.7])
     torch.testing.assert_close((out * w).sum(-1), normalize_then_sum(r, w))
+
+
+def test_preference_scales():
+    from paretoalign.combiners import preference_scales
+
+    torch.testing.assert_close(preference_scales(torch.full((4,), 0.25)), torch.ones(4))
+    torch.testing.assert_close(preference_scales(torch.tensor([0.75, 0.25])), torch.tensor([2 / 3, 2.0]))
+    torch.testing.assert_close(preference_scales(torch.tensor([0.5, 0.0, 0.5])), torch.tensor([1.0, 0.0, 1.0]))
+    for bad in ([0.0, 0.0], [float("nan"), 1.0], [-0.1, 1.1]):
+        with pytest.raises(ConfigError, match="preference must be finite, non-negative and not all zero"):
+            preference_scales(torch.tensor(bad))

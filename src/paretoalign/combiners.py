@@ -18,6 +18,7 @@ tested exactly against a brute-force solve.  Shapes use ``K`` for the number of 
 :func:`gram_matrix`                       G = g gᵀ in float64, chunked over the parameter axis
 :func:`min_norm_weights`,                 MGDA's min-norm point, argmin_{c∈Δ} ‖Σ_k c_k g_k‖²
 :func:`min_norm_weights_from_gram`
+:func:`preference_scales`                 1/(K⁺·w_k): a preference for PAMA / MGDA-UB (steering)
 ========================================  =======================================================
 """
 
@@ -38,6 +39,7 @@ __all__ = [
     "smooth_tchebycheff_scalarize",
     "tchebycheff_weights",
     "pama_weights",
+    "preference_scales",
     "pama_value",
     "gram_matrix",
     "min_norm_weights",
@@ -537,3 +539,34 @@ def _wolfe(G: np.ndarray, tol: float = 1e-12, pos_tol: float = 1e-14) -> np.ndar
             break
     best = np.clip(best, 0.0, None)
     return best / best.sum()
+
+
+def preference_scales(preference: torch.Tensor) -> torch.Tensor:
+    """Scales s_k = 1/(K⁺·w_k) that give a preference w to a min-norm-type combiner (0 where w_k = 0).
+
+    PAMA and MGDA(-UB) have no preference in their papers: they converge to *some* Pareto-stationary
+    point.  To sweep a front with them we solve their weight problem on per-objective signals
+    scaled by s_k (terms I_k, or losses L_k and hence gradients g_k), where K⁺ is the number of
+    objectives with w_k > 0; objectives with w_k = 0 are left out of the solve (the caller drops
+    them; s_k = 0 marks them).  Why 1/w and not w: for an interior min-norm solution d = Σ c_k s_k g_k
+    of scaled gradients, the KKT conditions give (s_k g_k)·d = ‖d‖² for every k, so the first-order
+    progress on objective k is g_k·d = ‖d‖²/s_k = K⁺·w_k·‖d‖², proportional to w_k (the
+    "exact Pareto optimal" reading of Mahapatra & Rajan 2020).  Scaling by w instead would favour
+    the objectives with the *smallest* weights.  For PAMA with Noon-clipped (non-negative) terms the
+    closed form puts the weight on argmin_k I_k/w_k: the objective whose progress lags most
+    relative to its preference.  The uniform preference gives s = 1, i.e. the paper's method.
+
+    Args:
+        preference: ``[K]`` non-negative weights summing to 1 (validated by the caller).
+
+    Returns:
+        ``[K]`` scales, same dtype as the input (float), 0 for zero-weight objectives.
+    """
+    w = _as_float(torch.as_tensor(preference))
+    if w.dim() != 1:
+        raise ConfigError(f"preference must be a vector [K]; got shape {tuple(w.shape)}")
+    if not torch.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
+        raise ConfigError(f"preference must be finite, non-negative and not all zero; got {w.tolist()}")
+    pos = w > 0
+    k_plus = int(pos.sum())
+    return torch.where(pos, 1.0 / (k_plus * torch.where(pos, w, torch.ones_like(w))), torch.zeros_like(w))

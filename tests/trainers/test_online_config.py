@@ -21,7 +21,6 @@ def test_defaults_and_objective_spec_string_parsing():
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"pama_granularity": "epoch"}, "pama_granularity must be one of"),
         ({"resume": True, "overwrite": True}, "contradict"),
-        ({"weights": [0.5, 0.5]}, "applies to --method morlhf only"),
         ({"method": "morlhf", "weights": "a,b"}, "weights must be numbers"),
         ({"kl_coef": -1.0}, "kl_coef must be non-negative"),
         ({"heldout_fraction": 1.0}, "heldout_fraction"),

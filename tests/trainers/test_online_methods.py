@@ -108,3 +108,65 @@ def test_morlhf_reaches_the_kl_regularised_optimum_on_a_tabular_bandit():
     # and the MORLHF loss helper is the negated masked mean of the same surrogate
     lr_, a_ = torch.zeros(2, 3), torch.randn(2, 3)
     assert morlhf_loss(lr_, a_, torch.ones(2, 3), 0.2).item() == pytest.approx(-a_.mean().item(), abs=1e-6)
+
+
+# ---- preference steering of PAMA / MGDA-UB (our extension for front sweeps) ---------------------
+
+
+@pytest.mark.parametrize("granularity", ["batch", "sequence", "token"])
+def test_uniform_preference_reproduces_the_unscaled_pama(granularity):
+    logratio, adv, mask = _batch(4)
+    plain = pama_loss(logratio, adv, mask, 0.2, granularity=granularity)
+    pref = pama_loss(logratio, adv, mask, 0.2, granularity=granularity, preference=torch.full((3,), 1 / 3))
+    torch.testing.assert_close(pref[0], plain[0])
+    torch.testing.assert_close(pref[1], plain[1])
+
+
+def test_pama_preference_puts_the_weight_on_the_smallest_term_per_unit_of_preference():
+    logratio, adv, mask = _batch(5)
+    w = torch.tensor([0.6, 0.3, 0.1])
+    _, c = pama_loss(logratio, adv, mask, 0.2, granularity="batch", preference=w)
+    terms = masked_mean(surrogate_slope(logratio, adv.clamp(min=0), 0.2), mask, dim=(0, 1))
+    assert (terms > 0).all()
+    assert c[torch.argmin(terms / w)] == pytest.approx(1.0)
+
+
+def test_pama_preference_drops_zero_weight_objectives_instead_of_stalling():
+    logratio, adv, mask = _batch(6)
+    adv[..., 2] = 0.0  # an objective with no signal: unscaled PAMA puts all weight on it (zero step)
+    loss0, c0 = pama_loss(logratio, adv, mask, 0.2)
+    assert c0[2] == pytest.approx(1.0) and float(loss0) == 0.0
+    loss, c = pama_loss(logratio, adv, mask, 0.2, preference=torch.tensor([0.5, 0.5, 0.0]))
+    assert c[2] == 0.0 and c.sum() == pytest.approx(1.0) and float(loss) != 0.0
+    # the same as PAMA on the two remaining objectives (uniform over them = scale 1)
+    loss2, c2 = pama_loss(logratio, adv[..., :2], mask, 0.2)
+    torch.testing.assert_close(loss, loss2)
+    torch.testing.assert_close(c[:2], c2)
+
+
+def test_mgda_ub_preference_makes_first_order_progress_proportional_to_the_weights():
+    # Interior min-norm solution of the scaled gradients s_k g_k with s_k = 1/(K w_k):
+    # the KKT conditions give g_k·d = K w_k ||d||^2, d = the negative update direction.
+    torch.manual_seed(7)
+    N, T, H, K = 2, 3, 8, 2
+    shared = torch.randn(N, T, H, requires_grad=True)
+    logratio = shared @ torch.randn(H) * 0.05
+    adv = torch.randn(N, T, K)
+    mask = torch.ones(N, T)
+    w = torch.tensor([0.7, 0.3])
+    loss, c = mgda_ub_loss(logratio, adv, mask, 0.2, shared, preference=w)
+    assert (c > 0).all(), "this instance must have an interior solution"
+    (d,) = torch.autograd.grad(loss, shared, retain_graph=True)
+    gk = []
+    for k in range(K):
+        lk = -masked_mean(ppo_surrogate(logratio, adv[..., k], 0.2), mask)
+        (g,) = torch.autograd.grad(lk, shared, retain_graph=True)
+        gk.append(g.reshape(-1))
+    d = d.reshape(-1)
+    progress = torch.stack([g @ d for g in gk]).double()
+    torch.testing.assert_close(progress / progress.sum(), w.double(), atol=1e-5, rtol=0)
+    # without a preference the min-norm direction makes equal progress on both
+    loss_u, _ = mgda_ub_loss(logratio, adv, mask, 0.2, shared)
+    (du,) = torch.autograd.grad(loss_u, shared)
+    pu = torch.stack([g @ du.reshape(-1) for g in gk])
+    torch.testing.assert_close(pu[0], pu[1], atol=1e-6, rtol=1e-4)

@@ -36,7 +36,11 @@ class OnlineConfig:
         "see `paretoalign objectives` for the list.",
     )
     weights: Optional[list] = field(
-        None, help="MORLHF preference vector, one non-negative weight per objective summing to 1 (default: uniform)."
+        None,
+        help="Preference vector, one non-negative weight per objective summing to 1 (default: uniform). "
+        "MORLHF: the linear scalarisation weights. PAMA / MGDA-UB (our extension for front sweeps; "
+        "their papers have no preference): each objective's signal is scaled by 1/(K*w_k) before the "
+        "weight solve and zero-weight objectives are left out, so progress follows w; uniform = the paper.",
     )
     normalize_weights: bool = field(False, help="Divide --weights by their sum instead of requiring a sum of 1.")
     prompts: str = field("builtin", help="Prompt set: 'builtin' or a local .jsonl/.json/.csv/.txt/.parquet file or datasets folder.")
@@ -161,8 +165,6 @@ class OnlineConfig:
             raise ConfigError(f"heldout_fraction must be in (0, 1); got {self.heldout_fraction!r}")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
-        if self.weights is not None and self.method != "morlhf":
-            raise ConfigError(f"--weights applies to --method morlhf only (method is {self.method!r})")
 
     @property
     def uses_critic(self) -> bool:

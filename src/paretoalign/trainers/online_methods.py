@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from paretoalign.combiners import min_norm_weights_from_gram, pama_weights
+from paretoalign.combiners import min_norm_weights_from_gram, pama_weights, preference_scales
 from paretoalign.losses import masked_mean, noon_clip, ppo_surrogate, surrogate_slope
 
 # A function that averages a tensor over data-parallel processes (identity on one process).
@@ -29,6 +29,25 @@ Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def _apply_preference(advantages: torch.Tensor, preference):
+    """Scale the advantages of objectives with w_k > 0 by 1/(K⁺·w_k) and drop the others
+    (:func:`paretoalign.combiners.preference_scales`); returns (advantages [..., K⁺], support [K] bool)."""
+    if preference is None:
+        return advantages, None
+    scales = preference_scales(torch.as_tensor(preference, dtype=advantages.dtype, device=advantages.device))
+    support = scales > 0
+    return advantages[..., support] * scales[support], support
+
+
+def _expand(c: torch.Tensor, support) -> torch.Tensor:
+    """Solver weights over the support back to all K objectives (zeros for dropped ones)."""
+    if support is None:
+        return c
+    full = torch.zeros(support.shape[0], dtype=c.dtype, device=c.device)
+    full[support] = c
+    return full
 
 
 def morlhf_loss(logratio, advantages, mask, clip_eps: float):
@@ -45,6 +64,7 @@ def pama_loss(
     granularity: str = "batch",
     noon: bool = True,
     reduce_mean: Reduce = _identity,
+    preference: torch.Tensor | None = None,
 ):
     """PAMA's policy loss and weights.
 
@@ -67,7 +87,19 @@ def pama_loss(
     Note: with Noon clipping every I_k ≥ 0, so s* = min_k I_k and the weight goes to the objective
     whose surrogate currently has the smallest slope (an objective with I_k = 0 takes the weight
     and the step is zero).  See BENCHMARKS.md for what the granularities do in practice.
+
+    ``preference`` (our extension, for front sweeps; None = the paper): each objective's
+    advantages are scaled by 1/(K⁺·w_k) before steps 1-5 and zero-weight objectives are left out
+    (:func:`paretoalign.combiners.preference_scales`), so the closed form weights the objective
+    with the smallest I_k/w_k.  The returned weights are the solver's c over all K (0 for dropped
+    objectives); the uniform preference reproduces the unscaled method exactly.
     """
+    advantages, support = _apply_preference(advantages, preference)
+    loss, c = _pama_loss(logratio, advantages, mask, clip_eps, granularity, noon, reduce_mean)
+    return loss, _expand(c, support)
+
+
+def _pama_loss(logratio, advantages, mask, clip_eps, granularity, noon, reduce_mean):
     if noon:
         advantages = noon_clip(advantages)
     surrogate = ppo_surrogate(logratio, advantages, clip_eps)  # [N, T, K]
@@ -98,6 +130,7 @@ def mgda_ub_loss(
     clip_eps: float,
     shared: torch.Tensor,
     reduce_sum: Reduce = _identity,
+    preference: torch.Tensor | None = None,
 ):
     """MGDA-UB's policy loss and weights.
 
@@ -106,7 +139,13 @@ def mgda_ub_loss(
     graph that produced ``logratio``); Gram matrix G_ij = ⟨g_i, g_j⟩ (summed over processes, so
     every process solves the same problem); c = argmin_{c∈Δ} cᵀGc; loss Σ_k c_k L_k.
     Costs K extra backward passes through the output layer and O(K²·|Z|) for the Gram matrix.
+
+    ``preference`` (our extension, for front sweeps; None = the paper): the losses of objectives
+    with w_k > 0 are scaled by 1/(K⁺·w_k) and the others dropped, so that at an interior
+    min-norm solution the progress on objective k is proportional to w_k
+    (:func:`paretoalign.combiners.preference_scales`).  The uniform preference changes nothing.
     """
+    advantages, support = _apply_preference(advantages, preference)
     surrogate = ppo_surrogate(logratio, advantages, clip_eps)  # [N, T, K]
     losses = -masked_mean(surrogate, mask, dim=(0, 1))  # [K]
     K = losses.shape[0]
@@ -119,4 +158,4 @@ def mgda_ub_loss(
     flat = torch.stack([g.reshape(-1) for g in grads]).double()
     gram = reduce_sum(flat @ flat.T)
     c = min_norm_weights_from_gram(gram).to(losses.dtype).detach()
-    return (c * losses).sum(), c
+    return (c * losses).sum(), _expand(c, support)

@@ -74,11 +74,13 @@ class OnlineTrainer:
         self.objectives = objectives or build_objective_set(cfg.objectives, self.tokenizer, cfg.nan_policy)
         self.names = list(self.objectives.names)
         self.K = len(self.names)
-        if cfg.method == "morlhf":
+        # The preference: MORLHF's linear weights; for PAMA / MGDA-UB the scales of their weight
+        # solve (None = the unscaled method of the paper).
+        self.weights = None
+        if cfg.method == "morlhf" or cfg.weights is not None:
             raw = cfg.weights if cfg.weights is not None else uniform_weights(self.K).tolist()
             self.weights = validate_weights(raw, self.K, self.names, normalize=cfg.normalize_weights)
-        else:
-            self.weights = None
+        self.preference = None if cfg.method == "morlhf" else self.weights
         if prompts is None:
             prompts, _heldout = split_prompts(
                 load_prompts(cfg.prompts, column=cfg.prompt_column), cfg.heldout_fraction, cfg.seed
@@ -199,10 +201,12 @@ class OnlineTrainer:
             return pama_loss(
                 logratio, adv, mask, cfg.clip_eps, cfg.pama_granularity, cfg.noon,
                 reduce_mean=lambda x: acc.reduce(x, "mean") if acc.num_processes > 1 else x,
+                preference=self.preference,
             )
         return mgda_ub_loss(
             logratio, adv, mask, cfg.clip_eps, shared,
             reduce_sum=lambda x: acc.reduce(x, "sum") if acc.num_processes > 1 else x,
+            preference=self.preference,
         )
 
     def rollout(self, step: int) -> tuple[Rollout, torch.Tensor, torch.Tensor, float]:
