@@ -2,6 +2,7 @@
 
     paretoalign train --method pama --model tiny --objectives sentiment,length --max-steps 2 --output-dir runs/smoke
     paretoalign train --config examples/pama_smollm2.yaml --max-steps 5
+    paretoalign evaluate runs/smoke                       # held-out scores + win rates vs the base model
     paretoalign demo
     paretoalign objectives
 
@@ -44,6 +45,36 @@ def _cmd_train(args) -> int:
     summary = trainer.train()
     if trainer.accelerator.is_main_process:
         print_summary(summary, cfg.output_dir)
+    return 0
+
+
+def _evaluate_parser(sub) -> None:
+    from paretoalign.config_utils import add_dataclass_arguments
+    from paretoalign.evaluation.evaluate import EvalConfig
+
+    p = sub.add_parser(
+        "evaluate",
+        help="Generate on held-out prompts and score every objective; writes eval.json (cached).",
+        description="Evaluate a run folder, a checkpoint or a model on held-out prompts with fixed seeds "
+        "and decoding settings. Writes eval.json: per-objective mean, standard error, quantiles, "
+        "samples, and win rates against the base model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("target", help="Run folder, checkpoint folder (RUN/checkpoints/step-N), or model.")
+    p.add_argument("--config", default=None, help="YAML file of options (flags given here override it).")
+    p.add_argument("--no-cache", dest="cache", action="store_false", default=argparse.SUPPRESS,
+                   help="Recompute completions and scores even if cached.")
+    add_dataclass_arguments(p, EvalConfig)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from paretoalign.config_utils import build_config
+    from paretoalign.evaluation.evaluate import EvalConfig, evaluate_target, print_eval
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
+    cfg = build_config(EvalConfig, args.config, overrides)
+    print_eval(evaluate_target(cfg))
     return 0
 
 
@@ -113,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"paretoalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _evaluate_parser(sub)
     _demo_parser(sub)
     _objectives_parser(sub)
     return parser

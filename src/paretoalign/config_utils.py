@@ -19,12 +19,14 @@ import yaml
 from paretoalign.errors import ConfigError
 
 
-def field(default: Any = dataclasses.MISSING, help: str = "", **kwargs) -> Any:  # noqa: A002
-    """A dataclass field with its help text (lists need a default factory)."""
+def field(default: Any = dataclasses.MISSING, help: str = "", cli: bool = True, **kwargs) -> Any:  # noqa: A002
+    """A dataclass field with its help text (lists need a default factory); ``cli=False`` keeps it
+    out of the generated flags (e.g. a positional argument)."""
+    meta = {"help": help, "cli": cli}
     if isinstance(default, (list, dict)):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta, **kwargs)
+    return dataclasses.field(default=default, metadata=meta, **kwargs)
 
 
 def _unwrap_optional(tp):
@@ -49,11 +51,12 @@ def _str2bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {v!r}")
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """Add one flag per field of ``cls``; unset flags are absent from the parsed namespace."""
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, exclude=()) -> None:
+    """Add one flag per field of ``cls`` (except ``exclude``); unset flags are absent from the
+    parsed namespace."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if not f.init or f.metadata.get("cli") is False:
+        if not f.init or f.metadata.get("cli") is False or f.name in exclude:
             continue
         tp, _optional = _unwrap_optional(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else (

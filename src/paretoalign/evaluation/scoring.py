@@ -31,6 +31,76 @@ def summarize_scores(scores: torch.Tensor, names: list[str]) -> dict:
     return out
 
 
+def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval for a proportion ``successes / n`` (95% by default).
+
+    Better behaved than the normal approximation near 0 and 1 and for small n (Wilson 1927);
+    ``successes`` may be fractional (ties counted as half a win), which keeps the interval
+    conservative because ties lower the variance.
+    """
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def win_rates(scores, base_scores, names: list[str], signs, tie_tol: float = 0.0) -> dict:
+    """Per objective, how often a model's completion beats the base model's on the same prompt.
+
+    ``scores`` and ``base_scores`` are raw ``[N, K]`` scores on the same prompts in the same order;
+    ``signs[k]`` is +1 (maximise) or −1 (minimise).  A prompt is a win when sign·(score − base)
+    > ``tie_tol``, a loss when < −``tie_tol``, else a tie; prompts where either score is not
+    finite are left out.  ``win_rate = (wins + ties/2) / n`` with a 95% Wilson interval.
+    """
+    s = torch.as_tensor(scores, dtype=torch.float64)
+    b = torch.as_tensor(base_scores, dtype=torch.float64)
+    if s.shape != b.shape:
+        from paretoalign.errors import ConfigError
+
+        raise ConfigError(
+            f"win rate needs scores of the same prompts: got {tuple(s.shape)} vs the base's {tuple(b.shape)}"
+        )
+    out = {}
+    for k, name in enumerate(names):
+        ok = torch.isfinite(s[:, k]) & torch.isfinite(b[:, k])
+        d = float(signs[k]) * (s[ok, k] - b[ok, k])
+        wins, losses = int((d > tie_tol).sum()), int((d < -tie_tol).sum())
+        n = int(ok.sum())
+        ties = n - wins - losses
+        rate = (wins + 0.5 * ties) / n if n else float("nan")
+        out[name] = {
+            "win_rate": rate, "ci95": list(wilson_interval(wins + 0.5 * ties, n)),
+            "wins": wins, "ties": ties, "losses": losses, "n": n,
+        }
+    return out
+
+
+def generate_completions(
+    model, tokenizer, prompts: list, seed: int = 1234, batch_size: int = 16, max_new_tokens: int = 48,
+    temperature: float = 0.7, top_p: float = 1.0, do_sample: bool = True, use_chat_template: bool = True,
+    system_prompt: str | None = None,
+) -> tuple[list[str], list[str]]:
+    """(rendered prompt texts, completions): one completion per prompt with a fixed seed (the
+    caller's RNG is untouched).  The seed is set once, so a completion depends on the batch it is
+    generated in: keep ``batch_size`` fixed to reproduce an evaluation."""
+    completions: list[str] = []
+    texts: list[str] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(prompts), batch_size):
+            r = generate(
+                model, tokenizer, prompts[i : i + batch_size], num_generations=1,
+                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, do_sample=do_sample,
+                use_chat_template=use_chat_template, system_prompt=system_prompt,
+            )
+            completions += r.completions
+            texts += r.prompt_texts
+    return texts, completions
+
+
 @torch.no_grad()
 def evaluate_policy(
     model,
@@ -52,18 +122,11 @@ def evaluate_policy(
     "decoding": {...}, "prompts_sha256": ...}``.  Scores are the raw (unoriented) objective values.
     """
     names = list(objectives.names)
-    completions: list[str] = []
-    texts: list[str] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for i in range(0, len(prompts), batch_size):
-            r = generate(
-                model, tokenizer, prompts[i : i + batch_size], num_generations=1,
-                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, do_sample=do_sample,
-                use_chat_template=use_chat_template, system_prompt=system_prompt,
-            )
-            completions += r.completions
-            texts += r.prompt_texts
+    texts, completions = generate_completions(
+        model, tokenizer, prompts, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        temperature=temperature, top_p=top_p, do_sample=do_sample, use_chat_template=use_chat_template,
+        system_prompt=system_prompt,
+    )
     scores = objectives.raw_scores(texts, completions)
     return {
         "summary": summarize_scores(scores, names),

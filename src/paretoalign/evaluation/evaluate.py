@@ -1,0 +1,466 @@
+"""``paretoalign evaluate``: one evaluation path for every method and for the base model.
+
+A target is a run folder (its ``final/`` policy), one of its checkpoints
+(``RUN/checkpoints/step-N``), or a model (a folder, a cached Hugging Face id, or a built-in name).
+The target generates one completion per held-out prompt with a fixed seed and fixed decoding
+settings, every objective scores it, and ``eval.json`` records the per-objective mean, standard
+error and quantiles, the decoding settings, the prompt set's hash, sample completions and, against
+a baseline (by default a run's base model), per-objective win rates with 95% intervals.
+
+Caching: completions are keyed by (model fingerprint, prompts hash, decoding settings) and scores
+by (that key, objective description), in ``$PARETOALIGN_CACHE/evals`` (default
+``~/.cache/paretoalign/evals``).  Re-evaluating an unchanged target loads neither the model nor
+the scorers; adding an objective scores only that objective.  The fingerprint hashes the weight
+files, so a retrained run is re-evaluated.  Limitation: an objective is keyed by its spec, so a
+reward model changed in place under the same path (or a non-deterministic ``python:`` objective)
+needs ``--no-cache``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+
+from paretoalign import run_dir
+from paretoalign.config_utils import check_choice, field
+from paretoalign.errors import ConfigError, RunDirError
+
+EVAL_FILE = "eval.json"
+EVAL_FORMAT = 1
+# Settings that change the completions; anything else (objectives, baseline...) does not.
+_GEN_KEYS = ("seed", "batch_size", "max_new_tokens", "temperature", "top_p", "do_sample",
+             "use_chat_template", "system_prompt")
+
+
+@dataclass
+class EvalConfig:
+    """Options of ``paretoalign evaluate`` (``None`` means: take it from the run, else the default shown)."""
+
+    target: str = field("", cli=False, help="A run folder, a checkpoint folder (RUN/checkpoints/step-N), or a model (folder, cached id, 'smollm2-135m-instruct', 'tiny').")
+    objectives: Optional[list] = field(None, help="Objective specs (default: the run's objectives; required for a model).")
+    prompts: Optional[str] = field(None, help="Prompt set (default: the run's --prompts, else 'builtin').")
+    prompt_column: Optional[str] = field(None, help="Column holding the prompt (default: the run's, else 'prompt').")
+    split: Literal["heldout", "train", "all"] = field("heldout", help="Which part of the prompt set: the held-out split (default), train, or all.")
+    heldout_fraction: Optional[float] = field(None, help="Held-out fraction of the split (default: the run's, else 0.15).")
+    split_seed: Optional[int] = field(None, help="Seed of the train/held-out split (default: the run's --seed, else 0).")
+    num_prompts: Optional[int] = field(None, help="Evaluate only the first N prompts of the split.")
+    max_new_tokens: Optional[int] = field(None, help="Completion length cap (default: the run's, else 48).")
+    temperature: float = field(0.7, help="Sampling temperature.")
+    top_p: float = field(1.0, help="Nucleus sampling.")
+    do_sample: bool = field(True, help="Sample (true) or decode greedily (false).")
+    seed: int = field(1234, help="Generation seed (completions depend on it and on --batch-size).")
+    batch_size: int = field(16, help="Prompts per generation batch.")
+    system_prompt: Optional[str] = field(None, help="System message (default: the run's).")
+    use_chat_template: Optional[bool] = field(None, help="Apply the chat template (default: the run's, else true).")
+    baseline: str = field("auto", help="Win rates against: 'auto' (a run's base model; none for a model), 'none', or another target.")
+    output: Optional[str] = field(None, help="Where to write eval.json (default: RUN/eval.json, CHECKPOINT/eval.json, or ./eval-<model>.json).")
+    num_samples: int = field(8, help="Sample completions kept in the 'samples' list (all completions are stored anyway).")
+    nan_policy: Literal["fail", "skip"] = field("fail", help="A NaN/inf score: 'fail' (error naming the objective) or 'skip' (left out of that objective's statistics).")
+    cache: bool = field(True, help="Reuse cached completions and scores (see the module docs); --no-cache recomputes.")
+    allow_download: bool = field(False, help="Let models be fetched from a hub (off: local only).")
+
+    def __post_init__(self):
+        from paretoalign.config_utils import split_list
+
+        check_choice("split", self.split, ("heldout", "train", "all"))
+        check_choice("nan_policy", self.nan_policy, ("fail", "skip"))
+        if not self.target:
+            raise ConfigError("evaluate needs a target: a run folder, a checkpoint folder or a model")
+        if isinstance(self.objectives, str):
+            from paretoalign.objectives.registry import split_objective_specs
+
+            self.objectives = split_objective_specs(self.objectives)
+        elif self.objectives is not None:
+            self.objectives = split_list(self.objectives)
+        for name in ("batch_size", "num_prompts", "max_new_tokens"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {v!r}")
+        if not self.temperature > 0 and self.do_sample:
+            raise ConfigError(f"temperature must be > 0 when sampling; got {self.temperature!r} (use --do-sample false for greedy)")
+
+
+# ---------------------------------------------------------------------------------------------
+# targets
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """What is evaluated: ``kind`` is 'run', 'checkpoint' or 'model'."""
+
+    kind: str
+    name: str
+    base_model: str  # the model name/folder a run started from (the model itself for kind 'model')
+    policy_dir: Optional[Path] = None  # the saved policy (adapter or full model) of a run/checkpoint
+    run: Optional[Path] = None
+    run_config: Optional[dict] = None
+
+    @property
+    def seed(self) -> int:
+        return int((self.run_config or {}).get("seed", 0))
+
+
+def resolve_target(target: str) -> Target:
+    """Classify ``target`` (no model is loaded)."""
+    path = Path(target).expanduser()
+    if path.is_dir() and (path / run_dir.CONFIG_FILE).is_file():
+        cfg = run_dir.load_config(path)
+        final = path / "final" / "policy"
+        if not final.is_dir():
+            ckpts = run_dir.list_checkpoints(path)
+            hint = (f"; evaluate its last checkpoint ({ckpts[-1][1]}) or finish it with --resume" if ckpts
+                    else "; it has no checkpoint yet either")
+            raise RunDirError(f"run {str(path)!r} has no final model (final/policy){hint}")
+        return Target("run", str(path), str(cfg.get("model", "")), final, path, cfg)
+    if path.is_dir() and (path / run_dir.STATE_FILE).is_file() and (path / "policy").is_dir():
+        run = path.parent.parent
+        cfg = run_dir.load_config(run)
+        return Target("checkpoint", str(path), str(cfg.get("model", "")), path / "policy", run, cfg)
+    if path.is_dir() and (path / run_dir.CHECKPOINTS).is_dir() and not (path / run_dir.CONFIG_FILE).is_file():
+        raise RunDirError(f"{str(path)!r} has checkpoints but no {run_dir.CONFIG_FILE}; is it a paretoalign run folder?")
+    return Target("model", target, target)
+
+
+def _hash_files(folder: Path, h) -> None:
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if f.suffix in (".safetensors", ".bin", ".json", ".model", ".gguf", ".pt") and f.name != EVAL_FILE:
+            h.update(str(f.relative_to(folder)).encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+
+
+def model_fingerprint(name: str, seed: int = 0, allow_download: bool = False) -> str:
+    """A content hash of a model's weight and config files (``tiny``: its name, seed and our version)."""
+    from paretoalign import __version__
+    from paretoalign.models import TINY_NAME, resolve_model_path
+
+    h = hashlib.sha256()
+    if name == TINY_NAME:
+        h.update(f"tiny:seed={seed}:paretoalign={__version__}".encode())
+    else:
+        _hash_files(Path(resolve_model_path(name, allow_download)), h)
+    return h.hexdigest()
+
+
+def target_fingerprint(t: Target, allow_download: bool = False) -> str:
+    if t.kind == "model":
+        return model_fingerprint(t.name, 0, allow_download)
+    h = hashlib.sha256()
+    _hash_files(t.policy_dir, h)
+    if (t.policy_dir / "adapter_config.json").is_file():  # an adapter means nothing without its base
+        h.update(model_fingerprint(t.base_model, t.seed, allow_download).encode())
+    return h.hexdigest()
+
+
+def load_target(t: Target, allow_download: bool = False):
+    """(model, tokenizer) in eval mode.  A run's adapter is put on its base model (rebuilt from the
+    run's config, so a tiny base is rebuilt from its seed)."""
+    from paretoalign.models import load_causal_lm, load_tokenizer
+
+    if t.kind == "model":
+        tok = load_tokenizer(t.name, allow_download)
+        return load_causal_lm(t.name, tok, seed=0, allow_download=allow_download).eval(), tok
+    tok = load_tokenizer(t.base_model, allow_download)
+    if (t.policy_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_causal_lm(t.base_model, tok, seed=t.seed, allow_download=allow_download)
+        model = PeftModel.from_pretrained(base, str(t.policy_dir))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(t.policy_dir, dtype=torch.float32)
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.generation_config.eos_token_id = tok.eos_token_id
+    return model.eval(), tok
+
+
+# ---------------------------------------------------------------------------------------------
+# settings resolved against the run
+# ---------------------------------------------------------------------------------------------
+
+
+def resolved_settings(cfg: EvalConfig, t: Target) -> dict:
+    """The effective prompt, objective and decoding settings (run values fill the ``None``s)."""
+    rc = t.run_config or {}
+
+    def pick(value, key, default):
+        return value if value is not None else rc.get(key, default)
+
+    objectives = cfg.objectives if cfg.objectives is not None else rc.get("objectives")
+    if not objectives:
+        raise ConfigError(f"--objectives is required to evaluate the model {t.name!r} (a run folder knows its own)")
+    if len(objectives) < 1:
+        raise ConfigError("no objectives to evaluate")
+    return {
+        "objectives": list(objectives),
+        "prompts": pick(cfg.prompts, "prompts", "builtin"),
+        "prompt_column": pick(cfg.prompt_column, "prompt_column", "prompt"),
+        "split": cfg.split,
+        "heldout_fraction": float(pick(cfg.heldout_fraction, "heldout_fraction", 0.15)),
+        "split_seed": int(cfg.split_seed if cfg.split_seed is not None else rc.get("seed", 0)),
+        "num_prompts": cfg.num_prompts,
+        "decoding": {
+            "seed": cfg.seed,
+            "batch_size": cfg.batch_size,
+            "max_new_tokens": int(pick(cfg.max_new_tokens, "max_new_tokens", 48)),
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "do_sample": cfg.do_sample,
+            "use_chat_template": bool(pick(cfg.use_chat_template, "use_chat_template", True)),
+            "system_prompt": pick(cfg.system_prompt, "system_prompt", None),
+        },
+    }
+
+
+def eval_prompts(settings: dict) -> list:
+    from paretoalign.data import load_prompts, split_prompts
+
+    prompts = load_prompts(settings["prompts"], column=settings["prompt_column"])
+    if settings["split"] != "all":
+        train, held = split_prompts(prompts, settings["heldout_fraction"], settings["split_seed"])
+        prompts = held if settings["split"] == "heldout" else train
+    if settings["num_prompts"]:
+        prompts = prompts[: settings["num_prompts"]]
+    return prompts
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache
+# ---------------------------------------------------------------------------------------------
+
+
+def eval_cache_dir() -> Path:
+    from paretoalign.models import cache_dir
+
+    return cache_dir() / "evals"
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _objective_key(desc: dict) -> str:
+    return _sha(desc)
+
+
+class _Cache:
+    """One JSON file per generation key: completions, rendered prompts, and score columns by objective."""
+
+    def __init__(self, key: str, enabled: bool):
+        self.path = eval_cache_dir() / f"{key}.json"
+        self.enabled = enabled
+        self.data = {}
+        if enabled and self.path.is_file():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except (json.JSONDecodeError, OSError):
+                self.data = {}  # a damaged cache entry is recomputed
+
+    def save(self) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{id(self)}")
+        tmp.write_text(json.dumps(self.data))
+        tmp.replace(self.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------------------------
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip("/")).strip("_") or "model"
+
+
+def default_output(t: Target) -> Path:
+    if t.kind == "run":
+        return t.run / EVAL_FILE
+    if t.kind == "checkpoint":
+        return t.policy_dir.parent / EVAL_FILE
+    return Path(f"eval-{_slug(Path(t.name).name or t.name)}.json")
+
+
+def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) -> dict:
+    """Evaluate ``cfg.target`` (see the module docs); returns the eval.json content (also written
+    to ``cfg.output`` or the default place unless ``write`` is false)."""
+    from paretoalign.data import prompts_hash
+    from paretoalign.evaluation.scoring import generate_completions, summarize_scores, win_rates
+    from paretoalign.models import load_tokenizer
+    from paretoalign.objectives import build_objective_set
+    from paretoalign.objectives.base import check_scores
+
+    t0 = time.perf_counter()
+    t = resolve_target(cfg.target)
+    settings = resolved_settings(cfg, t)
+    prompts = eval_prompts(settings)
+    if not prompts:
+        raise ConfigError(f"the {settings['split']} split of {settings['prompts']!r} has no prompts")
+    p_hash = prompts_hash(prompts)
+    fingerprint = target_fingerprint(t, cfg.allow_download)
+    decoding = settings["decoding"]
+    gen_key = _sha({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,
+                    "decoding": {k: decoding[k] for k in _GEN_KEYS}})
+    cache = _Cache(gen_key, cfg.cache)
+    tokenizer = load_tokenizer(t.base_model if t.kind != "model" else t.name, cfg.allow_download)
+    objectives = build_objective_set(settings["objectives"], tokenizer, cfg.nan_policy)
+    names, desc = list(objectives.names), objectives.describe()
+    seconds = {"generate": 0.0, "score": 0.0}
+    cached = {"completions": True, "scores": []}
+
+    if "completions" not in cache.data or len(cache.data["completions"]) != len(prompts):
+        cached["completions"] = False
+        model, tok = load_target(t, cfg.allow_download)
+        if not quiet:
+            print(f"[evaluate] {t.name}: generating on {len(prompts)} prompts ...", flush=True)
+        tg = time.perf_counter()
+        texts, completions = generate_completions(
+            model, tok, prompts, **{k: decoding[k] for k in _GEN_KEYS},
+        )
+        seconds["generate"] = time.perf_counter() - tg
+        cache.data = {"completions": completions, "prompt_texts": texts, "scores": {}}
+    texts, completions = cache.data["prompt_texts"], cache.data["completions"]
+
+    cols = []
+    ts = time.perf_counter()
+    for obj, d in zip(objectives.objectives, desc):
+        key = _objective_key(d)
+        col = cache.data["scores"].get(key)
+        if col is None or len(col) != len(completions):
+            col = [float(x) for x in obj.score(texts, completions).tolist()]
+            cache.data["scores"][key] = col
+        else:
+            cached["scores"].append(d["name"])
+        cols.append(torch.tensor(col, dtype=torch.float64))
+    seconds["score"] = time.perf_counter() - ts
+    cache.save()
+    scores = torch.stack(cols, dim=1)
+    check_scores(scores, names, completions, cfg.nan_policy)  # 'fail': a clear error naming the objective
+
+    result = {
+        "paretoalign_eval": EVAL_FORMAT,
+        "target": t.name,
+        "kind": t.kind,
+        "model": {"base_model": t.base_model, "fingerprint": fingerprint,
+                  "policy": str(t.policy_dir) if t.policy_dir else None,
+                  "method": (t.run_config or {}).get("method"),
+                  "weights": (t.run_config or {}).get("weights")},
+        "objectives": desc,
+        "names": names,
+        "signs": [float(s) for s in objectives.signs.tolist()],
+        "prompts": {k: settings[k] for k in ("prompts", "prompt_column", "split", "heldout_fraction", "split_seed", "num_prompts")}
+        | {"n": len(prompts), "sha256": p_hash},
+        "prompts_sha256": p_hash,
+        "decoding": decoding,
+        "cache_key": gen_key,
+        "summary": summarize_scores(scores, names),
+        "scores": scores.tolist(),
+        "prompt_texts": texts,
+        "completions": completions,
+        "samples": [
+            {"prompt": p, "completion": c, "scores": s}
+            for p, c, s in list(zip(texts, completions, scores.tolist()))[: cfg.num_samples]
+        ],
+        "baseline": None,
+        "win_rate": None,
+        "cached": cached,
+        "seconds": seconds,
+    }
+
+    baseline = cfg.baseline
+    if baseline == "auto":
+        baseline = t.base_model if t.kind != "model" else "none"
+    if baseline != "none":
+        from dataclasses import replace
+
+        # The baseline sees exactly the same prompts, objectives and decoding.
+        bcfg = replace(
+            cfg, target=baseline, baseline="none", output=None, objectives=settings["objectives"],
+            prompts=settings["prompts"], prompt_column=settings["prompt_column"],
+            heldout_fraction=settings["heldout_fraction"], split_seed=settings["split_seed"],
+            max_new_tokens=decoding["max_new_tokens"], use_chat_template=decoding["use_chat_template"],
+            system_prompt=decoding["system_prompt"],
+        )
+        if baseline == t.base_model and t.base_model == "tiny":
+            # a run's tiny base is rebuilt from the run's seed: evaluate it as that model
+            base = _evaluate_tiny_base(bcfg, t.seed, quiet)
+        else:
+            base = evaluate_target(bcfg, write=False, quiet=quiet)
+        if base["prompts_sha256"] != p_hash:
+            raise ConfigError("the baseline was evaluated on different prompts; this is a bug, please report it")
+        result["baseline"] = {"target": baseline, "fingerprint": base["model"]["fingerprint"],
+                              "summary": base["summary"], "scores": base["scores"],
+                              "completions": base["completions"]}
+        result["win_rate"] = win_rates(scores, torch.tensor(base["scores"]), names, objectives.signs.tolist())
+    result["seconds"]["total"] = time.perf_counter() - t0
+    if write:
+        out = Path(cfg.output) if cfg.output else default_output(t)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(out)
+        result["output"] = str(out)
+    return result
+
+
+def _evaluate_tiny_base(bcfg: EvalConfig, seed: int, quiet: bool) -> dict:
+    """The tiny base model of a run with seed ``seed`` (the name 'tiny' alone means seed 0)."""
+    from paretoalign.models import build_tiny_model, build_tiny_tokenizer
+
+    if seed == 0:
+        return evaluate_target(bcfg, write=False, quiet=quiet)
+    import tempfile
+
+    # Materialise it once in the cache so it has a folder, a fingerprint and cached completions.
+    folder = eval_cache_dir() / f"tiny-base-seed{seed}"
+    if not (folder / "config.json").is_file():
+        tok = build_tiny_tokenizer()
+        model = build_tiny_model(tok, seed=seed)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent))
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    from dataclasses import replace
+
+    return evaluate_target(replace(bcfg, target=str(folder)), write=False, quiet=quiet)
+
+
+def print_eval(result: dict) -> None:
+    """The per-objective table of an evaluation (with win rates when there is a baseline)."""
+    from paretoalign.report import table
+
+    rows = []
+    for name in result["names"]:
+        s = result["summary"][name]
+        row = [name, s["mean"], s["stderr"], s.get("quantiles", {}).get("q50", float("nan"))]
+        if result.get("win_rate"):
+            w = result["win_rate"][name]
+            base = result["baseline"]["summary"][name]["mean"]
+            row += [base, f"{w['win_rate']:.2f} [{w['ci95'][0]:.2f}, {w['ci95'][1]:.2f}]"]
+        rows.append(row)
+    headers = ["objective", "mean", "s.e.", "median"]
+    if result.get("win_rate"):
+        headers += ["baseline mean", "win rate [95% CI]"]
+    n = result["prompts"]["n"]
+    hit = "cached" if result["cached"]["completions"] else f"{result['seconds']['generate']:.1f} s generating"
+    print(f"{result['target']} ({result['kind']}): {n} prompts, sha256 {result['prompts_sha256'][:12]}, {hit}")
+    print(table(headers, rows))
+    if result.get("output"):
+        print(f"-> {result['output']}")
