@@ -3,6 +3,8 @@
     paretoalign train --method pama --model tiny --objectives sentiment,length --max-steps 2 --output-dir runs/smoke
     paretoalign train --config examples/pama_smollm2.yaml --max-steps 5
     paretoalign evaluate runs/smoke                       # held-out scores + win rates vs the base model
+    paretoalign front --method pama,morlhf --preferences grid:3 --model tiny --max-steps 2 --output-dir fronts/smoke
+    paretoalign compare fronts/a fronts/b --output-dir fronts/a-vs-b
     paretoalign demo
     paretoalign objectives
 
@@ -15,7 +17,7 @@ import argparse
 import os
 import sys
 
-from paretoalign.errors import ParetoAlignError
+from paretoalign.errors import ConfigError, ParetoAlignError
 
 
 def _train_parser(sub) -> None:
@@ -76,6 +78,102 @@ def _cmd_evaluate(args) -> int:
     cfg = build_config(EvalConfig, args.config, overrides)
     print_eval(evaluate_target(cfg))
     return 0
+
+
+_FRONT_TRAIN_EXCLUDE = ("method", "weights", "output_dir", "resume", "overwrite", "normalize_weights")
+
+
+def _front_parser(sub) -> None:
+    from paretoalign.config_utils import add_dataclass_arguments
+    from paretoalign.evaluation.front import FrontConfig
+    from paretoalign.trainers.online_config import OnlineConfig
+
+    p = sub.add_parser(
+        "front",
+        help="Train at several preference vectors, evaluate each, and write the Pareto front, hypervolume, plots and report.",
+        description="Sweep preference vectors (one ordinary run folder per point), evaluate every point and the "
+        "base model on the same held-out prompts, and write front.json, front.png, report.html. Training "
+        "options are those of `paretoalign train`; --config YAML may hold both kinds of options.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", default=None, help="YAML file of front and training options (flags given here override it).")
+    add_dataclass_arguments(p, FrontConfig)
+    add_dataclass_arguments(p, OnlineConfig, exclude=_FRONT_TRAIN_EXCLUDE)
+    p.set_defaults(func=_cmd_front)
+
+
+def _cmd_front(args) -> int:
+    import dataclasses
+
+    from paretoalign.config_utils import build_config, config_to_dict, load_yaml
+    from paretoalign.evaluation.front import FrontConfig, print_front, run_front
+    from paretoalign.trainers.online_config import OnlineConfig
+
+    values = load_yaml(args.config) if args.config else {}
+    values.update({k: v for k, v in vars(args).items() if k not in ("config", "func", "command")})
+    front_keys = {f.name for f in dataclasses.fields(FrontConfig)}
+    clash = sorted(set(values) & set(_FRONT_TRAIN_EXCLUDE) - front_keys)
+    if clash:
+        raise ConfigError(f"option(s) {clash} are set by the front sweep itself (one run per preference)")
+    front = build_config(FrontConfig, None, {k: v for k, v in values.items() if k in front_keys})
+    train_vals = {k: v for k, v in values.items() if k not in front_keys}
+    # validate the training options once, up front (a typo costs nothing)
+    train = config_to_dict(build_config(OnlineConfig, None, {**train_vals, "method": front.method[0]}))
+    result = run_front(front, train)
+    if result:
+        print_front(result)
+        print(f"-> {front.output_dir}")
+    return 0
+
+
+def _compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="Compare fronts made by separate commands: one shared reference point, plots and report.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("fronts", nargs="+", help="Front folders (or front.json files).")
+    p.add_argument("--output-dir", required=True, help="Where comparison.json, the plots and report.html go.")
+    p.add_argument("--labels", default=None, help="Names of the fronts, comma-separated (default: their own).")
+    p.add_argument("--reference-point", default=None, help="Shared hypervolume reference point (default: automatic).")
+    p.add_argument("--reference-front", default=None, help="JSON file of known optimal points: adds IGD and IGD+.")
+    p.add_argument("--screenshot", action="store_true", help="Also render report.html to report.png with headless Chromium.")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    from paretoalign.evaluation.front import compare_dirs, print_front
+
+    result = compare_dirs(args.fronts, args.output_dir, reference_point=args.reference_point,
+                          reference_front=args.reference_front, labels=args.labels, screenshot=args.screenshot)
+    print_front(result)
+    print(f"-> {args.output_dir}")
+    return 0
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="Redraw the plots and report.html of a front or comparison folder.")
+    p.add_argument("folder", help="A folder holding front.json or comparison.json.")
+    p.add_argument("--screenshot", action="store_true", help="Also render report.html to report.png with headless Chromium.")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    import json
+    from pathlib import Path
+
+    from paretoalign.errors import FrontError
+    from paretoalign.evaluation.front import COMPARISON_FILE, FRONT_FILE, _runs_of, write_outputs
+
+    out = Path(args.folder)
+    for name in (COMPARISON_FILE, FRONT_FILE):
+        if (out / name).is_file():
+            result = json.loads((out / name).read_text())
+            files = write_outputs(result, out, runs=_runs_of(result, out), screenshot=args.screenshot)
+            for k, v in files.items():
+                print(f"{k}: {v}")
+            return 0
+    raise FrontError(f"{str(out)!r} holds neither {FRONT_FILE} nor {COMPARISON_FILE}")
 
 
 def _demo_parser(sub) -> None:
@@ -145,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _evaluate_parser(sub)
+    _front_parser(sub)
+    _compare_parser(sub)
+    _report_parser(sub)
     _demo_parser(sub)
     _objectives_parser(sub)
     return parser

@@ -27,3 +27,7 @@ class DataError(ParetoAlignError, ValueError):
 
 class RunDirError(ParetoAlignError):
     """A run folder that already holds a run, or that cannot be resumed."""
+
+
+class FrontError(ParetoAlignError):
+    """A front that cannot be built or compared (too few objectives, mismatched fronts, bad reference point, NaN scores)."""
