@@ -15,7 +15,10 @@ import torch
 
 from paretoalign.errors import ConfigError
 
-__all__ = ["validate_weights", "uniform_weights", "SUM_TOLERANCE"]
+__all__ = [
+    "validate_weights", "uniform_weights", "SUM_TOLERANCE", "simplex_grid", "random_preferences",
+    "parse_preferences", "preference_label", "preference_slug",
+]
 
 #: How far from 1 the sum of the weights may be without ``normalize=True``.
 SUM_TOLERANCE = 1e-6
@@ -119,3 +122,101 @@ def uniform_weights(k: int) -> torch.Tensor:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"the number of objectives must be a positive integer, got {k!r}")
     return torch.full((int(k),), 1.0 / int(k), dtype=torch.float32)
+
+
+# ---- sets of preferences for front sweeps ---------------------------------------------------------
+
+
+def simplex_grid(n_per_edge: int, k: int) -> np.ndarray:
+    """A uniform grid on the simplex with ``n_per_edge`` points along each edge.
+
+    K = 2: ``n`` evenly spaced vectors from (0, 1) to (1, 0) (the first weight increasing).
+    K ≥ 3: the Das–Dennis lattice (Das & Dennis 1998) with H = n − 1 divisions: every vector
+    with entries in {0, 1/H, ..., 1} summing to 1, C(H + K − 1, K − 1) of them, in lexicographic
+    order of the first weights (first weight increasing).
+    """
+    n, k = int(n_per_edge), int(k)
+    if n < 2:
+        raise ConfigError(f"a simplex grid needs at least 2 points per edge; got {n_per_edge}")
+    if k < 2:
+        raise ConfigError(f"a front needs at least 2 objectives; got {k}")
+    h = n - 1
+
+    def compositions(total: int, parts: int):
+        if parts == 1:
+            yield (total,)
+            return
+        for first in range(total + 1):
+            for rest in compositions(total - first, parts - 1):
+                yield (first, *rest)
+
+    return np.array(list(compositions(h, k)), dtype=float) / h
+
+
+def random_preferences(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """``n`` preferences drawn uniformly on the simplex (Dirichlet(1, ..., 1)), reproducible by ``seed``."""
+    if int(n) < 1:
+        raise ConfigError(f"random:N needs N >= 1; got {n}")
+    if int(k) < 2:
+        raise ConfigError(f"a front needs at least 2 objectives; got {k}")
+    return np.random.default_rng(seed).dirichlet(np.ones(int(k)), size=int(n))
+
+
+def parse_preferences(spec, k: int, names: Sequence[str] | None = None, seed: int = 0) -> np.ndarray:
+    """Preference vectors ``[P, k]`` from ``"grid:N"``, ``"random:N"``, ``"0.2,0.8;0.5,0.5"`` or a list of lists.
+
+    Explicit vectors are checked with :func:`validate_weights`; a vector listed twice is an error
+    (a sweep would train the same point twice).
+    """
+    if int(k) < 2:
+        raise ConfigError(f"a front needs at least 2 objectives; got {k}")
+    forms = "'grid:N', 'random:N', or explicit vectors like '0.2,0.8;0.5,0.5'"
+    if isinstance(spec, str):
+        text = spec.strip()
+        kind, _, arg = text.partition(":")
+        if kind in ("grid", "random"):
+            try:
+                n = int(arg)
+            except ValueError:
+                raise ConfigError(f"preferences {spec!r}: {kind}:N needs an integer N") from None
+            return simplex_grid(n, k) if kind == "grid" else random_preferences(n, k, seed)
+        if ":" in text or not text:
+            raise ConfigError(f"unknown preferences {spec!r}; expected {forms}")
+        vectors = [v for v in text.split(";") if v.strip()]
+    elif isinstance(spec, (list, tuple, np.ndarray)):
+        vectors = list(spec)
+        if vectors and not isinstance(vectors[0], (list, tuple, str, np.ndarray)):
+            vectors = [vectors]  # a single vector
+    else:
+        raise ConfigError(f"unknown preferences {spec!r}; expected {forms}")
+    if not vectors:
+        raise ConfigError(f"no preference vectors in {spec!r}; expected {forms}")
+    out = []
+    for i, v in enumerate(vectors):
+        try:
+            out.append(validate_weights(v, k, names).double().numpy())
+        except ConfigError as exc:
+            raise ConfigError(f"preference {i + 1} of {len(vectors)}: {exc}") from None
+    arr = np.stack(out)
+    for i in range(len(arr)):
+        for j in range(i):
+            if np.allclose(arr[i], arr[j], atol=1e-9):
+                raise ConfigError(f"preference {_fmt(arr[i])} is listed twice (positions {j + 1} and {i + 1})")
+    return arr
+
+
+def _decimals(w) -> int:
+    """2 decimals unless a value needs 3 to be written exactly (e.g. 0.125)."""
+    return 2 if all(abs(round(x, 2) - x) < 1e-9 for x in w) else 3
+
+
+def preference_label(w, names: Sequence[str] | None = None) -> str:
+    """A short label such as ``w=(0.25,0.75)`` for plots and tables."""
+    d = _decimals(w)
+    return "w=(" + ",".join(f"{x:.{d}f}" for x in w) + ")"
+
+
+def preference_slug(w) -> str:
+    """A folder name such as ``w0.25-0.75`` (3 decimals when 2 would not be exact)."""
+    d = _decimals(w)
+    return "w" + "-".join(f"{x:.{d}f}" for x in w)

@@ -1,0 +1,177 @@
+"""`paretoalign front` / `compare` / `report`: sweeps of run folders, indicators, resumption, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from paretoalign.cli import main
+from paretoalign.errors import ConfigError, FrontError, RunDirError
+from paretoalign.evaluation import front as front_mod
+from paretoalign.evaluation.front import FrontConfig, compare_fronts, make_front, run_front
+from paretoalign.evaluation.metrics import hypervolume, pareto_mask
+
+OBJ = ["length(name=chars,scale=10,low=0,high=100)", "length(name=words,unit=words,scale=1,low=0,high=100,direction=minimize)"]
+TRAIN = dict(model="tiny", objectives=OBJ, batch_size=2, num_generations=2, max_new_tokens=8, progress=False,
+             learning_rate=5e-2, max_steps=1, save_steps=1, seed=0)
+FAST_EVAL = dict(eval_num_prompts=4, eval_batch_size=4)
+
+
+@pytest.fixture(autouse=True)
+def eval_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARETOALIGN_CACHE", str(tmp_path / "cache"))
+
+
+def _meta(names=("a", "b"), directions=("maximize", "maximize"), sha="p1", decoding=None):
+    return {"names": list(names), "prompts_sha256": sha, "prompts": {"n": 3},
+            "decoding": decoding or {"seed": 1}, "objectives": [
+                {"name": n, "direction": d, "bounds": None} for n, d in zip(names, directions)]}
+
+
+def _points(means):
+    return [{"label": f"p{i}", "preference": [0.5, 0.5], "mean": list(m), "stderr": [0.0] * len(m), "samples": []}
+            for i, m in enumerate(means)]
+
+
+def test_make_front_marks_dominated_points_and_computes_the_hypervolume_on_oriented_values():
+    means = [[1.0, 5.0], [0.8, 5.5], [3.0, 7.0], [0.5, 4.0]]  # 'b' is minimised: lower is better
+    f = make_front(_points(means), "m", "morlhf", _meta(directions=("maximize", "minimize")), reference_point=[0.0, 10.0])
+    oriented = np.array(means) * np.array([1.0, -1.0])
+    assert [p["dominated"] for p in f["points"]] == (~pareto_mask(oriented)).tolist() == [False, True, False, False]
+    assert f["hypervolume"] == pytest.approx(hypervolume(oriented, np.array([0.0, -10.0])))
+    # by hand: staircase of (0.5,-4), (1,-5), (3,-7) above (0,-10)
+    assert f["hypervolume"] == pytest.approx(0.5 * 6 + 0.5 * 5 + 2 * 3)
+    assert f["reference_point"] == [0.0, 10.0] and f["reference_point_source"] == "given"
+
+
+def test_automatic_reference_point_is_dominated_by_every_point_and_recorded():
+    means = [[1.0, 5.0], [2.0, 3.0]]
+    f = make_front(_points(means), "m", "pama", _meta())
+    ref = np.array(f["reference_point"])
+    assert (np.array(means) > ref).all() and "automatic" in f["reference_point_source"]
+    assert f["hypervolume"] > 0
+
+
+def test_comparison_uses_one_reference_point_for_all_fronts_and_checks_they_are_comparable():
+    a = make_front(_points([[1.0, 2.0], [2.0, 1.0]]), "A", "pama", _meta())
+    b = make_front(_points([[3.0, 3.0]]), "B", "morlhf", _meta())
+    cmp_ = compare_fronts([a, b])
+    ref = np.array(cmp_["reference_point"])
+    assert cmp_["fronts"][0]["reference_point"] == cmp_["fronts"][1]["reference_point"] == ref.tolist()
+    assert cmp_["hypervolumes"]["A"] == pytest.approx(hypervolume(np.array([[1.0, 2.0], [2.0, 1.0]]), ref))
+    assert cmp_["hypervolumes"]["B"] == pytest.approx(hypervolume(np.array([[3.0, 3.0]]), ref))
+    assert cmp_["hypervolumes"]["B"] > cmp_["hypervolumes"]["A"]
+    with pytest.raises(FrontError, match="different objectives"):
+        compare_fronts([a, make_front(_points([[1.0, 1.0]]), "C", "x", _meta(names=("a", "c")))])
+    with pytest.raises(FrontError, match="different prompts or decoding"):
+        compare_fronts([a, make_front(_points([[1.0, 1.0]]), "C", "x", _meta(sha="p2"))])
+    with pytest.raises(FrontError, match="share a name"):
+        compare_fronts([a, a])
+
+
+def test_bad_fronts_give_clear_errors(tmp_path):
+    with pytest.raises(FrontError, match="at least 2 objectives"):
+        make_front(_points([[1.0]]), "m", "x", _meta(names=("a",), directions=("maximize",)))
+    with pytest.raises(FrontError, match="non-finite mean for objective 'b'"):
+        make_front(_points([[1.0, float("nan")]]), "m", "x", _meta())
+    with pytest.raises(FrontError, match="no point dominates the reference point"):
+        make_front(_points([[1.0, 2.0]]), "m", "x", _meta(), reference_point=[5.0, 5.0])
+    with pytest.raises(ConfigError, match="2 objectives"):
+        run_front(FrontConfig(method=["morlhf"], output_dir=str(tmp_path / "f")), {**TRAIN, "objectives": ["length"]})
+    with pytest.raises(ConfigError, match="unknown method"):
+        run_front(FrontConfig(method=["ppo"], output_dir=str(tmp_path / "f")), TRAIN)
+    rf = tmp_path / "rf.json"
+    rf.write_text("[[1, 2, 3]]")
+    with pytest.raises(ConfigError, match="2-value points"):
+        make_front(_points([[1.0, 2.0]]), "m", "x", _meta(), reference_front=str(rf))
+
+
+def test_igd_against_a_reference_front_is_recorded_with_its_normalisation(tmp_path):
+    rf = tmp_path / "rf.json"
+    rf.write_text(json.dumps([[0.0, 2.0], [2.0, 0.0]]))
+    f = make_front(_points([[0.0, 2.0], [2.0, 0.0]]), "m", "x", _meta(), reference_front=str(rf))
+    assert f["igd"] == pytest.approx(0.0) and f["igd_plus"] == pytest.approx(0.0)
+    assert f["igd_normalization"]["lower"] == [0.0, 0.0] and f["igd_normalization"]["upper"] == [2.0, 2.0]
+    g = make_front(_points([[0.0, 1.0]]), "m", "x", _meta(), reference_front=str(rf))
+    assert g["igd_plus"] > 0
+
+
+def test_a_sweep_trains_one_run_per_preference_evaluates_them_and_draws_the_front(tmp_path):
+    out = tmp_path / "front"
+    res = run_front(FrontConfig(method=["morlhf"], preferences="grid:2", output_dir=str(out), **FAST_EVAL),
+                    TRAIN, progress=lambda s: None)
+    saved = json.loads((out / "front.json").read_text())
+    assert saved["hypervolume"] == pytest.approx(res["hypervolume"])
+    assert [p["preference"] for p in saved["points"]] == [[0.0, 1.0], [1.0, 0.0]]
+    for p in saved["points"]:
+        run = out / p["run_dir"]
+        assert (run / "final" / "policy").is_dir() and (run / "eval.json").is_file()
+        cfg = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
+        assert cfg["weights"] == p["preference"] and cfg["method"] == "morlhf"
+        assert set(p["win_rate"]) == {"chars", "words"}
+    assert saved["base"]["label"] == "base" and (out / "base" / "eval.json").is_file()
+    assert saved["prompts"]["n"] == 4
+    for name in ("front.png", "front_parallel.png", "curves.png", "report.html"):
+        assert (out / name).is_file(), name
+    html = (out / "report.html").read_text()
+    assert "w=(0.00,1.00)" in html or "0.00" in html
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path, monkeypatch):
+    out = tmp_path / "front"
+    calls = []
+    real = front_mod._train_online
+
+    def flaky(method, pref, train, folder, resume, acc):
+        calls.append((tuple(pref), resume))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(method, pref, train, folder, resume, acc)
+
+    monkeypatch.setitem(front_mod.POINT_MAKERS, "pama", flaky)
+    cfg = dict(method=["pama"], preferences="grid:2", output_dir=str(out), report=False, **FAST_EVAL)
+    with pytest.raises(KeyboardInterrupt):
+        run_front(FrontConfig(**cfg), TRAIN, progress=lambda s: None)
+    with pytest.raises(RunDirError, match="already holds a sweep; pass --resume"):
+        run_front(FrontConfig(**cfg), TRAIN, progress=lambda s: None)
+    with pytest.raises(RunDirError, match="train.max_steps: sweep has 1, now 2"):
+        run_front(FrontConfig(**cfg, resume=True), {**TRAIN, "max_steps": 2}, progress=lambda s: None)
+    res = run_front(FrontConfig(**cfg, resume=True), TRAIN, progress=lambda s: None)
+    assert [c[0] for c in calls] == [(0.0, 1.0), (1.0, 0.0), (1.0, 0.0)]  # the finished point was not retrained
+    assert len(res["points"]) == 2 and (out / "front.json").is_file()
+
+
+def test_several_methods_in_one_command_and_compare_of_separate_fronts(tmp_path, capsys):
+    out = tmp_path / "both"
+    rc = main(["front", "--method", "pama,morlhf", "--preferences", "grid:2", "--output-dir", str(out),
+               "--eval-num-prompts", "4", "--model", "tiny", "--objectives", ",".join(OBJ),
+               "--max-steps", "1", "--batch-size", "2", "--max-new-tokens", "8", "--progress", "false",
+               "--report", "false"])
+    assert rc == 0, capsys.readouterr().err
+    cmp_ = json.loads((out / "comparison.json").read_text())
+    assert [f["name"] for f in cmp_["fronts"]] == ["pama", "morlhf"]
+    assert (out / "pama" / "points").is_dir() and (out / "morlhf" / "points").is_dir()
+    assert "hypervolume pama" in capsys.readouterr().out
+    # the two sub-sweeps' own front.json files are not written (they live in comparison.json);
+    # compare works on front folders made by separate commands
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, m in ((a, "morlhf"), (b, "mgda-ub")):
+        run_front(FrontConfig(method=[m], preferences="grid:2", output_dir=str(d), report=False, **FAST_EVAL),
+                  TRAIN, progress=lambda s: None)
+    rc = main(["compare", str(a), str(b), "--output-dir", str(tmp_path / "ab"), "--labels", "lin,mgda"])
+    assert rc == 0, capsys.readouterr().err
+    ab = json.loads((tmp_path / "ab" / "comparison.json").read_text())
+    assert set(ab["hypervolumes"]) == {"lin", "mgda"} and (tmp_path / "ab" / "report.html").is_file()
+    assert main(["report", str(tmp_path / "ab")]) == 0
+    assert main(["compare", str(a), "--output-dir", str(tmp_path / "x")]) == 2
+    assert "at least two fronts" in capsys.readouterr().err
+
+
+def test_front_cli_rejects_options_the_sweep_sets(tmp_path, capsys):
+    cfg = tmp_path / "f.yaml"
+    cfg.write_text("model: tiny\nweights: [0.5, 0.5]\n")
+    assert main(["front", "--config", str(cfg), "--output-dir", str(tmp_path / "f")]) == 2
+    assert "set by the front sweep itself" in capsys.readouterr().err
+    cfg.write_text("model: tiny\nmax_step: 3\n")
+    assert main(["front", "--config", str(cfg), "--output-dir", str(tmp_path / "f")]) == 2
+    assert "did you mean 'max_steps'" in capsys.readouterr().err
