@@ -132,3 +132,73 @@ def test_uniform_weights():
         assert torch.equal(validate_weights(w.tolist(), k), w)
     with pytest.raises(ConfigError, match="positive integer, got 0"):
         uniform_weights(0)
+
+
+# ---- preference sets for front sweeps ----------------------------------------------------------
+from math import comb  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from paretoalign.preferences import (  # noqa: E402
+    parse_preferences,
+    preference_label,
+    preference_slug,
+    random_preferences,
+    simplex_grid,
+)
+
+
+@pytest.mark.parametrize("n, k", [(2, 2), (5, 2), (3, 3), (4, 3), (3, 4), (5, 5)])
+def test_simplex_grid_is_das_dennis(n, k):
+    g = simplex_grid(n, k)
+    assert g.shape == (comb(n - 1 + k - 1, k - 1), k)
+    np.testing.assert_allclose(g.sum(1), 1.0)
+    assert ((g * (n - 1)) == np.round(g * (n - 1))).all()  # on the lattice
+    assert len(np.unique(g, axis=0)) == len(g)
+
+
+def test_two_objective_grid_order():
+    np.testing.assert_allclose(simplex_grid(3, 2), [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+
+
+def test_random_preferences_are_reproducible_and_on_the_simplex():
+    a, b = random_preferences(7, 3, seed=4), random_preferences(7, 3, seed=4)
+    np.testing.assert_array_equal(a, b)
+    assert (a >= 0).all() and np.allclose(a.sum(1), 1)
+    assert not np.allclose(a, random_preferences(7, 3, seed=5))
+
+
+def test_parse_preferences_forms():
+    np.testing.assert_allclose(parse_preferences("grid:2", 2), [[0, 1], [1, 0]])
+    assert parse_preferences("random:3", 2, seed=1).shape == (3, 2)
+    np.testing.assert_allclose(parse_preferences("0.2,0.8;0.5,0.5", 2), [[0.2, 0.8], [0.5, 0.5]])
+    np.testing.assert_allclose(parse_preferences([[0.2, 0.8], [1, 0]], 2), [[0.2, 0.8], [1, 0]])
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("grid:1", "at least 2 points per edge"),
+        ("grid:x", "needs an integer"),
+        ("sobol:4", "unknown preferences"),
+        ("0.2,0.8;0.5", "preference 2 of 2: expected 2 weights"),
+        ("0.2,0.8;-0.5,1.5", "preference 2 of 2: .*negative"),
+        ("0.2,0.8;nan,1", "preference 2 of 2: .*NaN"),
+        ("0.5,0.5;0.5,0.5", "listed twice"),
+        ("", "unknown preferences"),
+    ],
+)
+def test_parse_preferences_errors(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_preferences(spec, 2)
+
+
+def test_parse_preferences_needs_two_objectives():
+    with pytest.raises(ConfigError, match="at least 2 objectives"):
+        parse_preferences("grid:3", 1)
+
+
+def test_labels_and_slugs():
+    assert preference_label([0.25, 0.75]) == "w=(0.25,0.75)"
+    assert preference_slug([0.25, 0.75]) == "w0.25-0.75"
+    assert preference_slug([0.125, 0.875]) == "w0.125-0.875"
