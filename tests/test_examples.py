@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from paretoalign.config_utils import build_config
+from paretoalign.evaluation.front import build_front_config
 from paretoalign.trainers.online_config import OnlineConfig
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
@@ -14,10 +15,14 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yam
 def test_example_config_is_valid_and_documents_its_command(path):
     head = path.read_text().splitlines()[:6]
     assert any(f"--config examples/{path.name}" in line for line in head if line.startswith("#"))
+    if path.name.startswith("front_"):
+        front, train = build_front_config(path)
+        assert len(train["objectives"]) >= 2 and front.preferences
+        return
     cfg = build_config(OnlineConfig, path)
     assert len(cfg.objectives) >= 2
 
 
 def test_there_are_examples_for_each_method():
-    methods = {build_config(OnlineConfig, p).method for p in EXAMPLES}
+    methods = {build_config(OnlineConfig, p).method for p in EXAMPLES if not p.name.startswith("front_")}
     assert methods == {"pama", "morlhf", "mgda-ub"}

@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from paretoalign.errors import ConfigError, ParetoAlignError
+from paretoalign.errors import ParetoAlignError
 
 
 def _train_parser(sub) -> None:
@@ -80,12 +80,9 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-_FRONT_TRAIN_EXCLUDE = ("method", "weights", "output_dir", "resume", "overwrite", "normalize_weights")
-
-
 def _front_parser(sub) -> None:
     from paretoalign.config_utils import add_dataclass_arguments
-    from paretoalign.evaluation.front import FrontConfig
+    from paretoalign.evaluation.front import FRONT_SETS, FrontConfig
     from paretoalign.trainers.online_config import OnlineConfig
 
     p = sub.add_parser(
@@ -98,27 +95,15 @@ def _front_parser(sub) -> None:
     )
     p.add_argument("--config", default=None, help="YAML file of front and training options (flags given here override it).")
     add_dataclass_arguments(p, FrontConfig)
-    add_dataclass_arguments(p, OnlineConfig, exclude=_FRONT_TRAIN_EXCLUDE)
+    add_dataclass_arguments(p, OnlineConfig, exclude=FRONT_SETS)
     p.set_defaults(func=_cmd_front)
 
 
 def _cmd_front(args) -> int:
-    import dataclasses
+    from paretoalign.evaluation.front import build_front_config, print_front, run_front
 
-    from paretoalign.config_utils import build_config, config_to_dict, load_yaml
-    from paretoalign.evaluation.front import FrontConfig, print_front, run_front
-    from paretoalign.trainers.online_config import OnlineConfig
-
-    values = load_yaml(args.config) if args.config else {}
-    values.update({k: v for k, v in vars(args).items() if k not in ("config", "func", "command")})
-    front_keys = {f.name for f in dataclasses.fields(FrontConfig)}
-    clash = sorted(set(values) & set(_FRONT_TRAIN_EXCLUDE) - front_keys)
-    if clash:
-        raise ConfigError(f"option(s) {clash} are set by the front sweep itself (one run per preference)")
-    front = build_config(FrontConfig, None, {k: v for k, v in values.items() if k in front_keys})
-    train_vals = {k: v for k, v in values.items() if k not in front_keys}
-    # validate the training options once, up front (a typo costs nothing)
-    train = config_to_dict(build_config(OnlineConfig, None, {**train_vals, "method": front.method[0]}))
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
+    front, train = build_front_config(args.config, overrides)
     result = run_front(front, train)
     if result:
         print_front(result)

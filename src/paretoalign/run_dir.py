@@ -63,9 +63,15 @@ def list_checkpoints(path: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, is_main: bool = True) -> Path | None:
-    """Create or validate the run folder. Returns the checkpoint to resume from, or None."""
+def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, is_main: bool = True,
+            barrier=None) -> Path | None:
+    """Create or validate the run folder. Returns the checkpoint to resume from, or None.
+
+    Every process validates before any process writes: ``barrier`` (e.g. the accelerator's
+    ``wait_for_everyone``) separates the two, so no process sees a folder another just created.
+    """
     path = Path(path)
+    barrier = barrier or (lambda: None)
     if resume:
         if not holds_run(path):
             raise RunDirError(f"--resume: {str(path)!r} holds no run to resume; drop --resume to start one")
@@ -79,18 +85,19 @@ def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, is_ma
             lines = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
             raise RunDirError(f"--resume: the configuration differs from the run in {str(path)!r} ({lines})")
         ckpts = list_checkpoints(path)
+        barrier()
         if is_main:
             save_config(path, config)
         return ckpts[-1][1] if ckpts else None
-    if holds_run(path):
-        if not overwrite:
-            raise RunDirError(
-                f"run folder {str(path)!r} already holds a run ({describe_run(path)}); "
-                "pass --resume to continue it or --overwrite to replace it"
-            )
-        if is_main:
-            shutil.rmtree(path)
+    if holds_run(path) and not overwrite:
+        raise RunDirError(
+            f"run folder {str(path)!r} already holds a run ({describe_run(path)}); "
+            "pass --resume to continue it or --overwrite to replace it"
+        )
+    barrier()
     if is_main:
+        if holds_run(path):
+            shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         save_config(path, config)
     return None

@@ -137,11 +137,11 @@ def test_win_rates_and_wilson_interval_exactly():
 
 
 def test_nan_scores_fail_with_the_objective_named_or_are_skipped(tmp_path, monkeypatch):
-    (tmp_path / "nanobj.py").write_text(
+    (tmp_path / "eval_nanobj.py").write_text(
         "def half_nan(prompts, completions):\n    return [float('nan') if i % 2 else 1.0 for i in range(len(completions))]\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = dict(target="tiny", objectives=["length", "python:nanobj:half_nan"], output=str(tmp_path / "e.json"), **EVAL)
+    cfg = dict(target="tiny", objectives=["length", "python:eval_nanobj:half_nan"], output=str(tmp_path / "e.json"), **EVAL)
     with pytest.raises(ObjectiveError, match="half_nan"):
         evaluate_target(EvalConfig(**cfg), quiet=True)
     res = evaluate_target(EvalConfig(**cfg, nan_policy="skip"), quiet=True)

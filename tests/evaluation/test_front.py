@@ -175,3 +175,29 @@ def test_front_cli_rejects_options_the_sweep_sets(tmp_path, capsys):
     cfg.write_text("model: tiny\nmax_step: 3\n")
     assert main(["front", "--config", str(cfg), "--output-dir", str(tmp_path / "f")]) == 2
     assert "did you mean 'max_steps'" in capsys.readouterr().err
+
+
+def test_a_sweep_under_accelerate_with_two_processes(tmp_path):
+    """Both processes train every point (DDP over gloo); only the main process evaluates and writes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from paretoalign import run_dir
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ddp-front"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PARETOALIGN_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29534",
+           "-m", "paretoalign.cli", "front", "--method", "pama", "--preferences", "grid:2", "--output-dir", str(out),
+           "--eval-num-prompts", "4", "--report", "false", "--model", "tiny", "--objectives", ",".join(OBJ),
+           "--max-steps", "1", "--batch-size", "2", "--num-generations", "2", "--max-new-tokens", "6", "--progress", "false"]
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    front = json.loads((out / "front.json").read_text())
+    assert len(front["points"]) == 2
+    for p in front["points"]:
+        assert run_dir.read_metrics(out / p["run_dir"])[0]["samples"] == 2 * 2 * 2

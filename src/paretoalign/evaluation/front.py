@@ -43,6 +43,8 @@ FRONT_FILE = "front.json"
 COMPARISON_FILE = "comparison.json"
 FRONT_CONFIG = "front_config.yaml"
 _MUTABLE = {"resume", "overwrite", "report", "screenshot", "output_dir"}
+# Training options the sweep sets itself (one run per preference).
+FRONT_SETS = ("method", "weights", "output_dir", "resume", "overwrite", "normalize_weights")
 
 
 @dataclass
@@ -88,6 +90,26 @@ class FrontConfig:
                 raise ConfigError(f"reference_point must be numbers; got {self.reference_point!r}") from None
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
+
+
+def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[FrontConfig, dict]:
+    """(FrontConfig, training options) from one YAML file and flags: keys of FrontConfig go to the
+    sweep, every other key is a training option, validated once up front (a typo costs nothing)."""
+    import dataclasses
+
+    from paretoalign.config_utils import build_config, load_yaml
+    from paretoalign.trainers.online_config import OnlineConfig
+
+    values = load_yaml(yaml_path) if yaml_path else {}
+    values.update(overrides or {})
+    front_keys = {f.name for f in dataclasses.fields(FrontConfig)}
+    clash = sorted(set(values) & set(FRONT_SETS) - front_keys)
+    if clash:
+        raise ConfigError(f"option(s) {clash} are set by the front sweep itself (one run per preference)")
+    front = build_config(FrontConfig, None, {k: v for k, v in values.items() if k in front_keys})
+    train_vals = {k: v for k, v in values.items() if k not in front_keys}
+    train = config_to_dict(build_config(OnlineConfig, None, {**train_vals, "method": front.method[0]}))
+    return front, train
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,20 +165,18 @@ def _eval_config(front: FrontConfig, target: str, output: Path, train: dict):
     )
 
 
-def _prepare_front_dir(out: Path, saved: dict, front: FrontConfig, is_main: bool) -> None:
+def _prepare_front_dir(out: Path, saved: dict, front: FrontConfig, is_main: bool, barrier) -> None:
+    """Validate on every process, then (after ``barrier``) let the main process write."""
     import shutil
 
     cfg_file = out / FRONT_CONFIG
     if cfg_file.is_file():
-        if front.overwrite:
-            if is_main:
-                shutil.rmtree(out)
-        elif not front.resume:
+        if not front.resume and not front.overwrite:
             raise RunDirError(
                 f"front folder {str(out)!r} already holds a sweep; pass --resume to continue it "
                 "or --overwrite to replace it"
             )
-        else:
+        if front.resume:
             old = yaml.safe_load(cfg_file.read_text()) or {}
             diffs = []
             for part in ("front", "train"):
@@ -170,7 +190,10 @@ def _prepare_front_dir(out: Path, saved: dict, front: FrontConfig, is_main: bool
         raise RunDirError(f"--resume: {str(out)!r} holds no sweep to resume; drop --resume to start one")
     elif out.is_dir() and any(out.iterdir()) and not front.overwrite:
         raise RunDirError(f"{str(out)!r} exists and is not empty; choose another --output-dir or pass --overwrite")
+    barrier()
     if is_main:
+        if front.overwrite and out.exists():
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / FRONT_CONFIG).write_text(yaml.safe_dump(saved, sort_keys=False))
 
@@ -193,7 +216,7 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
     acc = accelerator or Accelerator()
     out = Path(front.output_dir)
     saved = {"front": config_to_dict(front), "train": train, "preferences": np.asarray(prefs).tolist()}
-    _prepare_front_dir(out, saved, front, acc.is_main_process)
+    _prepare_front_dir(out, saved, front, acc.is_main_process, acc.wait_for_everyone)
     acc.wait_for_everyone()
 
     t0 = time.perf_counter()
@@ -229,18 +252,22 @@ def _sweep_method(method, prefs, front: FrontConfig, train: dict, mdir: Path, ac
     from paretoalign.evaluation.evaluate import evaluate_target
     from paretoalign.preferences import preference_label, preference_slug
 
+    from paretoalign import run_dir
+
     make = POINT_MAKERS[method]
     evals, t_train = [], {}
-    for i, w in enumerate(prefs):
+    folders = [mdir / "points" / preference_slug([float(x) for x in w]) for w in prefs]
+    # Every process reads the points' state before any of them trains (no process may see a
+    # folder another one has just created).
+    state = [("done" if _point_done(f) else "resume" if run_dir.holds_run(f) else "new") for f in folders]
+    acc.wait_for_everyone()
+    for i, (w, folder, st) in enumerate(zip(prefs, folders, state)):
         w = [float(x) for x in w]
-        folder = mdir / "points" / preference_slug(w)
         tag = f"[front] {method} {i + 1}/{len(prefs)} {preference_label(w)}"
-        if _point_done(folder):
+        if st == "done":
             progress(f"{tag}: done already")
         else:
-            from paretoalign import run_dir
-
-            resume = run_dir.holds_run(folder)
+            resume = st == "resume"
             progress(f"{tag}: {'resuming' if resume else 'training'} -> {folder}")
             ts = time.perf_counter()
             make(method, w, train, folder, resume, acc)
@@ -546,5 +573,5 @@ def compare_dirs(dirs: list[str], output_dir: str, reference_point=None, referen
     return result
 
 
-__all__ = ["FrontConfig", "run_front", "make_front", "compare_fronts", "compare_dirs", "load_front",
+__all__ = ["FrontConfig", "build_front_config", "run_front", "make_front", "compare_fronts", "compare_dirs", "load_front",
            "write_outputs", "print_front", "POINT_MAKERS"]

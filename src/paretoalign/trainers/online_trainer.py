@@ -63,7 +63,8 @@ class OnlineTrainer:
         self.out = Path(cfg.output_dir)
         # Validate the run folder before any expensive loading: a mistake costs nothing.
         self.resume_from = run_dir.prepare(
-            self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite, is_main=acc.is_main_process
+            self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite, is_main=acc.is_main_process,
+            barrier=acc.wait_for_everyone,
         )
         if cfg.resume and self.resume_from is None and acc.is_main_process:
             print(f"[paretoalign] {self.out}: no complete checkpoint yet; starting from step 0")
