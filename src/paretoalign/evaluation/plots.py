@@ -122,8 +122,24 @@ def plot_front(fronts: list[dict], path, base: dict | None = None, reference_poi
         if base:
             b = np.asarray(base["mean"], dtype=float)
             ax.scatter([b[i]], [b[j]], marker="*", s=160, color="black", label="base model", zorder=4)
+        # Zoom on the points: a reference point far below them (e.g. an objective's known lower
+        # bound) would squash the front into a corner; the staircase runs off the axes toward it.
+        shown = [np.array([p["mean"] for p in f["points"]], dtype=float) for f in fronts]
+        if base:
+            shown.append(np.asarray([base["mean"]], dtype=float))
+        allp = np.concatenate(shown)
+        lims = []
+        for a in (i, j):
+            lo, hi = allp[:, a].min(), allp[:, a].max()
+            pad = 0.15 * (hi - lo) if hi > lo else 0.1 * max(1.0, abs(hi))
+            lims.append((lo - pad, hi + pad))
         if ref is not None:
-            ax.scatter([ref[i]], [ref[j]], marker="x", s=50, color="grey", label="reference point", zorder=2)
+            inside = lims[0][0] <= ref[i] <= lims[0][1] and lims[1][0] <= ref[j] <= lims[1][1]
+            label = "reference point" if inside else f"reference point ({ref[i]:.3g}, {ref[j]:.3g}), off the axes"
+            ax.scatter([ref[i] if inside else np.nan], [ref[j] if inside else np.nan], marker="x", s=50,
+                       color="grey", label=label, zorder=2)
+        ax.set_xlim(*lims[0])
+        ax.set_ylim(*lims[1])
         ax.set_xlabel(_axis_label(names[i], signs[i]))
         ax.set_ylabel(_axis_label(names[j], signs[j]))
         ax.grid(alpha=0.3)
@@ -224,7 +240,7 @@ def plot_training_curves(runs: dict, path, names: list[str] | None = None, smoot
         ax.grid(alpha=0.3)
     if len(data) <= 12:
         axes[0][0].legend(fontsize=7)
-    fig.suptitle("Training curves (batch means" + (f", moving average {smooth}" if smooth > 1 else "") + ")", fontsize=11)
+    fig.suptitle("Training curves (batch means of the oriented rewards, higher is better" + (f", moving average {smooth}" if smooth > 1 else "") + ")", fontsize=11)
     return _save(fig, plt, path)
 
 
