@@ -152,8 +152,8 @@ def test_several_methods_in_one_command_and_compare_of_separate_fronts(tmp_path,
     assert [f["name"] for f in cmp_["fronts"]] == ["pama", "morlhf"]
     assert (out / "pama" / "points").is_dir() and (out / "morlhf" / "points").is_dir()
     assert "hypervolume pama" in capsys.readouterr().out
-    # the two sub-sweeps' own front.json files are not written (they live in comparison.json);
-    # compare works on front folders made by separate commands
+    # each method's front also stands alone; compare works on front folders made by separate commands
+    assert json.loads((out / "morlhf" / "front.json").read_text())["name"] == "morlhf"
     a, b = tmp_path / "a", tmp_path / "b"
     for d, m in ((a, "morlhf"), (b, "mgda-ub")):
         run_front(FrontConfig(method=[m], preferences="grid:2", output_dir=str(d), report=False, **FAST_EVAL),

@@ -230,6 +230,8 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
     for method in front.method:
         mdir = out if len(front.method) == 1 else out / method
         fronts.append(_sweep_method(method, prefs, front, train, mdir, acc, base, progress))
+        if len(front.method) > 1 and acc.is_main_process:
+            _write_json(mdir / FRONT_FILE, fronts[-1])  # each sub-front also stands alone (compare, report)
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return {}
