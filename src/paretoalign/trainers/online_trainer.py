@@ -24,14 +24,25 @@ import numpy as np
 import torch
 
 from paretoalign import run_dir
-from paretoalign.combiners import group_normalize_objectives, linear_scalarize, normalize_then_sum, sum_then_normalize
+from paretoalign.combiners import (
+    group_normalize_objectives,
+    linear_scalarize,
+    normalize_then_sum,
+    sum_then_normalize,
+)
 from paretoalign.config_utils import config_to_dict
 from paretoalign.data import load_prompts, split_prompts
-from paretoalign.losses import gae, kl_k3, masked_mean, token_rewards, value_loss, whiten
+from paretoalign.losses import (
+    gae,
+    kl_k3,
+    masked_mean,
+    token_rewards,
+    value_loss,
+    whiten,
+)
 from paretoalign.models import (
     TINY_NAME,
     PolicyWithValueHeads,
-    build_tiny_model,
     completion_logits,
     load_causal_lm,
     load_tokenizer,
@@ -39,6 +50,7 @@ from paretoalign.models import (
 from paretoalign.objectives import build_objective_set
 from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import Rollout, generate, token_logprobs
+from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.online_config import OnlineConfig
 from paretoalign.trainers.online_methods import mgda_ub_loss, morlhf_loss, pama_loss
 
@@ -376,26 +388,8 @@ class OnlineTrainer:
 
     # ------------------------------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> Path:
-        acc = self.accelerator
-        ckpt = self.out / run_dir.CHECKPOINTS / f"step-{step:06d}"
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            ckpt.mkdir(parents=True, exist_ok=True)
-            self._save_model(ckpt)
-            torch.save(self.optimizer.state_dict(), ckpt / "optimizer.pt")
-        acc.wait_for_everyone()
-        rng = {
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-        }
-        torch.save(rng, ckpt / f"rng_state_{acc.process_index}.pt")
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            (ckpt / run_dir.STATE_FILE).write_text(json.dumps({"step": step, "num_processes": acc.num_processes}))
-            run_dir.prune_checkpoints(self.out, self.config.save_total_limit)
-        acc.wait_for_everyone()
-        return ckpt
+        return ckpt_lib.save_checkpoint(self.accelerator, self.out, step, self._save_model, self.optimizer,
+                                        self.config.save_total_limit)
 
     def _save_model(self, folder: Path) -> None:
         from safetensors.torch import save_file
@@ -408,61 +402,26 @@ class OnlineTrainer:
     def _load_checkpoint(self, ckpt: Path, wrapped: PolicyWithValueHeads, optimizer) -> None:
         from safetensors.torch import load_file
 
-        state = json.loads((ckpt / run_dir.STATE_FILE).read_text())
-        policy = wrapped.policy
-        if hasattr(policy, "peft_config"):
-            from peft import set_peft_model_state_dict
-            from peft.utils import load_peft_weights
-
-            set_peft_model_state_dict(policy, load_peft_weights(str(ckpt / "policy"), device="cpu"))
-        else:
-            from transformers import AutoModelForCausalLM
-
-            loaded = AutoModelForCausalLM.from_pretrained(ckpt / "policy", dtype=next(policy.parameters()).dtype)
-            policy.load_state_dict(loaded.state_dict())
+        ckpt_lib.load_policy_state(wrapped.policy, ckpt / "policy")
         if wrapped.value_head is not None and (ckpt / "value_head.safetensors").is_file():
             wrapped.value_head.load_state_dict(load_file(ckpt / "value_head.safetensors"))
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=False))
-        self.start_step = int(state["step"])
+        ckpt_lib.load_optimizer(optimizer, ckpt)
+        self.start_step = int(ckpt_lib.read_state(ckpt)["step"])
         if self.accelerator.is_main_process:
             run_dir.truncate_metrics(self.out, self.start_step)
 
     def _load_rng(self, ckpt: Path) -> None:
-        f = ckpt / f"rng_state_{self.accelerator.process_index}.pt"
-        if not f.is_file():  # resumed with a different number of processes: reseed deterministically
-            torch.manual_seed(self.config.seed + 1000 * self.accelerator.process_index + self.start_step)
-            return
-        rng = torch.load(f, weights_only=False)
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        acc = self.accelerator
+        ckpt_lib.load_rng(acc, ckpt, self.config.seed + 1000 * acc.process_index + self.start_step)
 
     def save_final(self) -> Path:
         """``final/``: the policy (adapter or full model) loadable with from_pretrained, plus tokenizer."""
-        acc, cfg = self.accelerator, self.config
-        final = self.out / "final"
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            final.mkdir(parents=True, exist_ok=True)
-            self._save_model(final)
-            self.tokenizer.save_pretrained(final / "policy")
-            policy = self.unwrapped.policy
-            if self._rebuildable_tiny_base and hasattr(policy, "peft_config"):
-                # The tiny base exists only in memory: save it so the adapter can be loaded back.
-                base = build_tiny_model(self.tokenizer, seed=cfg.seed)
-                base.save_pretrained(final / "base")
-                self.tokenizer.save_pretrained(final / "base")
-                cfg_file = final / "policy" / "adapter_config.json"
-                adapter_cfg = json.loads(cfg_file.read_text())
-                adapter_cfg["base_model_name_or_path"] = str((final / "base").resolve())
-                cfg_file.write_text(json.dumps(adapter_cfg, indent=2))
-            meta = {
-                "base_model": cfg.model,
-                "method": cfg.method,
-                "objectives": self.objectives.describe(),
-                "lora": bool(hasattr(policy, "peft_config")),
-                "value_head": self.unwrapped.value_head is not None,
-            }
-            (final / "paretoalign.json").write_text(json.dumps(meta, indent=2))
-        acc.wait_for_everyone()
-        return final
+        cfg = self.config
+        meta = {
+            "base_model": cfg.model,
+            "method": cfg.method,
+            "objectives": self.objectives.describe(),
+            "value_head": self.unwrapped.value_head is not None,
+        }
+        return ckpt_lib.save_final(self.accelerator, self.out, self._save_model, self.tokenizer, self.unwrapped.policy,
+                                   meta, cfg.seed if self._rebuildable_tiny_base else None)
