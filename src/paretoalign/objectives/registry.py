@@ -28,7 +28,8 @@ Dict form (YAML)::
 
 Built-in kinds: ``length``, ``sentiment``, ``readability``, ``keywords`` (:mod:`.rules`),
 ``relevance`` (:mod:`.embedding`), ``reward_model:<folder or hub id>`` and
-``python:<module>:<function>`` (:mod:`.models`).  Add your own with :func:`register_objective`.
+``python:<module>:<function>`` (:mod:`.models`), ``implicit_dpo:<LoRA adapter folder>``
+(β·log π_adapter/π_base, :mod:`.implicit`).  Add your own with :func:`register_objective`.
 """
 
 from __future__ import annotations
@@ -497,3 +498,14 @@ register_objective("keywords", _keywords)
 register_objective("relevance", _relevance)
 register_objective("reward_model", _reward_model, arg="model")
 register_objective("python", _python, arg="function")
+
+
+def _implicit_dpo(adapter: str, beta: float = 0.1, base: str | None = None, batch_size: int = 8,
+                  max_length: int = 512, use_chat_template: bool = True, name: str | None = None):
+    from paretoalign.objectives.implicit import ImplicitRewardObjective
+
+    return ImplicitRewardObjective(adapter, beta=beta, base=base, batch_size=batch_size, max_length=max_length,
+                                   use_chat_template=use_chat_template, name=name)
+
+
+register_objective("implicit_dpo", _implicit_dpo, arg="adapter")
