@@ -5,6 +5,8 @@
     paretoalign evaluate runs/smoke                       # held-out scores + win rates vs the base model
     paretoalign front --method pama,morlhf --preferences grid:3 --model tiny --max-steps 2 --output-dir fronts/smoke
     paretoalign compare fronts/a fronts/b --output-dir fronts/a-vs-b
+    paretoalign pairs --model tiny --objectives sentiment,length --num-completions 4 --output-dir data/pairs
+    paretoalign train --method modpo --pairs data/pairs --objectives sentiment,length --weights 0.7,0.3
     paretoalign demo
     paretoalign objectives
 
@@ -21,29 +23,53 @@ from paretoalign.errors import ParetoAlignError
 
 
 def _train_parser(sub) -> None:
+    import dataclasses
+
     from paretoalign.config_utils import add_dataclass_arguments
-    from paretoalign.trainers.online_config import OnlineConfig
+    from paretoalign.trainers.offline_config import OFFLINE_METHODS, OfflineConfig
+    from paretoalign.trainers.online_config import METHODS, OnlineConfig
 
     p = sub.add_parser(
         "train",
-        help="Train a policy on several objectives (PAMA, MORLHF, MGDA-UB).",
-        description="Train a policy on several objectives. Flags override values from --config.",
+        help="Train a policy on several objectives: online (pama, morlhf, mgda-ub) or offline from "
+        "preference pairs (modpo, mopo, amopo, dpo).",
+        description="Train a policy on several objectives. Flags override values from --config. Online "
+        "methods generate and score; offline methods read --pairs (the flags under each method's docs).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", default=None, help="YAML file of options (flags given here override it).")
     add_dataclass_arguments(p, OnlineConfig)
+    add_dataclass_arguments(p, OfflineConfig, exclude={f.name for f in dataclasses.fields(OnlineConfig)})
+    p._option_string_actions["--method"].choices = (*METHODS, *OFFLINE_METHODS)
     p.set_defaults(func=_cmd_train)
 
 
-def _cmd_train(args) -> int:
-    from paretoalign.config_utils import build_config
+def train_config(yaml_path=None, overrides: dict | None = None):
+    """The online or offline config, chosen by ``method`` (flag, else YAML, else 'pama')."""
+    from paretoalign.config_utils import build_config, load_yaml
+    from paretoalign.trainers.offline_config import OFFLINE_METHODS, OfflineConfig
     from paretoalign.trainers.online_config import OnlineConfig
-    from paretoalign.trainers.online_trainer import OnlineTrainer
+
+    overrides = overrides or {}
+    method = overrides.get("method") or (load_yaml(yaml_path).get("method") if yaml_path else None) or "pama"
+    cls = OfflineConfig if method in OFFLINE_METHODS else OnlineConfig
+    return build_config(cls, yaml_path, overrides)
+
+
+def _cmd_train(args) -> int:
     from paretoalign.report import print_summary
+    from paretoalign.trainers.offline_config import OfflineConfig
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
-    cfg = build_config(OnlineConfig, args.config, overrides)
-    trainer = OnlineTrainer(cfg)
+    cfg = train_config(args.config, overrides)
+    if isinstance(cfg, OfflineConfig):
+        from paretoalign.trainers.offline_trainer import OfflineTrainer
+
+        trainer = OfflineTrainer(cfg)
+    else:
+        from paretoalign.trainers.online_trainer import OnlineTrainer
+
+        trainer = OnlineTrainer(cfg)
     summary = trainer.train()
     if trainer.accelerator.is_main_process:
         print_summary(summary, cfg.output_dir)
@@ -201,6 +227,36 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _pairs_parser(sub) -> None:
+    from paretoalign.config_utils import add_dataclass_arguments
+    from paretoalign.pairs import PairsConfig
+
+    p = sub.add_parser(
+        "pairs",
+        help="Make preference pairs by sampling a model and scoring the completions with the objectives.",
+        description="Sample completions on the training prompts, score every objective, pair them up and write a "
+        "dataset folder (pairs.jsonl, card.json, README.md) for the offline methods.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", default=None, help="YAML file of options (flags given here override it).")
+    add_dataclass_arguments(p, PairsConfig)
+    p.set_defaults(func=_cmd_pairs)
+
+
+def _cmd_pairs(args) -> int:
+    from paretoalign.config_utils import build_config
+    from paretoalign.pairs import PairsConfig, make_pairs
+    from paretoalign.report import table
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
+    cfg = build_config(PairsConfig, args.config, overrides)
+    card = make_pairs(cfg)
+    print(f"{card['pairs']} pairs from {card['samples']} samples in {card['seconds']:.1f} s -> {cfg.output_dir}")
+    rows = [[n, c["+1"], c["-1"], c["tie"]] for n, c in card["label_counts"].items()]
+    print(table(["objective", "chosen better", "rejected better", "tie"], rows))
+    return 0
+
+
 def _objectives_parser(sub) -> None:
     p = sub.add_parser("objectives", help="List the built-in objectives and the spec syntax.")
     p.set_defaults(func=_cmd_objectives)
@@ -231,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     _front_parser(sub)
     _compare_parser(sub)
     _report_parser(sub)
+    _pairs_parser(sub)
     _demo_parser(sub)
     _objectives_parser(sub)
     return parser

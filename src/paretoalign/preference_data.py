@@ -35,6 +35,7 @@ FORMATS = ("trl", "hh-rlhf", "pku-saferlhf", "helpsteer2", "ultrafeedback")
 HELPSTEER2_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 ULTRAFEEDBACK_ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
 DEFAULT_LABEL = "preference"
+PAIRS_FILE = "pairs.jsonl"
 
 
 @dataclass
@@ -174,6 +175,8 @@ def _read_rows(path: Path, max_rows: int | None) -> list[tuple[str, dict]]:
     """(``"line N"``/``"row N"``, record) for every row of a local file or datasets folder."""
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
+    if path.is_dir() and (path / PAIRS_FILE).is_file():  # a folder written by `paretoalign pairs`
+        path = path / PAIRS_FILE
     rows: list[tuple[str, Any]] = []
     if path.is_file() and path.suffix == ".jsonl":
         with path.open(encoding="utf-8") as f:
@@ -333,7 +336,7 @@ def _from_trl(rec, where, objective):
         pair.labels = {str(k): _label(v, where, "labels") for k, v in rec["labels"].items()}
     pair.chosen_scores = _scores(rec.get("chosen_scores"), where, "chosen_scores")
     pair.rejected_scores = _scores(rec.get("rejected_scores"), where, "rejected_scores")
-    for k in set(pair.chosen_scores) & set(pair.rejected_scores):
+    for k in [k for k in pair.chosen_scores if k in pair.rejected_scores]:  # keep the file's order
         c, r = pair.chosen_scores[k], pair.rejected_scores[k]
         if k not in pair.labels and math.isfinite(c) and math.isfinite(r):
             pair.labels[k] = _sign(c - r)

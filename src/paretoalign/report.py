@@ -24,6 +24,10 @@ def print_summary(summary: dict, output_dir: str) -> None:
             rows.append([name, s["first"], s["last"], s["last"] - s["first"], s["weight"]])
     print()
     print(f"{summary['method']}: {summary['steps']} steps in {summary['seconds']:.1f} s  ->  {output_dir}")
+    if "loss" in summary:
+        print(f"loss: first {n} steps {summary['loss']['first']:.4f}, last {n} steps {summary['loss']['last']:.4f}"
+              f" ({summary.get('examples', '?')} training examples)")
     if rows:
         print(table(["objective", f"first {n} steps", f"last {n} steps", "change", "mean weight"], rows))
-    print("(training-batch rewards; evaluate on held-out prompts for a fair comparison)")
+    print("(training-batch values; evaluate on held-out prompts for a fair comparison: paretoalign evaluate "
+          f"{output_dir})")

@@ -1,0 +1,195 @@
+"""``paretoalign pairs``: preference pairs made by sampling a model and scoring with the objectives.
+
+The offline route when no human preference data exists: for each training prompt, sample
+``num_completions`` completions, score every objective, and pair them up.  Each pair carries both
+responses' scores (oriented so that higher is better) and a label per objective (the sign of the
+score difference), so one dataset serves DPO (scalarised labels), MODPO (pairs labelled for one
+objective, the other objectives' scores as margins), MOPO (the completions of a prompt are its
+candidate pool) and AMoPO (one label per dimension).  Held-out prompts are never used, so the
+evaluation prompts stay unseen.
+
+Writes ``<output_dir>/pairs.jsonl`` (readable by ``--pairs <output_dir>``), ``card.json`` and a
+``README.md`` dataset card recording how it was made.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+
+from paretoalign.config_utils import check_choice, config_to_dict, field
+from paretoalign.errors import ConfigError, RunDirError
+
+CARD_FILE = "card.json"
+
+
+@dataclass
+class PairsConfig:
+    """Options of ``paretoalign pairs``."""
+
+    model: str = field("tiny", help="Model that samples the completions (usually the policy you will train).")
+    objectives: list = field(["sentiment", "length"], help="Objectives that score every completion.")
+    prompts: str = field("builtin", help="Prompt set; only its training split is used (the held-out split stays unseen).")
+    prompt_column: str = field("prompt", help="Column holding the prompt in --prompts.")
+    heldout_fraction: float = field(0.15, help="Held-out fraction, as in training (the same split).")
+    max_prompts: Optional[int] = field(None, help="Use at most this many training prompts.")
+    num_completions: int = field(4, help="Completions sampled per prompt (>= 2).")
+    pairing: Literal["all", "adjacent", "best_worst"] = field(
+        "all", help="'all': every two completions of a prompt (n(n-1)/2 pairs); 'adjacent': disjoint pairs "
+        "(1-2, 3-4, ...); 'best_worst': per objective, its best vs its worst completion.")
+    max_new_tokens: int = field(48, help="Completion length in tokens.")
+    temperature: float = field(1.0, help="Sampling temperature.")
+    top_p: float = field(1.0, help="Nucleus sampling.")
+    batch_size: int = field(8, help="Prompts per generation batch.")
+    max_prompt_length: int = field(256, help="Prompts longer than this many tokens are truncated from the left.")
+    system_prompt: Optional[str] = field(None, help="Optional system message.")
+    use_chat_template: bool = field(True, help="Render prompts with the tokenizer's chat template.")
+    seed: int = field(0, help="Seed of the prompt split and of sampling.")
+    output_dir: str = field("data/pairs", help="Dataset folder to write.")
+    overwrite: bool = field(False, help="Replace an existing dataset in --output-dir.")
+    allow_download: bool = field(False, help="Let --model and reward models be fetched from a hub.")
+    progress: bool = field(True, help="Show a progress bar.")
+
+    def __post_init__(self):
+        from paretoalign.objectives.registry import split_objective_specs
+
+        check_choice("pairing", self.pairing, ("all", "adjacent", "best_worst"))
+        if isinstance(self.objectives, str):
+            self.objectives = split_objective_specs(self.objectives)
+        self.objectives = list(self.objectives)
+        if not self.objectives:
+            raise ConfigError("--objectives is empty")
+        if self.num_completions < 2:
+            raise ConfigError(f"num_completions must be >= 2 to make pairs; got {self.num_completions}")
+        for name in ("max_new_tokens", "batch_size", "max_prompt_length"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)!r}")
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise ConfigError(f"max_prompts must be >= 1; got {self.max_prompts}")
+
+
+def _pair_indices(scores: np.ndarray, pairing: str) -> list[tuple[int, int]]:
+    n = scores.shape[0]
+    if pairing == "all":
+        return list(itertools.combinations(range(n), 2))
+    if pairing == "adjacent":
+        return [(i, i + 1) for i in range(0, n - 1, 2)]
+    out = []
+    for k in range(scores.shape[1]):
+        col = np.nan_to_num(scores[:, k], nan=-np.inf)
+        i, j = int(np.argmax(col)), int(np.argmin(np.where(np.isinf(col), np.inf, col)))
+        if i != j and (min(i, j), max(i, j)) not in out:
+            out.append((min(i, j), max(i, j)))
+    return out
+
+
+def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
+    """Sample, score and pair; returns the card (also written to ``card.json``)."""
+    from paretoalign import __version__
+    from paretoalign.data import load_prompts, prompts_hash, split_prompts
+    from paretoalign.models import load_causal_lm, load_tokenizer
+    from paretoalign.objectives import build_objective_set
+    from paretoalign.preference_data import PAIRS_FILE, PreferencePair, save_preference_data
+    from paretoalign.rollout import generate
+
+    out = Path(cfg.output_dir)
+    if out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            what = "a pairs dataset" if (out / CARD_FILE).is_file() else "files"
+            raise RunDirError(f"{str(out)!r} already holds {what}; pass --overwrite to replace it or choose another --output-dir")
+    tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
+    objectives = build_objective_set(cfg.objectives, tokenizer, nan_policy="skip")
+    train, _held = split_prompts(load_prompts(cfg.prompts, column=cfg.prompt_column), cfg.heldout_fraction, cfg.seed)
+    if cfg.max_prompts:
+        train = train[: cfg.max_prompts]
+    torch.manual_seed(cfg.seed)
+    model = model if model is not None else load_causal_lm(cfg.model, tokenizer, cfg.seed, cfg.allow_download)
+    model.eval()
+    names = objectives.names
+    pairs, t0, n_samples, n_nan = [], time.perf_counter(), 0, 0
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(train), desc="pairs", dynamic_ncols=True, file=sys.stderr)
+    G = cfg.num_completions
+    for start in range(0, len(train), cfg.batch_size):
+        batch = train[start : start + cfg.batch_size]
+        ro = generate(model, tokenizer, batch, num_generations=G, max_new_tokens=cfg.max_new_tokens,
+                      max_prompt_length=cfg.max_prompt_length, temperature=cfg.temperature, top_p=cfg.top_p,
+                      use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt)
+        scores, valid = objectives.rewards(ro.prompt_texts, ro.completions)
+        scores = scores.numpy().astype(float)
+        scores[~valid.numpy().astype(bool)] = np.nan
+        n_samples += len(ro.completions)
+        n_nan += int((~valid).sum())
+        for b, prompt in enumerate(batch):
+            rows = slice(b * G, (b + 1) * G)
+            comps, sc = ro.completions[rows], scores[rows]
+            for i, j in _pair_indices(sc, cfg.pairing):
+                if comps[i] == comps[j] or not comps[i].strip() or not comps[j].strip():
+                    continue
+                si, sj = sc[i], sc[j]
+                labels = {n: float(np.sign(si[k] - sj[k])) for k, n in enumerate(names)
+                          if np.isfinite(si[k]) and np.isfinite(sj[k])}
+                pairs.append(PreferencePair(prompt, comps[i], comps[j], labels,
+                                            {n: float(si[k]) for k, n in enumerate(names)},
+                                            {n: float(sj[k]) for k, n in enumerate(names)}))
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    if not pairs:
+        raise RunDirError("no pairs could be made (every completion was empty, identical or unscorable)")
+    if out.exists() and cfg.overwrite:
+        shutil.rmtree(out)
+    save_preference_data(pairs, out / PAIRS_FILE)
+    card = {
+        "made_by": f"paretoalign {__version__} pairs",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": config_to_dict(cfg),
+        "objectives": objectives.describe(),
+        "scores": "per-response rewards oriented so that higher is better (minimised objectives negated)",
+        "labels": "per objective, the sign of the chosen-minus-rejected score (0: tie)",
+        "prompts": {"source": cfg.prompts, "split": "train", "count": len(train), "hash": prompts_hash(train)},
+        "samples": n_samples, "unscorable_samples": n_nan, "pairs": len(pairs),
+        "label_counts": {n: {"+1": sum(p.labels.get(n) == 1.0 for p in pairs),
+                             "-1": sum(p.labels.get(n) == -1.0 for p in pairs),
+                             "tie": sum(p.labels.get(n) == 0.0 for p in pairs)} for n in names},
+        "seconds": time.perf_counter() - t0,
+    }
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2))
+    (out / "README.md").write_text(_card_markdown(card))
+    return card
+
+
+def _card_markdown(card: dict) -> str:
+    c = card["config"]
+    lines = [
+        "# Preference pairs made by paretoalign", "",
+        f"- made by: `{card['made_by']}` on {card['created']}",
+        f"- model: `{c['model']}`, {c['num_completions']} completions per prompt, temperature {c['temperature']}, "
+        f"top_p {c['top_p']}, at most {c['max_new_tokens']} new tokens, seed {c['seed']}",
+        f"- prompts: `{card['prompts']['source']}` training split ({card['prompts']['count']} prompts, hash "
+        f"{card['prompts']['hash']}); held-out fraction {c['heldout_fraction']} never used",
+        f"- objectives: {', '.join('`' + o['name'] + '`' for o in card['objectives'])}",
+        f"- pairing: `{c['pairing']}`; {card['pairs']} pairs from {card['samples']} samples "
+        f"({card['unscorable_samples']} unscorable)",
+        f"- scores: {card['scores']}", f"- labels: {card['labels']}", "",
+        "| objective | chosen better | rejected better | tie |", "|---|---|---|---|",
+    ]
+    for n, cnt in card["label_counts"].items():
+        lines.append(f"| {n} | {cnt['+1']} | {cnt['-1']} | {cnt['tie']} |")
+    lines += ["", "Load with `paretoalign train --method modpo --pairs <this folder> ...` or "
+              "`paretoalign.preference_data.load_preference_data(<this folder>)`.", ""]
+    return "\n".join(lines)
