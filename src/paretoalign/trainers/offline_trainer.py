@@ -154,6 +154,12 @@ class OfflineTrainer:
     # ------------------------------------------------------------------------------------------
     def _build_examples(self) -> list:
         cfg, data = self.config, self.data
+        if cfg.method == "mopo":
+            known = set(self.names[1:])
+            for name, _b in self.cons:
+                if name not in known:
+                    raise ConfigError(f"constraint on unknown objective {name!r}; constrainable: {sorted(known)} "
+                                      f"(--objectives after the primary {self.names[0]!r})")
         missing = [n for n in self._label_names() if n not in data.objectives]
         if missing:
             raise ConfigError(
@@ -176,12 +182,6 @@ class OfflineTrainer:
             return pairs
         if cfg.method == "amopo":
             return [p for p in data.pairs if any(p.labels.get(n) in (1.0, -1.0) for n in self.names)]
-        # mopo
-        known = set(self.names[1:])
-        for name, _b in self.cons:
-            if name not in known:
-                raise ConfigError(f"constraint on unknown objective {name!r}; constrainable: {sorted(known)} "
-                                  f"(--objectives after the primary {self.names[0]!r})")
         return self._mopo_pools()
 
     def _label_names(self) -> list[str]:
