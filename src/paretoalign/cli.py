@@ -122,6 +122,13 @@ def _front_parser(sub) -> None:
     p.add_argument("--config", default=None, help="YAML file of front and training options (flags given here override it).")
     add_dataclass_arguments(p, FrontConfig)
     add_dataclass_arguments(p, OnlineConfig, exclude=FRONT_SETS)
+    import dataclasses
+
+    from paretoalign.trainers.offline_config import OfflineConfig
+
+    taken = {f.name for f in dataclasses.fields(OnlineConfig)} | set(FRONT_SETS) | {
+        f.name for f in dataclasses.fields(FrontConfig)}
+    add_dataclass_arguments(p, OfflineConfig, exclude=taken)
     p.set_defaults(func=_cmd_front)
 
 

@@ -205,3 +205,26 @@ def test_two_processes_under_accelerate(tmp_path, pairs_file):
     rows = run_dir.read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
     assert json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())["num_processes"] == 2
+
+
+def test_modpo_front_sweep_relabels_the_zero_weight_vertex(tmp_path, monkeypatch):
+    from paretoalign.evaluation.front import build_front_config, run_front
+
+    monkeypatch.setenv("PARETOALIGN_CACHE", str(tmp_path / "cache"))
+    data = []
+    for p in _pairs():
+        lab = {"length": p.labels["helpful"], "keywords": p.labels["short"]}
+        data.append(PreferencePair(p.prompt, p.chosen, p.rejected, lab,
+                                   {"length": p.chosen_scores["helpful"], "keywords": p.chosen_scores["short"]},
+                                   {"length": p.rejected_scores["helpful"], "keywords": p.rejected_scores["short"]}))
+    f = str(save_preference_data(data, tmp_path / "lk.jsonl"))
+    front, train = build_front_config(None, dict(
+        method="modpo", preferences="grid:2", output_dir=str(tmp_path / "front"), report=False, eval_num_prompts=3,
+        eval_max_new_tokens=6, model="tiny", pairs=[f], objectives=["length(scale=20)", "keywords(words=yes)"],
+        max_steps=1, batch_size=2, progress=False))
+    result = run_front(front, train, progress=lambda s: None)
+    assert [p["preference"] for p in result["points"]] == [[0.0, 1.0], [1.0, 0.0]]
+    swapped = run_dir.load_config(tmp_path / "front" / "points" / "w0.00-1.00")
+    assert swapped["objectives"] == ["keywords(words=yes)", "length(scale=20)"] and swapped["weights"] == [1.0, 0.0]
+    with pytest.raises(ConfigError, match="mixes online and offline"):
+        build_front_config(None, dict(method="pama,modpo", pairs=[f]))

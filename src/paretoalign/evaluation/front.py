@@ -108,7 +108,14 @@ def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[F
         raise ConfigError(f"option(s) {clash} are set by the front sweep itself (one run per preference)")
     front = build_config(FrontConfig, None, {k: v for k, v in values.items() if k in front_keys})
     train_vals = {k: v for k, v in values.items() if k not in front_keys}
-    train = config_to_dict(build_config(OnlineConfig, None, {**train_vals, "method": front.method[0]}))
+    from paretoalign.trainers.offline_config import OFFLINE_METHODS, OfflineConfig
+
+    offline = [m in OFFLINE_METHODS for m in front.method]
+    if any(offline) and not all(offline):
+        raise ConfigError(f"--method mixes online and offline methods {front.method}; their training options differ: "
+                          "sweep each family, then `paretoalign compare` the fronts")
+    cls = OfflineConfig if all(offline) else OnlineConfig
+    train = config_to_dict(build_config(cls, None, {**train_vals, "method": front.method[0]}))
     return front, train
 
 
@@ -127,9 +134,28 @@ def _train_online(method: str, preference: list[float], train: dict, out: Path, 
     return out
 
 
+def _train_offline(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator) -> Path:
+    from paretoalign.trainers.offline_config import OfflineConfig
+    from paretoalign.trainers.offline_trainer import OfflineTrainer
+
+    objectives, weights = list(train.get("objectives", [])), list(preference)
+    if method == "modpo" and weights and weights[0] == 0:
+        # MODPO divides by the labelled objective's weight: at a point where it is 0, label the pairs
+        # for the most-weighted objective instead (its labels must be in the data; the first
+        # objective becomes a margin, scored or read from the data's scores).
+        k = int(np.argmax(weights))
+        objectives[0], objectives[k] = objectives[k], objectives[0]
+        weights[0], weights[k] = weights[k], weights[0]
+    cfg = OfflineConfig(**{**train, "method": method, "objectives": objectives, "weights": weights,
+                           "output_dir": str(out), "resume": resume, "overwrite": False, "normalize_weights": False})
+    OfflineTrainer(cfg, accelerator=accelerator).train()
+    return out
+
+
 # method name -> function(method, preference, train_options, run_folder, resume, accelerator) -> run folder.
-# Offline and steering methods register here as they are added.
-POINT_MAKERS: dict[str, Callable] = {"pama": _train_online, "morlhf": _train_online, "mgda-ub": _train_online}
+# Steering methods register here as they are added.
+POINT_MAKERS: dict[str, Callable] = {"pama": _train_online, "morlhf": _train_online, "mgda-ub": _train_online,
+                                     "dpo": _train_offline, "modpo": _train_offline, "amopo": _train_offline}
 
 
 def _point_done(folder: Path) -> bool:
