@@ -132,7 +132,7 @@ def test_unknown_name_lists_available_and_suggests():
     assert "did you mean 'sentiment'" in msg
     for name in BUILTIN:
         assert name in msg
-    with pytest.raises(ConfigError, match="Available: keywords, length"):
+    with pytest.raises(ConfigError, match="Available: implicit_dpo:<adapter>, keywords, length"):
         build_objective_set("sentiment,zzzz")
 
 
