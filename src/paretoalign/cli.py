@@ -7,6 +7,8 @@
     paretoalign compare fronts/a fronts/b --output-dir fronts/a-vs-b
     paretoalign pairs --model tiny --objectives sentiment,length --num-completions 4 --output-dir data/pairs
     paretoalign train --method modpo --pairs data/pairs --objectives sentiment,length --weights 0.7,0.3
+    paretoalign reward-model train --ratings data/helpsteer2.jsonl --backbone smollm2-135m-instruct --output-dir rm/
+    paretoalign reward-model score rm/ --input pairs.jsonl
     paretoalign demo
     paretoalign objectives
 
@@ -264,6 +266,115 @@ def _cmd_pairs(args) -> int:
     return 0
 
 
+def _reward_model_parser(sub) -> None:
+    from paretoalign.config_utils import add_dataclass_arguments
+    from paretoalign.trainers.reward_model_config import RewardModelConfig
+
+    p = sub.add_parser("reward-model", help="Train (ArmoRM's two stages) or apply a multi-objective reward model.")
+    rsub = p.add_subparsers(dest="rm_command", required=True)
+    t = rsub.add_parser(
+        "train", help="Stage 1: one ridge head per rated objective on frozen backbone features; stage 2: a gate "
+        "over the objectives trained with Bradley-Terry on pairs; verbosity debiasing; held-out evaluation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--config", default=None, help="YAML file of options (flags given here override it).")
+    add_dataclass_arguments(t, RewardModelConfig)
+    t.set_defaults(func=_cmd_reward_model_train)
+    s = rsub.add_parser(
+        "score", help="Score (prompt, response) rows, or measure pairwise accuracy on preference pairs.",
+        description="With rows of prompt + response: writes per-objective rewards, gates and the score as JSONL. "
+        "With preference pairs (any format `train --pairs` reads): prints pairwise accuracy per objective and overall.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("model", help="Folder written by `paretoalign reward-model train`.")
+    s.add_argument("--input", required=True, help="JSONL of {prompt, response} rows, or preference pairs.")
+    s.add_argument("--output", default=None, help="Where the scored rows go (JSONL; default: print them).")
+    s.add_argument("--preference-label", default=None, help="Pairs: the label 'overall' accuracy is counted on "
+                   "(default: the one the model's gate was trained on).")
+    s.add_argument("--batch-size", type=int, default=8, help="Texts per backbone forward pass.")
+    s.add_argument("--device", default="auto", help="Where the backbone runs.")
+    s.set_defaults(func=_cmd_reward_model_score)
+
+
+def _cmd_reward_model_train(args) -> int:
+    from paretoalign.config_utils import build_config
+    from paretoalign.report import table
+    from paretoalign.trainers.reward_model_config import RewardModelConfig
+    from paretoalign.trainers.reward_model_trainer import train_reward_model
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command", "rm_command")}
+    cfg = build_config(RewardModelConfig, args.config, overrides)
+    _model, rep = train_reward_model(cfg)
+    ev = rep["evaluation"]
+    split = "pairs_test" if "pairs_test" in ev else "pairs_train"
+    heads = ev.get("heads_heldout") or ev["heads_train"]
+    lam = (rep["debias"] or {}).get("lambda", {})
+    rows = [[o, f"{ev[split]['per_objective'][o]['accuracy']:.3f}", ev[split]["per_objective"][o]["pairs"],
+             f"{heads[o]['spearman']:.3f}", f"{rep['stage1']['alpha'][o]:g}", f"{lam.get(o, 0.0):.3f}"]
+            for o in rep["objectives"]]
+    rows.append(["overall (gated score)", f"{ev[split]['overall']['accuracy']:.3f}", ev[split]["overall"]["pairs"], "", "", ""])
+    print(f"reward model -> {cfg.output_dir}  ({split.replace('pairs_', '')} pairs; head correlations on "
+          f"{'held-out' if ev.get('heads_heldout') else 'training'} ratings)")
+    print(table(["objective", "pair accuracy", "pairs", "spearman", "ridge alpha", "debias lambda"], rows))
+    return 0
+
+
+def _cmd_reward_model_score(args) -> int:
+    import json
+    from pathlib import Path
+
+    from paretoalign.errors import DataError
+    from paretoalign.report import table
+    from paretoalign.reward_model.evaluate import evaluate_reward_model
+    from paretoalign.reward_model.model import MultiObjectiveRewardModel
+
+    model = MultiObjectiveRewardModel.from_pretrained(args.model)
+    model.extractor(batch_size=args.batch_size, device=args.device)
+    path = Path(args.input)
+    if not path.is_file():
+        raise DataError(f"--input {str(path)!r} does not exist")
+    first = next((json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), None)
+    if first is None:
+        raise DataError(f"{path}: no rows")
+    from paretoalign.preference_data import HELPSTEER2_ATTRIBUTES
+
+    if isinstance(first, dict) and "response" in first and "prompt" in first and "chosen" not in first \
+            and not all(a in first for a in HELPSTEER2_ATTRIBUTES):  # plain rows, not HelpSteer2's rated ones
+        rows = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                rows.append((r["prompt"], str(r["response"])))
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataError(f"{path}, line {i}: expected an object with 'prompt' and 'response' ({e})") from None
+        out = model.score([p for p, _ in rows], [r for _, r in rows])
+        lines = [json.dumps({"prompt": p, "response": r, "score": float(out.score[i]),
+                             "rewards": dict(zip(model.objectives, out.rewards[i].tolist())),
+                             "gates": dict(zip(model.objectives, out.gates[i].tolist()))}) for i, (p, r) in enumerate(rows)]
+        if args.output:
+            Path(args.output).write_text("\n".join(lines) + "\n")
+            print(f"{len(rows)} rows scored -> {args.output}")
+        else:
+            print("\n".join(lines))
+        return 0
+    from paretoalign.preference_data import load_preference_data
+
+    data = load_preference_data(str(path))
+    label = args.preference_label or model.extra.get("preference_label")
+    if label not in data.objectives:
+        label = data.objectives[0] if len(data.objectives) == 1 else None
+    if label is None:
+        raise DataError(f"{path}: choose which label 'overall' is counted on with --preference-label "
+                        f"(labels: {', '.join(data.objectives)})")
+    res = evaluate_reward_model(model, data.oriented(label))
+    rows = [[o, f"{v['accuracy']:.3f}", v["pairs"]] for o, v in res["per_objective"].items()]
+    rows.append([f"overall ({label})", f"{res['overall']['accuracy']:.3f}", res["overall"]["pairs"]])
+    print(table(["objective", "pair accuracy", "pairs"], rows))
+    if args.output:
+        Path(args.output).write_text(json.dumps(res, indent=2))
+    return 0
+
+
 def _objectives_parser(sub) -> None:
     p = sub.add_parser("objectives", help="List the built-in objectives and the spec syntax.")
     p.set_defaults(func=_cmd_objectives)
@@ -295,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _compare_parser(sub)
     _report_parser(sub)
     _pairs_parser(sub)
+    _reward_model_parser(sub)
     _demo_parser(sub)
     _objectives_parser(sub)
     return parser

@@ -96,6 +96,23 @@ def test_training_curves_read_metrics_including_a_cut_last_line(tmp_path):
         plot_training_curves({"empty": tmp_path / "none"}, tmp_path / "d.png")
 
 
+def test_offline_runs_plot_their_loss_and_implicit_reward_curves(tmp_path):
+    # DPO/MODPO/MOPO/AMoPO runs log no per-objective batch rewards; a front of them must still plot
+    import json
+
+    from paretoalign.run_dir import read_metrics
+
+    run = tmp_path / "dpo"
+    run.mkdir()
+    rows = [{"step": s, "loss": 0.7 - 0.1 * s, "rewards/accuracy": 0.25 * s, "rewards/margin": 0.01 * s,
+             "time_step": 1.0} for s in range(1, 4)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curves = curves_from_metrics(read_metrics(run), ["sentiment", "length"])
+    assert set(curves) == {"loss", "rewards/accuracy", "rewards/margin"}
+    np.testing.assert_allclose(curves["rewards/accuracy"][1], [0.25, 0.5, 0.75])
+    _image(plot_training_curves({"w0.5": run}, tmp_path / "c.png", names=["sentiment", "length"]))
+
+
 def test_report_is_self_contained_escaped_and_complete(tmp_path):
     a, b = _front("A", [[1, 2], [2, 1]]), _front("B", [[1.5, 1.5]], hv=0.25)
     img = plot_front([a, b], tmp_path / "front.png")

@@ -30,7 +30,12 @@ def test_dimension_loss_value_and_margin():
 def test_token_probability_stats():
     lp = torch.log(torch.tensor([[0.2, 0.4, 0.9]]))
     mu, s = token_probability_stats(lp, torch.tensor([[1, 1, 0]]))
-    assert torch.allclose(mu, torch.tensor([0.3])) and torch.allclose(s, torch.tensor([0.1]))
+    # unbiased, as the reference code's torch.std: sqrt((0.1² + 0.1²) / 1)
+    assert torch.allclose(mu, torch.tensor([0.3])) and torch.allclose(s, torch.tensor([0.1 * 2 ** 0.5]))
+    ref = torch.tensor([0.2, 0.4])
+    assert torch.allclose(s, ref.std())
+    mu1, s1 = token_probability_stats(lp[:, :1], torch.tensor([[1]]))
+    assert torch.allclose(mu1, torch.tensor([0.2])) and float(s1) == 0.0
 
 
 def test_adaptive_weights_softmax_over_dimensions_detached_and_masked():

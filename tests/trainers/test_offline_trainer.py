@@ -160,6 +160,37 @@ def test_small_pools_warn_and_guards_hold(tmp_path, pairs_file):
     assert min(r["ess_fraction"] for r in rows) > 0.5  # tempered, not one-hot
 
 
+def test_mopo_refresh_follows_the_achieved_win_rate_with_your_threshold_as_floor(tmp_path, pairs_file):
+    tr = OfflineTrainer(_cfg(tmp_path, pairs_file, method="mopo", objectives=["helpful", "short"],
+                             constraints=["short>=0.6"], bound_relax=0.9, refresh_every=1))
+    tr._mopo_refresh({"win/short": 0.9})
+    assert float(tr.bounds[0]) == pytest.approx(0.81)  # ratchets up with the policy
+    assert tr.ref_snapshot is not None  # and the reference becomes the current policy
+    tr._mopo_refresh({"win/short": 0.5})
+    assert float(tr.bounds[0]) == pytest.approx(0.6)  # never below the threshold you set
+    tr._mopo_refresh({"win/short": 0.8})
+    assert float(tr.bounds[0]) == pytest.approx(0.72)  # the paper's b <- relax * achieved, not a max over time
+
+
+def test_amopo_dimension_prompt_rewrites_the_last_user_turn(tmp_path, pairs_file):
+    from paretoalign.trainers.offline_config import DEFAULT_DIMENSION_TEMPLATE
+
+    tr = OfflineTrainer(_cfg(tmp_path, pairs_file, method="amopo", objectives=["helpful", "short"]))
+    plain = tr.dimension_prompt("How do I boil an egg?", "short")
+    assert plain == DEFAULT_DIMENSION_TEMPLATE.format(prompt="How do I boil an egg?", dimension="short")
+    assert "focus on the short dimension" in plain and plain.endswith("How do I boil an egg?")
+    chat = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi {there}"},
+            {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Boil an egg?"}]
+    out = tr.dimension_prompt(chat, "helpful")
+    assert out[:3] == chat[:3] and chat[3]["content"] == "Boil an egg?"  # the input is not mutated
+    assert "helpful dimension" in out[3]["content"] and out[3]["content"].endswith("Boil an egg?")
+    custom = OfflineTrainer(_cfg(tmp_path, pairs_file, name="c", method="amopo", objectives=["helpful", "short"],
+                                 dimension_template="[{dimension}] {prompt}"))
+    assert custom.dimension_prompt("Q", "short") == "[short] Q"
+    with pytest.raises(ConfigError, match="dimension_template must contain"):
+        _cfg(tmp_path, pairs_file, name="d", method="amopo", dimension_template="{prompt} only")
+
+
 @pytest.mark.parametrize("kw, err, match", [
     ({"method": "modpo", "objectives": ["helpful", "short"], "weights": [0.0, 1.0]}, ConfigError, "w_k"),
     ({"method": "modpo", "objectives": ["helpful", "short"], "weights": [0.5, 0.3, 0.2]}, ConfigError,

@@ -198,12 +198,20 @@ def plot_parallel(fronts: list[dict], path, base: dict | None = None, title=None
     return _save(fig, plt, path)
 
 
+# offline runs (DPO, MODPO, MOPO, AMoPO) log no per-objective batch rewards: plot their loss and,
+# where logged, the implicit reward's accuracy and margin on the training pairs
+OFFLINE_SERIES = ("loss", "rewards/accuracy", "rewards/margin")
+
+
 def curves_from_metrics(rows: list[dict], names: list[str] | None = None, smooth: int = 1) -> dict:
-    """``{series: (steps, values)}`` for ``reward/<name>`` of each objective (and ``kl``) from metrics rows."""
+    """``{series: (steps, values)}`` for ``reward/<name>`` of each objective (and ``kl``) from metrics
+    rows; for an offline run (no ``reward/`` keys), its :data:`OFFLINE_SERIES` instead."""
+    online = any(k.startswith("reward/") for r in rows[:1] for k in r)
     if names is None:
         names = [k.split("/", 1)[1] for k in (rows[0] if rows else {}) if k.startswith("reward/")]
+    keys = [(f"reward/{n}", n) for n in names] + [("kl", "kl")] if online else [(k, k) for k in OFFLINE_SERIES]
     out = {}
-    for key, label in [(f"reward/{n}", n) for n in names] + [("kl", "kl")]:
+    for key, label in keys:
         pts = [(r["step"], r[key]) for r in rows if key in r and r.get(key) is not None]
         if not pts:
             continue
@@ -218,7 +226,8 @@ def curves_from_metrics(rows: list[dict], names: list[str] | None = None, smooth
 
 
 def plot_training_curves(runs: dict, path, names: list[str] | None = None, smooth: int = 1) -> Path:
-    """curves.png: one panel per objective (training-batch reward) plus KL, one line per run."""
+    """curves.png: one panel per objective (training-batch reward) plus KL, one line per run; offline
+    runs add panels for their loss and implicit-reward accuracy and margin."""
     from paretoalign import run_dir
     from paretoalign.errors import ParetoAlignError
 
@@ -235,12 +244,14 @@ def plot_training_curves(runs: dict, path, names: list[str] | None = None, smoot
         for n, (label, curves) in enumerate(data.items()):
             if s in curves:
                 ax.plot(*curves[s], color=_COLORS[n % len(_COLORS)], lw=1.2, label=label)
-        ax.set_title(s if s == "kl" else f"reward/{s}", fontsize=10)
+        ax.set_title(s if s == "kl" or s in OFFLINE_SERIES else f"reward/{s}", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     if len(data) <= 12:
         axes[0][0].legend(fontsize=7)
-    fig.suptitle("Training curves (batch means of the oriented rewards, higher is better" + (f", moving average {smooth}" if smooth > 1 else "") + ")", fontsize=11)
+    what = "batch means of the oriented rewards, higher is better" if any(s not in OFFLINE_SERIES for s in series) \
+        else "offline: loss, implicit-reward accuracy and margin on the training pairs"
+    fig.suptitle(f"Training curves ({what}" + (f", moving average {smooth}" if smooth > 1 else "") + ")", fontsize=11)
     return _save(fig, plt, path)
 
 

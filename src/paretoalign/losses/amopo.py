@@ -2,7 +2,8 @@
 
 Reference: Liu et al., ACL Findings 2025, "AMoPO: Adaptive Multi-objective Preference Optimization
 without Reward Models and Reference Models".  For each dimension d the prompt is rewritten into a
-dimension-aware prompt x_d (:mod:`paretoalign.trainers.offline_methods` holds the template); the
+dimension-aware prompt x_d (the template, after the reference code's, is
+``DEFAULT_DIMENSION_TEMPLATE`` in :mod:`paretoalign.trainers.offline_config`, overridable); the
 implicit reward is the length-normalised log-likelihood (SimPO-style, no reference model):
 
     r_d(y) = (1/|y|) · log π_θ(y | x_d)
@@ -12,7 +13,8 @@ and the dimensions are weighted adaptively: for each sequence, the mean μ and s
 s of its token probabilities define a Gaussian N(μ, s²); one draw for the chosen and one for the
 rejected response are summed per dimension, and a softmax over the dimensions gives the weights
 α_d, detached from the graph.  Total: Σ_d α_d·L_d (+ an optional SFT term on the chosen
-responses).  Defaults of the reference code: β = 0.8, γ = 2.0.
+responses).  Defaults of the reference code: β = 0.8, γ = 2.0, SFT weight 0 (its ``pref_ftx``),
+learning rate 3e-7 with full fine-tuning; the Gaussian uses the unbiased standard deviation.
 
 Ambiguity (documented choice): the paper does not say whether a *higher* generation probability
 should raise or lower a dimension's weight; we follow its text (softmax of the sampled
@@ -39,12 +41,13 @@ def amopo_dimension_losses(chosen_avg_logps: torch.Tensor, rejected_avg_logps: t
 
 
 def token_probability_stats(token_logps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and (population) standard deviation of the token probabilities of each sequence: [..., T] -> [...] x 2."""
+    """Mean and unbiased standard deviation (as the reference code's ``torch.std``) of the token
+    probabilities of each sequence: [..., T] -> [...] x 2; the deviation of a one-token sequence is 0."""
     m = mask.to(token_logps.dtype)
     p = token_logps.exp() * m
-    n = m.sum(-1).clamp(min=1.0)
-    mu = p.sum(-1) / n
-    var = (((token_logps.exp() - mu.unsqueeze(-1)) ** 2) * m).sum(-1) / n
+    n = m.sum(-1)
+    mu = p.sum(-1) / n.clamp(min=1.0)
+    var = (((token_logps.exp() - mu.unsqueeze(-1)) ** 2) * m).sum(-1) / (n - 1).clamp(min=1.0)
     return mu, var.sqrt()
 
 

@@ -20,6 +20,13 @@ max_{χ>0} −χ·log E_μ[exp(−q(y ≻ y')/χ)] − χε, with χ a second du
 Conventions here: a *pool* is the set of candidate responses of one prompt, shape [B, n] with a
 boolean ``pool_mask``; μ is uniform over the pool (each candidate is the opponent of every other).
 
+Refresh (the paper's Algorithm 1): every t₀ steps π_ref ← π_ψ and b_j ← β_relax·(the policy's
+achieved Q_j), so the bounds ratchet up with the policy (paper: τ = 0.08, ε = 0.15, β_relax = 0.9995,
+t₀ = 500).  Documented choices here: the refresh keeps the user's threshold as a floor,
+b_j ← max(b_j⁰, β_relax·achieved), so a ``--constraint`` is never loosened; ρ is self-normalised over
+each pool (mean 1) where the paper's Eq. 3 is unnormalised, which only rescales the step and removes
+the −1 above.
+
 Collapse guard (the paper's known failure: small pools let λ diverge and ρ become one-hot): λ is
 capped at ``lam_max`` and a pool whose normalised ratios exceed ``max_weight`` times their mean is
 tempered (its log-ratios scaled down until they do not) before the policy step; the trainer warns when the

@@ -28,7 +28,9 @@ Dict form (YAML)::
 
 Built-in kinds: ``length``, ``sentiment``, ``readability``, ``keywords`` (:mod:`.rules`),
 ``relevance`` (:mod:`.embedding`), ``reward_model:<folder or hub id>`` and
-``python:<module>:<function>`` (:mod:`.models`), ``implicit_dpo:<LoRA adapter folder>``
+``python:<module>:<function>`` (:mod:`.models`; a folder written by ``paretoalign reward-model train``
+gives its gated score, ``reward_model:<folder>#<objective>`` one head, :mod:`.mo_reward_model`),
+``implicit_dpo:<LoRA adapter folder>``
 (β·log π_adapter/π_base, :mod:`.implicit`).  Add your own with :func:`register_objective`.
 """
 
@@ -480,7 +482,18 @@ def _relevance(model: str | None = None, max_length: int | None = None, batch_si
 def _reward_model(model: str, index: int = 0, batch_size: int = 8, max_length: int = 1024, device: str = "auto",
                   format: str = "auto", dtype: str = "auto", allow_download: bool = False, name: str | None = None):
     from paretoalign.objectives.models import RewardModelObjective
+    from paretoalign.reward_model.model import is_reward_model_folder
 
+    folder, _, head = str(model).partition("#")
+    if is_reward_model_folder(folder):  # a paretoalign multi-objective reward model: its score or one head
+        from paretoalign.objectives.mo_reward_model import MultiObjectiveRewardObjective
+
+        return MultiObjectiveRewardObjective(folder, head or None, device=device, batch_size=batch_size, name=name)
+    if head:
+        from paretoalign.errors import ConfigError
+
+        raise ConfigError(f"reward_model:{model}: '#{head}' picks a head of a paretoalign multi-objective reward model, "
+                          f"but {folder!r} is not one (no config.json written by `paretoalign reward-model train`)")
     return RewardModelObjective(model, index=index, batch_size=batch_size, max_length=max_length, device=device,
                                 format=format, dtype=dtype, allow_download=allow_download, name=name)
 

@@ -23,7 +23,12 @@ from paretoalign.config_utils import check_choice, field, split_list
 from paretoalign.errors import ConfigError
 
 OFFLINE_METHODS = ("dpo", "modpo", "mopo", "amopo")
-DEFAULT_DIMENSION_TEMPLATE = "{prompt}\n\n(Answer with a focus on {dimension}.)"
+# AMoPO's dimension-aware prompt, after its reference code (which prepends this instruction to the
+# user turn).  The reference code adds "The evaluation values for this dimension range from 1 to 5
+# ... respond based on the evaluation value of {d}" with the chosen response's rating; we leave that
+# sentence out by default because generated and binary-labelled pairs have no 1-5 rating.
+DEFAULT_DIMENSION_TEMPLATE = ("You are an expert in question answering, and you need to focus on the {dimension} "
+                              "dimension to respond to me.\n\n{prompt}")
 _CONSTRAINT = re.compile(r"^\s*([^<>=\s]+)\s*>=\s*([^\s]+)\s*$")
 
 
@@ -83,13 +88,16 @@ class OfflineConfig:
     constraints: list = field([], help="MOPO: constraints 'objective>=threshold' on win rates in [0, 1].")
     mopo_form: Literal["lagrangian", "robust"] = field(
         "lagrangian", help="MOPO: plain Lagrangian, or the robust form (worst behaviour policy in a KL ball).")
-    tau: float = field(0.5, help="MOPO: KL temperature tau of the closed-form ratio.")
+    tau: float = field(0.5, help="MOPO: KL temperature tau of the closed-form ratio (paper: 0.08, with its tempering "
+                       "guard off; ours is larger because --max-weight tempers sharp ratios anyway).")
     dual_lr: float = field(0.5, help="MOPO: step size of the dual (lambda, chi) updates.")
     lam_max: float = field(20.0, help="MOPO collapse guard: cap on each lambda.")
     max_weight: float = field(4.0, help="MOPO collapse guard: a pool's importance weights are tempered to at most this multiple of their mean.")
-    robust_radius: float = field(0.1, help="MOPO robust form: KL radius epsilon of the behaviour-policy ball.")
-    refresh_every: int = field(0, help="MOPO: every this many steps the reference becomes the current policy and bounds are refreshed (0: never).")
-    bound_relax: float = field(0.9, help="MOPO: at a refresh each bound becomes max(bound, bound_relax * achieved win rate).")
+    robust_radius: float = field(0.1, help="MOPO robust form: KL radius epsilon of the behaviour-policy ball (paper: 0.15).")
+    refresh_every: int = field(0, help="MOPO: every this many steps the reference becomes the current policy and bounds are "
+                               "refreshed (0: never; paper: 500).")
+    bound_relax: float = field(0.9, help="MOPO: at a refresh each bound becomes max(your threshold, bound_relax * achieved win "
+                               "rate) (paper: bound_relax * achieved, 0.9995; we never loosen a threshold you set).")
     win_mode: Literal["indicator", "bradley_terry"] = field("indicator", help="MOPO: win probability from scores: indicator (ties 1/2) or Bradley-Terry.")
     min_pool: int = field(3, help="MOPO: warn when a prompt has fewer candidates than this (collapse risk).")
 

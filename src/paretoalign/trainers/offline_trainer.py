@@ -530,11 +530,12 @@ class OfflineTrainer:
         return loss, row
 
     def _mopo_refresh(self, row: dict) -> None:
-        """Reference <- current policy; each bound <- max(bound, bound_relax * achieved win rate)."""
+        """Reference <- current policy; each bound <- max(your threshold, bound_relax * achieved win rate)
+        (the paper's Algorithm 1 with the user's threshold as a floor; see losses/mopo.py)."""
         cfg = self.config
-        for j, (name, _b) in enumerate(self.cons):
+        for j, (name, b0) in enumerate(self.cons):
             achieved = row.get(f"win/{name}", 0.0)
-            self.bounds[j] = max(float(self.bounds[j]), cfg.bound_relax * achieved)
+            self.bounds[j] = max(float(b0), cfg.bound_relax * achieved)
         self.ref_snapshot = self._trainable_state()
 
     def _mopo_state_row(self) -> dict:

@@ -1,0 +1,263 @@
+"""Trains an ArmoRM-style multi-objective reward model in its two stages (Wang et al. 2024,
+arXiv 2406.12845); the maths is in :mod:`paretoalign.reward_model.armo`.
+
+1. Features of every rated response (and of every pair's responses and prompt) from the frozen
+   backbone, cached on disk.
+2. Stage 1: one ridge head per objective on ratings scaled to [0, 1] (missing ratings ignored).
+3. Debiasing λ per objective against the verbosity objective, on the stage-2 training responses
+   (the chosen and rejected pooled, as the reference code does).
+4. Stage 2: the gate, trained with Bradley-Terry on the preference pairs (heads frozen).
+5. Evaluation on prompts held out of both stages: pairwise accuracy per objective and overall,
+   each head's correlation with its held-out ratings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from paretoalign.errors import ConfigError, DataError, RunDirError
+from paretoalign.reward_model.armo import bradley_terry_loss, debias_lambdas, fit_ridge_heads, scale_ratings
+from paretoalign.reward_model.evaluate import evaluate_reward_model, head_correlations
+from paretoalign.reward_model.features import FeatureExtractor
+from paretoalign.reward_model.model import CONFIG_FILE, MultiObjectiveRewardModel, is_reward_model_folder
+from paretoalign.trainers.reward_model_config import KNOWN_RANGES, RewardModelConfig
+
+REPORT_FILE = "report.json"
+
+
+def _prompt_key(prompt) -> str:
+    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def heldout_prompts(keys: list[str], fraction: float, seed: int) -> set[str]:
+    """A seeded, order-independent choice of ``fraction`` of the distinct prompts."""
+    uniq = sorted(set(keys), key=lambda k: hashlib.sha256(f"{seed}\0{k}".encode()).hexdigest())
+    n = int(round(fraction * len(uniq)))
+    if fraction > 0 and len(uniq) >= 2:
+        n = min(max(n, 1), len(uniq) - 1)
+    return set(uniq[:n])
+
+
+def rated_responses(data) -> tuple[list, list, dict]:
+    """Distinct (prompt, response) of preference data with their scores: prompts, responses,
+    {objective: [score or NaN]}."""
+    prompts, responses, scores = [], [], {}
+    for g in data.groups():
+        for i, r in enumerate(g.responses):
+            prompts.append(g.prompt)
+            responses.append(r)
+            for name, vals in g.scores.items():
+                scores.setdefault(name, [math.nan] * (len(prompts) - 1)).append(float(vals[i]))
+            for name in scores:
+                if len(scores[name]) < len(prompts):
+                    scores[name].append(math.nan)
+    return prompts, responses, scores
+
+
+def _default_extractor(cfg: RewardModelConfig) -> FeatureExtractor:
+    from paretoalign.models import cache_dir
+
+    cache = cfg.feature_cache
+    if cache is None:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in cfg.backbone)[-80:]
+        cache = str(cache_dir() / "features" / safe)
+    return FeatureExtractor(cfg.backbone, cfg.pooling, cfg.max_length, cfg.batch_size, cfg.device, cache,
+                            cfg.use_chat_template, cfg.allow_download)
+
+
+def _log(cfg, msg: str) -> None:
+    if cfg.progress:
+        print(f"[reward-model] {msg}", file=sys.stderr, flush=True)
+
+
+def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | None = None) -> tuple[MultiObjectiveRewardModel, dict]:
+    """Both stages; writes the model and ``report.json`` to ``cfg.output_dir``; returns (model, report)."""
+    from paretoalign.preference_data import load_preference_data
+
+    out = Path(cfg.output_dir)
+    if out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            what = "a reward model" if is_reward_model_folder(out) else "files"
+            raise RunDirError(f"{str(out)!r} already holds {what}; pass --overwrite to replace it or choose another --output-dir")
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+
+    # -- data -------------------------------------------------------------------------------------
+    rated = load_preference_data(cfg.ratings if len(cfg.ratings) > 1 else cfg.ratings[0], format=cfg.ratings_format,
+                                 max_rows=cfg.max_rows)
+    prompts, responses, all_scores = rated_responses(rated)
+    if not all_scores:
+        raise DataError(f"{rated.name}: no per-response ratings found (helpsteer2 / ultrafeedback schema, or pairs "
+                        "with chosen_scores / rejected_scores)")
+    objectives = cfg.objectives or list(all_scores)
+    unknown = [o for o in objectives if o not in all_scores]
+    if unknown:
+        raise ConfigError(f"objective(s) {unknown} have no ratings in {rated.name}; rated: {', '.join(all_scores)}")
+    ranges, given = {}, cfg.parsed_ranges()
+    for o in given:
+        if o not in objectives:
+            raise ConfigError(f"--rating-ranges names {o!r}, which is not one of the objectives {objectives}")
+    for o in objectives:
+        vals = np.array(all_scores[o], dtype=float)
+        finite = vals[np.isfinite(vals)]
+        if o in given:
+            ranges[o] = given[o]
+        elif any(f in rated.format for f in KNOWN_RANGES):
+            ranges[o] = next(KNOWN_RANGES[f] for f in KNOWN_RANGES if f in rated.format)
+        elif finite.size and finite.max() > finite.min():
+            ranges[o] = (float(finite.min()), float(finite.max()))
+        else:
+            raise DataError(f"{rated.name}: objective {o!r} has {'one distinct rating' if finite.size else 'no ratings'}; "
+                            "nothing to regress on")
+    Y = torch.stack([scale_ratings(torch.tensor(all_scores[o], dtype=torch.float64), *ranges[o], name=o)
+                     for o in objectives], 1)
+
+    pair_data = rated if not cfg.pairs else load_preference_data(cfg.pairs if len(cfg.pairs) > 1 else cfg.pairs[0],
+                                                                 format=cfg.pairs_format, max_rows=cfg.max_rows)
+    label = cfg.preference_label
+    if label is None:
+        if len(pair_data.objectives) == 1:
+            label = pair_data.objectives[0]
+        elif "helpfulness" in pair_data.objectives:
+            label = "helpfulness"
+        else:
+            raise ConfigError(f"{pair_data.name} has several labels ({', '.join(pair_data.objectives)}); choose the one "
+                              "the gate learns with --preference-label")
+    pairs = pair_data.oriented(label)
+    if not pairs:
+        raise DataError(f"{pair_data.name}: no pairs with a strict preference on {label!r}")
+
+    # -- one prompt split for both stages and the evaluation ---------------------------------------
+    held = heldout_prompts([_prompt_key(p) for p in prompts] + [_prompt_key(p.prompt) for p in pairs],
+                           cfg.heldout_fraction, cfg.seed)
+    fit_rows = torch.tensor([_prompt_key(p) not in held for p in prompts])
+    train_pairs = [p for p in pairs if _prompt_key(p.prompt) not in held]
+    test_pairs = [p for p in pairs if _prompt_key(p.prompt) in held]
+    if not train_pairs:
+        raise DataError(f"{pair_data.name}: every pair's prompt is held out; lower --heldout-fraction or add pairs")
+
+    # -- features ---------------------------------------------------------------------------------
+    ex = extractor or _default_extractor(cfg)
+    t0 = time.perf_counter()
+    _log(cfg, f"features of {len(responses)} rated responses and {2 * len(pairs)} pair responses ({ex.backbone}) ...")
+    X = ex.features(prompts, responses)
+    Fc = ex.features([p.prompt for p in pairs], [p.chosen for p in pairs])
+    Fr = ex.features([p.prompt for p in pairs], [p.rejected for p in pairs])
+    Fp = ex.prompt_features([p.prompt for p in pairs])
+    t_features = time.perf_counter() - t0
+
+    # -- stage 1 ----------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    Yfit = Y.clone()
+    Yfit[~fit_rows] = math.nan
+    try:
+        fit = fit_ridge_heads(X, Yfit, cfg.ridge_alphas, cfg.ridge_val_fraction, cfg.seed)
+    except ValueError as e:
+        raise DataError(f"stage 1: {e} (objectives in order: {objectives})") from None
+    t_stage1 = time.perf_counter() - t0
+    verbosity = cfg.verbosity
+    if verbosity == "auto":
+        verbosity = "verbosity" if "verbosity" in objectives else None
+    elif verbosity in (None, "none", ""):
+        verbosity = None
+    elif verbosity not in objectives:
+        raise ConfigError(f"--verbosity {verbosity!r} is not one of the objectives {objectives}")
+    model = MultiObjectiveRewardModel(objectives, X.shape[1], ex.describe(), {o: list(ranges[o]) for o in objectives},
+                                      verbosity, cfg.gate_hidden, cfg.gate_layers, cfg.temperature, cfg.dropout)
+    model.head_weight.copy_(fit.weight.float())
+    model.head_bias.copy_(fit.bias.float())
+
+    # -- debiasing on the stage-2 training responses ----------------------------------------------
+    tr_idx = torch.tensor([i for i, p in enumerate(pairs) if _prompt_key(p.prompt) not in held])
+    report_debias = None
+    if verbosity is not None:
+        ref = model.head_rewards(torch.cat([Fc[tr_idx], Fr[tr_idx]])).double()
+        lam, before, after = debias_lambdas(ref, model.verbosity_index, cfg.debias_threshold, cfg.debias_max_lambda)
+        model.debias_lambda.copy_(lam.float())
+        report_debias = {"objective": verbosity, "reference_responses": int(ref.shape[0]),
+                         "lambda": dict(zip(objectives, lam.tolist())),
+                         "spearman_before": dict(zip(objectives, before.tolist())),
+                         "spearman_after": dict(zip(objectives, after.tolist())),
+                         "threshold": cfg.debias_threshold}
+
+    # -- stage 2: the gate ------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    gate_losses = train_gate(model, Fc[tr_idx], Fr[tr_idx], Fp[tr_idx], cfg)
+    t_stage2 = time.perf_counter() - t0
+    model.eval()
+
+    # -- evaluation on held-out prompts -----------------------------------------------------------
+    te_idx = torch.tensor([i for i, p in enumerate(pairs) if _prompt_key(p.prompt) in held], dtype=torch.long)
+    hold_rows = (~fit_rows).nonzero().flatten()
+    evaluation = {
+        "heldout_prompts": len(held), "train_pairs": len(train_pairs), "test_pairs": len(test_pairs),
+        "pairs_train": evaluate_reward_model(model, [pairs[i] for i in tr_idx.tolist()], Fc[tr_idx], Fr[tr_idx], Fp[tr_idx]),
+    }
+    if len(te_idx):
+        evaluation["pairs_test"] = evaluate_reward_model(model, test_pairs, Fc[te_idx], Fr[te_idx], Fp[te_idx])
+    if len(hold_rows):
+        with torch.no_grad():
+            pred = model.head_rewards(X[hold_rows])
+        evaluation["heads_heldout"] = head_correlations(pred, Y[hold_rows], objectives)
+    with torch.no_grad():
+        evaluation["heads_train"] = head_correlations(model.head_rewards(X[fit_rows]), Y[fit_rows], objectives)
+
+    report = {
+        "objectives": objectives, "preference_label": label, "rating_ranges": {o: list(ranges[o]) for o in objectives},
+        "data": {"ratings": rated.name, "ratings_format": rated.format, "rated_responses": len(responses),
+                 "pairs": pair_data.name, "pairs_used": len(pairs)},
+        "stage1": {"alpha": dict(zip(objectives, fit.alpha.tolist())), "labelled": dict(zip(objectives, fit.counts.tolist())),
+                   "val_mse": {o: dict(zip(map(str, cfg.ridge_alphas), fit.val_mse[k].tolist())) for k, o in enumerate(objectives)}},
+        "debias": report_debias,
+        "stage2": {"steps": cfg.gate_steps, "loss_first": gate_losses[0], "loss_last": gate_losses[-1],
+                   "scale": float(model.gate.logit_scale.detach())},
+        "evaluation": evaluation,
+        "seconds": {"features": t_features, "stage1": t_stage1, "stage2": t_stage2, "total": time.perf_counter() - t_start},
+        "feature_extraction": {"texts": len(responses) + 3 * len(pairs), "backbone_batches": ex.calls},
+    }
+    model.extra = {"preference_label": label, "evaluation": evaluation, "debias": report_debias}
+    if out.exists() and cfg.overwrite:
+        import shutil
+
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=float))
+    model.set_extractor(ex)
+    _log(cfg, f"saved to {out / CONFIG_FILE} ({report['seconds']['total']:.1f} s)")
+    return model, report
+
+
+def train_gate(model: MultiObjectiveRewardModel, chosen_f, rejected_f, prompt_f, cfg: RewardModelConfig) -> list[float]:
+    """Stage 2: Bradley-Terry on R = β·Σ g·r' with the heads (and λ) frozen; AdamW, cosine schedule,
+    batches sampled with replacement (the reference code's loop).  Returns the loss per step."""
+    with torch.no_grad():
+        rc = model.forward(chosen_f, prompt_f).debiased
+        rr = model.forward(rejected_f, prompt_f).debiased
+    params = list(model.gate.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.gate_lr, weight_decay=cfg.gate_weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.gate_steps)
+    g = torch.Generator().manual_seed(cfg.seed)
+    n = rc.shape[0]
+    losses = []
+    model.gate.train()
+    for _ in range(cfg.gate_steps):
+        idx = torch.randint(0, n, (cfg.gate_batch_size,), generator=g)
+        gates = model.gate(prompt_f[idx])
+        sc = model.gate.logit_scale * (gates * rc[idx]).sum(-1)
+        sr = model.gate.logit_scale * (gates * rr[idx]).sum(-1)
+        loss = bradley_terry_loss(sc, sr).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    model.gate.eval()
+    return losses
