@@ -209,7 +209,7 @@ def _demo_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default=D["model"], help="Policy to align.")
-    p.add_argument("--method", default=D["method"], choices=["pama", "morlhf", "mgda-ub"], help="Online method.")
+    p.add_argument("--method", default=D["method"], choices=["pama", "morlhf", "mgda-ub", "mo-grpo"], help="Online method.")
     p.add_argument("--steps", type=int, default=D["steps"], help="Training steps.")
     p.add_argument("--eval-prompts", type=int, default=D["eval_prompts"], help="Held-out prompts evaluated before and after.")
     p.add_argument("--samples", type=int, default=D["samples"], help="Sample completions shown before/after.")

@@ -36,6 +36,8 @@ def trainable(trainer):
         ("morlhf", {"advantage": "group", "group_aggregation": "normalize_then_sum"}),
         ("mgda-ub", {}),
         ("mgda-ub", {"advantage": "group", "ppo_epochs": 2, "num_mini_batches": 2}),
+        ("mo-grpo", {}),
+        ("mo-grpo", {"group_aggregation": "normalize_then_sum", "weights": [0.7, 0.3]}),
     ],
 )
 def test_methods_update_parameters_and_log_per_objective_metrics(tmp_path, method, extra):
@@ -57,9 +59,9 @@ def test_methods_update_parameters_and_log_per_objective_metrics(tmp_path, metho
         for key in ("kl", "loss", "policy_loss", "value_loss", "completion_length", "time_step"):
             assert key in r
         assert r["samples"] == 4 and r["nan_skipped"] == 0
-    if method == "morlhf" and "weights" in extra:
+    if method in ("morlhf", "mo-grpo") and "weights" in extra:
         assert rows[0]["weight/chars"] == pytest.approx(0.7)
-    if extra.get("advantage") == "group":
+    if extra.get("advantage") == "group" or method == "mo-grpo":
         assert rows[0]["value_loss"] == 0.0 and tr.unwrapped.value_head is None
     else:
         assert tr.unwrapped.value_head is not None
@@ -202,3 +204,32 @@ def test_mgda_ub_gram_matrix_is_built_from_real_gradients(tmp_path, monkeypatch)
     make(tmp_path, method="mgda-ub", max_steps=1).train()
     assert len(seen) == 1 and seen[0].shape == (2, 2)
     assert torch.all(torch.diagonal(seen[0]) > 0), seen[0]
+
+
+def test_mo_grpo_is_critic_free_and_its_advantages_follow_the_aggregation_rule(tmp_path):
+    from paretoalign.combiners import normalize_then_sum, sum_then_normalize
+    from paretoalign.errors import ConfigError
+
+    cfg = OnlineConfig(**{**FAST, "method": "mo-grpo", "output_dir": str(tmp_path / "c")})
+    assert cfg.advantage == "group" and OnlineConfig(**{**FAST, "output_dir": str(tmp_path / "d")}).advantage == "gae"
+    with pytest.raises(ConfigError, match="mo-grpo is critic-free"):
+        OnlineConfig(**{**FAST, "method": "mo-grpo", "advantage": "gae"})
+    # 2 prompts x 3 completions, objectives on very different scales
+    scores = torch.tensor([[1.0, 100.0], [2.0, 300.0], [3.0, 200.0], [0.0, 10.0], [5.0, 10.0], [1.0, 40.0]])
+    valid = torch.ones(6, dtype=torch.bool)
+    mask = torch.ones(6, 4)
+    w = torch.tensor([0.5, 0.5])
+    for rule in ("sum_then_normalize", "normalize_then_sum"):
+        tr = make(tmp_path, name=rule, method="mo-grpo", num_generations=3, group_aggregation=rule)
+        adv, returns = tr._advantages(scores, valid, mask, None, None, None)
+        assert returns is None and adv.shape == (6, 4)
+        g = scores.view(2, 3, 2)
+        if rule == "sum_then_normalize":
+            want = sum_then_normalize(g, w).reshape(6)
+        else:
+            a = normalize_then_sum(g, w).reshape(6)
+            want = (a - a.mean()) / (a.std(unbiased=False) + 1e-4)  # GDPO's batch standardisation
+            # each objective counts equally whatever its scale: the second (x100) does not drown the first
+            assert torch.allclose(normalize_then_sum(g * torch.tensor([1.0, 0.01]), w), normalize_then_sum(g, w), atol=1e-5)
+        torch.testing.assert_close(adv[:, 0], want)
+        assert torch.equal(adv[:, 0:1].expand(6, 4), adv)  # one advantage per sequence

@@ -155,6 +155,7 @@ def _train_offline(method: str, preference: list[float], train: dict, out: Path,
 # method name -> function(method, preference, train_options, run_folder, resume, accelerator) -> run folder.
 # Steering methods register here as they are added.
 POINT_MAKERS: dict[str, Callable] = {"pama": _train_online, "morlhf": _train_online, "mgda-ub": _train_online,
+                                     "mo-grpo": _train_online,
                                      "dpo": _train_offline, "modpo": _train_offline, "amopo": _train_offline}
 
 

@@ -11,7 +11,8 @@ from typing import Literal, Optional
 from paretoalign.config_utils import check_choice, field, split_list
 from paretoalign.errors import ConfigError
 
-METHODS = ("pama", "morlhf", "mgda-ub")
+METHODS = ("pama", "morlhf", "mgda-ub", "mo-grpo")
+LINEAR_METHODS = ("morlhf", "mo-grpo")  # fixed linear weights on the per-objective signals
 
 
 @dataclass
@@ -19,11 +20,12 @@ class OnlineConfig:
     """Options of ``paretoalign train`` for the online methods."""
 
     # --- what to train -------------------------------------------------------------------------
-    method: Literal["pama", "morlhf", "mgda-ub"] = field(
+    method: Literal["pama", "morlhf", "mgda-ub", "mo-grpo"] = field(
         "pama",
         help="How per-objective signals become one update: 'pama' (closed-form Theorem-1 weights on "
         "Noon-PPO terms, O(K)), 'morlhf' (fixed linear weights), 'mgda-ub' (min-norm weights on "
-        "gradients w.r.t. the last hidden states).",
+        "gradients w.r.t. the last hidden states), 'mo-grpo' (multi-objective GRPO: critic-free group "
+        "advantages of the weighted objectives, --group-aggregation picks the rule; each objective logged).",
     )
     model: str = field(
         "tiny",
@@ -50,11 +52,12 @@ class OnlineConfig:
     use_chat_template: bool = field(True, help="Wrap plain prompts as a user message and apply the tokenizer's chat template.")
 
     # --- advantages and combiner ---------------------------------------------------------------
-    advantage: Literal["gae", "group"] = field(
-        "gae",
+    advantage: Optional[Literal["gae", "group"]] = field(
+        None,
         help="'gae': one value head per objective and GAE on KL-shaped token rewards (the paper's PPO "
         "setting). 'group': critic-free variant with per-objective group baselines over "
-        "--num-generations completions per prompt and a k3 KL loss term (GRPO-style; not the paper's setting).",
+        "--num-generations completions per prompt and a k3 KL loss term (GRPO-style; not the paper's setting). "
+        "Default: 'group' for mo-grpo, 'gae' for the others.",
     )
     pama_granularity: Literal["batch", "sequence", "token"] = field(
         "batch",
@@ -72,8 +75,8 @@ class OnlineConfig:
     )
     group_aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = field(
         "sum_then_normalize",
-        help="MORLHF with --advantage group: weight-sum the rewards then standardise within the group "
-        "(TRL GRPO's reward_weights), or standardise each objective first (GDPO).",
+        help="mo-grpo (and morlhf with --advantage group): weight-sum the rewards then standardise within the "
+        "group (TRL GRPO's default), or standardise each objective within its group, weight-sum (GDPO).",
     )
     whiten_advantages: bool = field(True, help="GAE: standardise each objective's advantages over the batch before combining.")
 
@@ -127,7 +130,12 @@ class OnlineConfig:
         from paretoalign.objectives.registry import split_objective_specs
 
         check_choice("method", self.method, METHODS)
+        if self.advantage is None:
+            self.advantage = "group" if self.method == "mo-grpo" else "gae"
         check_choice("advantage", self.advantage, ("gae", "group"))
+        if self.method == "mo-grpo" and self.advantage != "group":
+            raise ConfigError("mo-grpo is critic-free: it needs --advantage group (the default for it); "
+                              "for value heads and GAE use --method morlhf")
         check_choice("pama_granularity", self.pama_granularity, ("batch", "sequence", "token"))
         check_choice("pama_ratio", self.pama_ratio, ("reference", "old"))
         check_choice("group_aggregation", self.group_aggregation, ("sum_then_normalize", "normalize_then_sum"))

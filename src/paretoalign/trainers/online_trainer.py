@@ -1,4 +1,5 @@
-"""The online multi-objective trainer: one rollout/scoring/logging path for PAMA, MORLHF and MGDA-UB.
+"""The online multi-objective trainer: one rollout/scoring/logging path for PAMA, MORLHF, MGDA-UB and
+multi-objective GRPO.
 
 Each step: sample prompts -> generate completions -> score every objective (reward vector
 ``[N, K]``) -> per-objective advantages (GAE with one value head per objective, or group
@@ -9,6 +10,11 @@ across processes (PAMA's batch terms, MGDA's Gram matrix) are reduced first.
 
 References: He & Maghsudi 2025 (PAMA, arXiv 2508.07768); Sener & Koltun 2018 (MGDA-UB);
 Schulman et al. 2017 (PPO); Shao et al. 2024 (GRPO group baselines, for ``--advantage group``).
+``mo-grpo`` is MORLHF's linear weights on group advantages with a k3 KL term, i.e. GRPO with several
+rewards, as TRL's ``GRPOTrainer`` (``reward_weights`` with ``multi_objective_aggregation``):
+``sum_then_normalize`` (TRL's default) standardises the weighted sum within each group;
+``normalize_then_sum`` (GDPO, Liu et al. 2026, arXiv 2601.05242) standardises each objective within
+its group, sums with the weights, then standardises over the batch.
 """
 
 from __future__ import annotations
@@ -51,8 +57,18 @@ from paretoalign.objectives import build_objective_set
 from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import Rollout, generate, token_logprobs
 from paretoalign.trainers import checkpoint as ckpt_lib
-from paretoalign.trainers.online_config import OnlineConfig
+from paretoalign.trainers.online_config import LINEAR_METHODS, OnlineConfig
 from paretoalign.trainers.online_methods import mgda_ub_loss, morlhf_loss, pama_loss
+
+
+def standardize_valid(adv: torch.Tensor, valid: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """(a − mean) / (std + eps) over the valid samples of a batch ``[N]`` (GDPO's batch-level step
+    after the per-objective group normalisation; eps as TRL's ``normalize_then_sum``)."""
+    v = valid.bool()
+    if not bool(v.any()):
+        return adv
+    sel = adv[v]
+    return (adv - sel.mean()) / (sel.std(unbiased=False) + eps)
 
 
 class OnlineTrainer:
@@ -90,10 +106,10 @@ class OnlineTrainer:
         # The preference: MORLHF's linear weights; for PAMA / MGDA-UB the scales of their weight
         # solve (None = the unscaled method of the paper).
         self.weights = None
-        if cfg.method == "morlhf" or cfg.weights is not None:
+        if cfg.method in LINEAR_METHODS or cfg.weights is not None:
             raw = cfg.weights if cfg.weights is not None else uniform_weights(self.K).tolist()
             self.weights = validate_weights(raw, self.K, self.names, normalize=cfg.normalize_weights)
-        self.preference = None if cfg.method == "morlhf" else self.weights
+        self.preference = None if cfg.method in LINEAR_METHODS else self.weights
         if prompts is None:
             prompts, _heldout = split_prompts(
                 load_prompts(cfg.prompts, column=cfg.prompt_column), cfg.heldout_fraction, cfg.seed
@@ -193,13 +209,15 @@ class OnlineTrainer:
             # invalid samples take their group's valid mean: zero advantage, and masked out anyway
             gmean = (s * v).sum(1, keepdim=True) / v.sum(1, keepdim=True).clamp(min=1)
             s = torch.where(v > 0, s, gmean)
-            if cfg.method == "morlhf":
+            if cfg.method in LINEAR_METHODS:
                 agg = sum_then_normalize if cfg.group_aggregation == "sum_then_normalize" else normalize_then_sum
-                adv = agg(s, self.weights.to(s.device))  # [B, G]
+                adv = agg(s, self.weights.to(s.device)).reshape(N)  # [B*G]
+                if cfg.group_aggregation == "normalize_then_sum":
+                    adv = standardize_valid(adv, valid)  # GDPO's second step: over this process's batch
                 return adv.reshape(N, 1).expand(N, T), None
             raw = group_normalize_objectives(s).reshape(N, 1, self.K).expand(N, T, self.K)
             return raw, None
-        if cfg.method == "morlhf":
+        if cfg.method in LINEAR_METHODS:
             adv = linear_scalarize(raw, self.weights.to(raw.device))
             adv = whiten(adv, mask) if cfg.whiten_advantages else adv
             return adv, returns
@@ -208,7 +226,7 @@ class OnlineTrainer:
 
     def _policy_loss(self, logratio, adv, mask, shared):
         cfg, acc = self.config, self.accelerator
-        if cfg.method == "morlhf":
+        if cfg.method in LINEAR_METHODS:
             return morlhf_loss(logratio, adv, mask, cfg.clip_eps), self.weights
         if cfg.method == "pama":
             return pama_loss(
