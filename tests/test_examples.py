@@ -31,4 +31,4 @@ def test_example_config_is_valid_and_documents_its_command(path):
 
 def test_there_are_examples_for_each_method():
     methods = {train_config(p).method for p in EXAMPLES if not p.name.startswith(("front_", "reward_model_"))}
-    assert methods >= {"pama", "morlhf", "mgda-ub", "mo-grpo", "modpo", "mopo", "amopo"}
+    assert methods >= {"pama", "morlhf", "mgda-ub", "mo-grpo", "modpo", "mopo", "amopo", "dpa"}

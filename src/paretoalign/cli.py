@@ -28,13 +28,14 @@ def _train_parser(sub) -> None:
     import dataclasses
 
     from paretoalign.config_utils import add_dataclass_arguments
+    from paretoalign.trainers.dpa_config import DPAConfig
     from paretoalign.trainers.offline_config import OFFLINE_METHODS, OfflineConfig
     from paretoalign.trainers.online_config import METHODS, OnlineConfig
 
     p = sub.add_parser(
         "train",
-        help="Train a policy on several objectives: online (pama, morlhf, mgda-ub) or offline from "
-        "preference pairs (modpo, mopo, amopo, dpo).",
+        help="Train a policy on several objectives: online (pama, morlhf, mgda-ub, mo-grpo), offline from "
+        "preference pairs (modpo, mopo, amopo, dpo), or steerable by a direction (dpa).",
         description="Train a policy on several objectives. Flags override values from --config. Online "
         "methods generate and score; offline methods read --pairs (the flags under each method's docs).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -42,7 +43,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--config", default=None, help="YAML file of options (flags given here override it).")
     add_dataclass_arguments(p, OnlineConfig)
     add_dataclass_arguments(p, OfflineConfig, exclude={f.name for f in dataclasses.fields(OnlineConfig)})
-    p._option_string_actions["--method"].choices = (*METHODS, *OFFLINE_METHODS)
+    add_dataclass_arguments(p, DPAConfig, exclude={f.name for c in (OnlineConfig, OfflineConfig) for f in dataclasses.fields(c)})
+    p._option_string_actions["--method"].choices = (*METHODS, *OFFLINE_METHODS, "dpa")
     p.set_defaults(func=_cmd_train)
 
 
@@ -52,9 +54,11 @@ def train_config(yaml_path=None, overrides: dict | None = None):
     from paretoalign.trainers.offline_config import OFFLINE_METHODS, OfflineConfig
     from paretoalign.trainers.online_config import OnlineConfig
 
+    from paretoalign.trainers.dpa_config import DPAConfig
+
     overrides = overrides or {}
     method = overrides.get("method") or (load_yaml(yaml_path).get("method") if yaml_path else None) or "pama"
-    cls = OfflineConfig if method in OFFLINE_METHODS else OnlineConfig
+    cls = DPAConfig if method == "dpa" else OfflineConfig if method in OFFLINE_METHODS else OnlineConfig
     return build_config(cls, yaml_path, overrides)
 
 
@@ -64,7 +68,11 @@ def _cmd_train(args) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
     cfg = train_config(args.config, overrides)
-    if isinstance(cfg, OfflineConfig):
+    if getattr(cfg, "method", None) == "dpa":
+        from paretoalign.trainers.dpa_trainer import DPATrainer
+
+        trainer = DPATrainer(cfg)
+    elif isinstance(cfg, OfflineConfig):
         from paretoalign.trainers.offline_trainer import OfflineTrainer
 
         trainer = OfflineTrainer(cfg)

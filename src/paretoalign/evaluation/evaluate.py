@@ -58,6 +58,10 @@ class EvalConfig:
     seed: int = field(1234, help="Generation seed (completions depend on it and on --batch-size).")
     batch_size: int = field(16, help="Prompts per generation batch.")
     system_prompt: Optional[str] = field(None, help="System message (default: the run's).")
+    direction: Optional[list] = field(
+        None, help="Steer a DPA model: a direction over the objectives (e.g. 0.8,0.6; normalised to unit length), "
+        "written into the system message with the run's direction template.")
+    direction_template: Optional[str] = field(None, help="Template for --direction (default: the run's, else DPA's).")
     use_chat_template: Optional[bool] = field(None, help="Apply the chat template (default: the run's, else true).")
     baseline: str = field("auto", help="Win rates against: 'auto' (a run's base model; none for a model), 'none', or another target.")
     output: Optional[str] = field(None, help="Where to write eval.json (default: RUN/eval.json, CHECKPOINT/eval.json, or ./eval-<model>.json).")
@@ -70,6 +74,10 @@ class EvalConfig:
         from paretoalign.config_utils import split_list
 
         check_choice("split", self.split, ("heldout", "train", "all"))
+        if isinstance(self.direction, str):
+            self.direction = split_list(self.direction)
+        if self.direction is not None and self.system_prompt is not None:
+            raise ConfigError("--direction writes the system message itself; drop --system-prompt")
         check_choice("nan_policy", self.nan_policy, ("fail", "skip"))
         if not self.target:
             raise ConfigError("evaluate needs a target: a run folder, a checkpoint folder or a model")
@@ -292,6 +300,21 @@ def default_output(t: Target) -> Path:
     return Path(f"eval-{_slug(Path(t.name).name or t.name)}.json")
 
 
+def direction_system_prompt(cfg: EvalConfig, t: Target, names: list) -> tuple[str, list]:
+    """The system message steering a DPA model toward ``cfg.direction`` (and the unit direction): the
+    names and template the run was trained with (its final/paretoalign.json), else the evaluated ones."""
+    from paretoalign.directions import DEFAULT_DIRECTION_TEMPLATE, direction_prompt, validate_direction
+
+    meta = {}
+    if t.run is not None and (t.run / "final" / "paretoalign.json").is_file():
+        meta = json.loads((t.run / "final" / "paretoalign.json").read_text())
+    dnames = meta.get("direction_names") or names
+    template = cfg.direction_template or meta.get("direction_template") or (t.run_config or {}).get("direction_template") \
+        or DEFAULT_DIRECTION_TEMPLATE
+    v = validate_direction(cfg.direction, len(dnames), dnames)
+    return direction_prompt(v, dnames, template), v.tolist()
+
+
 def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) -> dict:
     """Evaluate ``cfg.target`` (see the module docs); returns the eval.json content (also written
     to ``cfg.output`` or the default place unless ``write`` is false)."""
@@ -304,6 +327,12 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     t0 = time.perf_counter()
     t = resolve_target(cfg.target)
     settings = resolved_settings(cfg, t)
+    tokenizer = load_tokenizer(t.base_model if t.kind != "model" else t.name, cfg.allow_download)
+    objectives = build_objective_set(settings["objectives"], tokenizer, cfg.nan_policy)
+    names, desc = list(objectives.names), objectives.describe()
+    direction = None
+    if cfg.direction is not None:
+        settings["decoding"]["system_prompt"], direction = direction_system_prompt(cfg, t, names)
     prompts = eval_prompts(settings)
     if not prompts:
         raise ConfigError(f"the {settings['split']} split of {settings['prompts']!r} has no prompts")
@@ -313,9 +342,6 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     gen_key = _sha({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,
                     "decoding": {k: decoding[k] for k in _GEN_KEYS}})
     cache = _Cache(gen_key, cfg.cache)
-    tokenizer = load_tokenizer(t.base_model if t.kind != "model" else t.name, cfg.allow_download)
-    objectives = build_objective_set(settings["objectives"], tokenizer, cfg.nan_policy)
-    names, desc = list(objectives.names), objectives.describe()
     seconds = {"generate": 0.0, "score": 0.0}
     cached = {"completions": True, "scores": []}
 
@@ -363,6 +389,7 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         | {"n": len(prompts), "sha256": p_hash},
         "prompts_sha256": p_hash,
         "decoding": decoding,
+        "direction": direction,
         "cache_key": gen_key,
         "summary": summarize_scores(scores, names),
         "scores": scores.tolist(),
@@ -390,7 +417,7 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
             prompts=settings["prompts"], prompt_column=settings["prompt_column"],
             heldout_fraction=settings["heldout_fraction"], split_seed=settings["split_seed"],
             max_new_tokens=decoding["max_new_tokens"], use_chat_template=decoding["use_chat_template"],
-            system_prompt=decoding["system_prompt"],
+            system_prompt=decoding["system_prompt"], direction=None,  # the steered system message, as text
         )
         if baseline == t.base_model and t.base_model == "tiny":
             # a run's tiny base is rebuilt from the run's seed: evaluate it as that model

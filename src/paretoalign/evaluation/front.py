@@ -108,13 +108,15 @@ def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[F
         raise ConfigError(f"option(s) {clash} are set by the front sweep itself (one run per preference)")
     front = build_config(FrontConfig, None, {k: v for k, v in values.items() if k in front_keys})
     train_vals = {k: v for k, v in values.items() if k not in front_keys}
+    from paretoalign.trainers.dpa_config import DPAConfig
     from paretoalign.trainers.offline_config import OFFLINE_METHODS, OfflineConfig
 
-    offline = [m in OFFLINE_METHODS for m in front.method]
-    if any(offline) and not all(offline):
-        raise ConfigError(f"--method mixes online and offline methods {front.method}; their training options differ: "
-                          "sweep each family, then `paretoalign compare` the fronts")
-    cls = OfflineConfig if all(offline) else OnlineConfig
+    family = {m: "offline" if m in OFFLINE_METHODS else "dpa" if m == "dpa" else "online" for m in front.method}
+    if len(set(family.values())) > 1:
+        raise ConfigError(f"--method mixes online and offline methods {front.method} ({family}); their training options "
+                          "differ: sweep each family, then `paretoalign compare` the fronts")
+    kind = next(iter(family.values()))
+    cls = OfflineConfig if kind == "offline" else DPAConfig if kind == "dpa" else OnlineConfig
     train = config_to_dict(build_config(cls, None, {**train_vals, "method": front.method[0]}))
     return front, train
 
@@ -152,11 +154,24 @@ def _train_offline(method: str, preference: list[float], train: dict, out: Path,
     return out
 
 
+def _train_dpa(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator) -> Path:
+    """DPA trains ONE steerable model for the whole front (``out`` is the method's shared ``model``
+    folder); each point is that model evaluated with the point's direction w/‖w‖."""
+    from paretoalign.trainers.dpa_config import DPAConfig
+    from paretoalign.trainers.dpa_trainer import DPATrainer
+
+    cfg = DPAConfig(**{**train, "method": "dpa", "output_dir": str(out), "resume": resume, "overwrite": False})
+    DPATrainer(cfg, accelerator=accelerator).train()
+    return out
+
+
 # method name -> function(method, preference, train_options, run_folder, resume, accelerator) -> run folder.
-# Steering methods register here as they are added.
+# Steering methods (one model for every preference, steered at inference) are also in STEERING.
 POINT_MAKERS: dict[str, Callable] = {"pama": _train_online, "morlhf": _train_online, "mgda-ub": _train_online,
                                      "mo-grpo": _train_online,
-                                     "dpo": _train_offline, "modpo": _train_offline, "amopo": _train_offline}
+                                     "dpo": _train_offline, "modpo": _train_offline, "amopo": _train_offline,
+                                     "dpa": _train_dpa}
+STEERING = {"dpa"}
 
 
 def _point_done(folder: Path) -> bool:
@@ -286,6 +301,8 @@ def _sweep_method(method, prefs, front: FrontConfig, train: dict, mdir: Path, ac
     make = POINT_MAKERS[method]
     evals, t_train = [], {}
     folders = [mdir / "points" / preference_slug([float(x) for x in w]) for w in prefs]
+    if method in STEERING:
+        return _sweep_steering(method, prefs, front, train, mdir, acc, base, progress, folders)
     # Every process reads the points' state before any of them trains (no process may see a
     # folder another one has just created).
     state = [("done" if _point_done(f) else "resume" if run_dir.holds_run(f) else "new") for f in folders]
@@ -319,6 +336,50 @@ def _sweep_method(method, prefs, front: FrontConfig, train: dict, mdir: Path, ac
             "train_seconds": summary.get("seconds", t_train.get(str(folder))),
         })
     return make_front(points, name=front.label or method, method=method, eval_meta=evals[0],
+                      base=_base_point(base, front.num_samples) if base else None,
+                      reference_point=front.reference_point, reference_front=front.reference_front)
+
+
+def _sweep_steering(method, prefs, front: FrontConfig, train: dict, mdir: Path, acc, base, progress, folders) -> dict:
+    """One model trained once (``mdir/model``), evaluated at every preference's direction."""
+    from paretoalign.evaluation.evaluate import evaluate_target
+    from paretoalign.preferences import preference_label
+
+    from paretoalign import run_dir
+
+    model_dir = mdir / "model"
+    state = "done" if _point_done(model_dir) else "resume" if run_dir.holds_run(model_dir) else "new"
+    acc.wait_for_everyone()
+    t_train = None
+    if state == "done":
+        progress(f"[front] {method}: model trained already ({model_dir})")
+    else:
+        progress(f"[front] {method}: {'resuming' if state == 'resume' else 'training'} one steerable model -> {model_dir}")
+        ts = time.perf_counter()
+        POINT_MAKERS[method](method, None, train, model_dir, state == "resume", acc)
+        t_train = time.perf_counter() - ts
+    if not acc.is_main_process:
+        acc.wait_for_everyone()
+        return {}
+    evals = []
+    for i, (w, folder) in enumerate(zip(prefs, folders)):
+        w = [float(x) for x in w]
+        progress(f"[front] {method} {i + 1}/{len(prefs)} {preference_label(w)}: evaluating the direction")
+        folder.mkdir(parents=True, exist_ok=True)
+        ecfg = _eval_config(front, str(model_dir), folder / "eval.json", train)
+        ecfg.direction = w  # normalised to w/|w| by the evaluation
+        evals.append(evaluate_target(ecfg, quiet=True))
+    acc.wait_for_everyone()
+    summary = json.loads((model_dir / "summary.json").read_text()) if (model_dir / "summary.json").is_file() else {}
+    points = [{"label": preference_label([float(x) for x in w]), "preference": [float(x) for x in w],
+               "run_dir": str(model_dir.relative_to(mdir)), "direction": ev["direction"],
+               **_point_stats(ev, front.num_samples), "win_rate": _win_rates(ev, base),
+               "train_seconds": summary.get("seconds", t_train) if i == 0 else 0.0}
+              for i, (w, ev) in enumerate(zip(prefs, evals))]
+    # the points differ only in the direction written into the system message; the front's decoding
+    # is the shared one, so it compares with fronts of other methods
+    meta = {**evals[0], "decoding": {**evals[0]["decoding"], "system_prompt": train.get("system_prompt")}}
+    return make_front(points, name=front.label or method, method=method, eval_meta=meta,
                       base=_base_point(base, front.num_samples) if base else None,
                       reference_point=front.reference_point, reference_front=front.reference_front)
 
