@@ -191,3 +191,26 @@ def test_cli_and_front_sweep_directions_of_one_model(tmp_path, prompt_file, monk
     assert result["decoding"]["system_prompt"] is None  # comparable with other methods' fronts
     with pytest.raises(ConfigError, match="mixes"):
         build_front_config(None, dict(method="dpa,pama"))
+
+
+def test_two_processes_under_accelerate(tmp_path, prompt_file):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29543",
+           "-m", "paretoalign.cli", "train", "--method", "dpa", "--model", "tiny", "--prompts", prompt_file,
+           "--objectives", "length(scale=20),keywords(words=e,whole_words=false)", "--rounds", "2",
+           "--prompts-per-round", "2", "--num-candidates", "2", "--max-new-tokens", "4", "--output-dir", str(out),
+           "--progress", "false"]
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = run_dir.read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2] and all(r["selected"] == 2 for r in rows)  # mean over 2 processes
+    assert json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())["num_processes"] == 2
+    assert (out / "final" / "policy" / "adapter_config.json").is_file()
