@@ -139,6 +139,10 @@ def _front_parser(sub) -> None:
     taken = {f.name for f in dataclasses.fields(OnlineConfig)} | set(FRONT_SETS) | {
         f.name for f in dataclasses.fields(FrontConfig)}
     add_dataclass_arguments(p, OfflineConfig, exclude=taken)
+    from paretoalign.trainers.dpa_config import DPAConfig
+
+    taken |= {f.name for f in dataclasses.fields(OfflineConfig)}
+    add_dataclass_arguments(p, DPAConfig, exclude=taken)
     p.set_defaults(func=_cmd_front)
 
 

@@ -191,6 +191,10 @@ def test_cli_and_front_sweep_directions_of_one_model(tmp_path, prompt_file, monk
     assert result["decoding"]["system_prompt"] is None  # comparable with other methods' fronts
     with pytest.raises(ConfigError, match="mixes"):
         build_front_config(None, dict(method="dpa,pama"))
+    from paretoalign.cli import build_parser
+
+    args = build_parser().parse_args(["front", "--method", "dpa", "--rounds", "2", "--num-candidates", "3", "--angles", "10,80"])
+    assert (args.rounds, args.num_candidates, args.angles) == (2, 3, "10,80")
 
 
 def test_two_processes_under_accelerate(tmp_path, prompt_file):
