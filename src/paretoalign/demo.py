@@ -71,7 +71,7 @@ def run_demo(
     variant = "critic-free variant, per-objective group baselines" if advantage == "group" else "K value heads + GAE"
     print(f"[demo] training {method} ({variant}) for {steps} steps -> {output_dir}", flush=True)
     summary = trainer.train()
-    print(f"[demo] scoring the trained model on the same prompts ...", flush=True)
+    print("[demo] scoring the trained model on the same prompts ...", flush=True)
     after = evaluate_policy(trainer.unwrapped.policy, tokenizer, heldout, objectives, **eval_kw)
 
     names = list(objectives.names)

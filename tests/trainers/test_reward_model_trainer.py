@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from paretoalign.errors import ConfigError, DataError, RunDirError
-from paretoalign.reward_model.armo import spearman
 from paretoalign.reward_model.features import FeatureExtractor
 from paretoalign.reward_model.model import MultiObjectiveRewardModel
 from paretoalign.trainers.reward_model_config import RewardModelConfig

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import torch
-
 from paretoalign.objectives.base import Objective
 
 _MODELS: dict[str, object] = {}

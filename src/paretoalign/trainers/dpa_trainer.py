@@ -41,6 +41,7 @@ from paretoalign.objectives import build_objective_set
 from paretoalign.rollout import generate
 from paretoalign.sequences import ResponseBatch, response_token_logps
 from paretoalign.trainers import checkpoint as ckpt_lib
+from paretoalign.trainers.adaptation import add_lora, epoch_indices
 from paretoalign.trainers.dpa_config import DPAConfig
 
 
@@ -87,12 +88,8 @@ class DPATrainer:
         torch.manual_seed(cfg.seed)
         self._rebuildable_tiny_base = model is None and cfg.model == TINY_NAME
         policy = model if model is not None else load_causal_lm(cfg.model, self.tokenizer, cfg.seed, cfg.allow_download)
-        if cfg.use_lora and not hasattr(policy, "peft_config"):
-            from peft import LoraConfig, get_peft_model
-
-            policy = get_peft_model(policy, LoraConfig(
-                r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
+        if cfg.use_lora:
+            policy = add_lora(policy, cfg)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.start_round = 0
@@ -115,11 +112,7 @@ class DPATrainer:
         cfg, acc = self.config, self.accelerator
         P = cfg.prompts_per_round
         start = ((r - 1) * acc.num_processes + acc.process_index) * P
-        n = len(self.prompts)
-        out = []
-        for i in range(start, start + P):
-            epoch, pos = divmod(i, n)
-            out.append(self.prompts[np.random.default_rng([cfg.seed, epoch]).permutation(n)[pos]])
+        out = [self.prompts[i] for i in epoch_indices(cfg.seed, len(self.prompts), start, P)]
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + r * 1009 + acc.process_index)
         if cfg.angles:
             pick = torch.randint(0, len(cfg.angles), (P,), generator=g)

@@ -37,6 +37,7 @@ from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import render_prompt
 from paretoalign.sequences import encode_responses, response_token_logps
 from paretoalign.trainers import checkpoint as ckpt_lib
+from paretoalign.trainers.adaptation import add_lora, epoch_indices
 from paretoalign.trainers.offline_config import OfflineConfig
 
 _IDENT = re.compile(r"^[A-Za-z_][\w\-]*$")
@@ -122,11 +123,7 @@ class OfflineTrainer:
         policy = model if model is not None else load_causal_lm(cfg.model, self.tokenizer, cfg.seed, cfg.allow_download)
         self.ref_model = None
         if cfg.use_lora and not hasattr(policy, "peft_config"):
-            from peft import LoraConfig, get_peft_model
-
-            policy = get_peft_model(policy, LoraConfig(
-                r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
+            policy = add_lora(policy, cfg)
         elif not cfg.use_lora and cfg.method != "amopo":  # AMoPO has no reference model
             self.ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
         self._setup_margin_adapters(policy)
@@ -315,17 +312,8 @@ class OfflineTrainer:
     def indices_for_step(self, step: int) -> list[int]:
         """This process's example indices at ``step`` (1-based): epochs of seeded permutations."""
         cfg, acc = self.config, self.accelerator
-        per_step = cfg.batch_size * acc.num_processes
-        start = (step - 1) * per_step + acc.process_index * cfg.batch_size
-        n = len(self.examples)
-        perms: dict[int, np.ndarray] = {}
-        out = []
-        for i in range(start, start + cfg.batch_size):
-            epoch, pos = divmod(i, n)
-            if epoch not in perms:
-                perms[epoch] = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-            out.append(int(perms[epoch][pos]))
-        return out
+        start = ((step - 1) * acc.num_processes + acc.process_index) * cfg.batch_size
+        return epoch_indices(cfg.seed, len(self.examples), start, cfg.batch_size)
 
     def _encode(self, prompts: list, responses: list[str]):
         cfg = self.config

@@ -57,6 +57,7 @@ from paretoalign.objectives import build_objective_set
 from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import Rollout, generate, token_logprobs
 from paretoalign.trainers import checkpoint as ckpt_lib
+from paretoalign.trainers.adaptation import add_lora, epoch_indices
 from paretoalign.trainers.online_config import LINEAR_METHODS, OnlineConfig
 from paretoalign.trainers.online_methods import mgda_ub_loss, morlhf_loss, pama_loss
 
@@ -121,18 +122,9 @@ class OnlineTrainer:
         self._rebuildable_tiny_base = model is None and cfg.model == TINY_NAME
         policy = model if model is not None else load_causal_lm(cfg.model, self.tokenizer, cfg.seed, cfg.allow_download)
         self.ref_model = None
-        if cfg.use_lora and not hasattr(policy, "peft_config"):
-            from peft import LoraConfig, get_peft_model
-
-            lora = LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
-                lora_dropout=cfg.lora_dropout,
-                target_modules=cfg.lora_target_modules,
-                task_type="CAUSAL_LM",
-            )
-            policy = get_peft_model(policy, lora)
-        elif not cfg.use_lora:
+        if cfg.use_lora:
+            policy = add_lora(policy, cfg)
+        else:
             # Full fine-tuning keeps a frozen copy as the KL reference.
             self.ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
         wrapped = PolicyWithValueHeads(policy, self.K, with_values=cfg.uses_critic)
@@ -161,17 +153,8 @@ class OnlineTrainer:
         """This process's prompts at ``step`` (1-based): epochs of seeded permutations, a function
         of (seed, step, process) only, so a resumed run sees exactly the prompts it would have."""
         cfg, acc = self.config, self.accelerator
-        per_step = cfg.batch_size * acc.num_processes
-        start = (step - 1) * per_step + acc.process_index * cfg.batch_size
-        n = len(self.prompts)
-        perms: dict[int, np.ndarray] = {}  # a batch spans at most a few epochs: one permutation each
-        out = []
-        for i in range(start, start + cfg.batch_size):
-            epoch, pos = divmod(i, n)
-            if epoch not in perms:
-                perms[epoch] = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-            out.append(self.prompts[perms[epoch][pos]])
-        return out
+        start = ((step - 1) * acc.num_processes + acc.process_index) * cfg.batch_size
+        return [self.prompts[i] for i in epoch_indices(cfg.seed, len(self.prompts), start, cfg.batch_size)]
 
     def _ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
         policy = self.unwrapped.policy
