@@ -145,3 +145,18 @@ def test_dpo_minimiser_is_the_kl_regularised_optimum_and_label_smoothing():
     z = torch.tensor([0.0, 1.0])
     smooth = dpo_loss(z, -z, torch.zeros(2), torch.zeros(2), 1.0, label_smoothing=0.1)
     assert torch.allclose(smooth, 0.9 * -F.logsigmoid(2 * z) + 0.1 * -F.logsigmoid(-2 * z))
+
+
+def test_public_api_has_the_required_signature():
+    import inspect
+
+    import paretoalign.losses as losses
+
+    assert losses.modpo_loss is modpo_loss and losses.dpo_loss is dpo_loss
+    params = list(inspect.signature(losses.modpo_loss).parameters)
+    assert params[:8] == ["policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps",
+                          "chosen_margins", "rejected_margins", "weights", "beta"]
+    B, K = 3, 3
+    out = losses.modpo_loss(torch.zeros(B), torch.zeros(B), torch.zeros(B), torch.zeros(B), torch.zeros(B, K - 1),
+                            torch.zeros(B, K - 1), torch.tensor([0.5, 0.3, 0.2]), 0.1)
+    assert out.shape == (B,) and torch.allclose(out, torch.full((B,), float(torch.log(torch.tensor(2.0)))))

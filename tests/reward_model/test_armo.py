@@ -157,3 +157,17 @@ def test_debiasing_removes_the_verbosity_correlation_it_claims_to():
     assert torch.allclose(d[:, 2], torch.zeros(n, dtype=torch.float64))  # verbosity leaves the score
     # and the signal that is not verbosity survives
     assert spearman(d[:, 0], quality) > 0.7
+
+
+def test_last_token_features_keep_the_end_of_a_truncated_conversation():
+    from paretoalign.reward_model.features import FeatureExtractor
+
+    ex = FeatureExtractor("tiny", "last", max_length=12, use_chat_template=False)
+    long_prompt = "word " * 50
+    f_long = ex.features([long_prompt], ["the answer"])
+    f_short = ex.features(["word " * 8], ["the answer"])
+    # both end with the same 12 tokens once the prompt's start is cut: the same last-token feature
+    torch.testing.assert_close(f_long, f_short)
+    # and the response is what the feature reads
+    assert not torch.allclose(f_long, ex.features([long_prompt], ["another answer entirely"]))
+    assert ex.encoder is False and ex.describe()["pooling"] == "last"

@@ -170,13 +170,15 @@ class FeatureExtractor:
         tok = self._tokenizer
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        side = tok.padding_side
-        tok.padding_side = "right"
+        side, trunc = tok.padding_side, tok.truncation_side
+        # right padding (the last real token is found from the mask); a too-long conversation loses
+        # the start of its prompt, never the end of the response the feature is read at
+        tok.padding_side, tok.truncation_side = "right", "left"
         try:
             enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length,
                       add_special_tokens=self.encoder or not (self.use_chat_template and tok.chat_template))
         finally:
-            tok.padding_side = side
+            tok.padding_side, tok.truncation_side = side, trunc
         enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         self.calls += 1
         hidden = self._trunk()(**enc).last_hidden_state.float()
