@@ -55,13 +55,14 @@ def _rss_mib() -> float:
 def bench_backbone(backbone: str, a, tmp: Path) -> dict:
     import torch
 
-    from paretoalign.preference_data import load_preference_data
+    from paretoalign.preference_data import load_ratings
     from paretoalign.reward_model.features import FeatureExtractor
     from paretoalign.reward_model.model import MultiObjectiveRewardModel
     from paretoalign.trainers.reward_model_config import RewardModelConfig
-    from paretoalign.trainers.reward_model_trainer import rated_responses, train_reward_model
+    from paretoalign.trainers.reward_model_trainer import train_reward_model
 
-    prompts, responses, _ = rated_responses(load_preference_data(a.ratings))
+    rated, _fmt = load_ratings([a.ratings])
+    prompts, responses = [r.prompt for r in rated], [r.response for r in rated]
     # 1. extraction, no cache
     rss0 = _rss_mib()
     ex = FeatureExtractor(backbone, max_length=a.max_length, batch_size=a.batch_size)

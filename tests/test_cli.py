@@ -110,3 +110,17 @@ def test_two_process_accelerate_launch(tmp_path):
     assert (ckpt / "rng_state_0.pt").is_file() and (ckpt / "rng_state_1.pt").is_file()
     assert json.loads((ckpt / "trainer_state.json").read_text())["num_processes"] == 2
     assert (out / "final" / "policy" / "adapter_config.json").is_file()
+
+
+def test_mo_grpo_gdpo_under_two_processes(tmp_path):
+    """GDPO's batch standardisation over the gathered batch of 2 processes (gloo)."""
+    out = tmp_path / "gdpo"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29535",
+           "-m", "paretoalign.cli", "train", "--method", "mo-grpo", "--group-aggregation", "normalize_then_sum",
+           "--objectives", OBJ, "--max-steps", "2", "--output-dir", str(out), *SMALL]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = run_dir.read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["samples"] == 8 and rows[0]["value_loss"] == 0.0

@@ -418,6 +418,14 @@ def _pairs_from_scored(prompt, items, source_name):
 
 def _ultrafeedback_rows(rows, name):
     out = []
+    for w, prompt, items in _ultrafeedback_items(rows, name):
+        out.extend(_pairs_from_scored(prompt, items, w))
+    return out
+
+
+def _ultrafeedback_items(rows, name):
+    """Per row: (where, prompt, [(where, prompt, response, {aspect: rating or NaN})])."""
+    out = []
     for where, rec in rows:
         w = f"{name}, {where}"
         prompt = _prompt(_need(rec, "instruction", w), w, "instruction")
@@ -443,7 +451,7 @@ def _ultrafeedback_rows(rows, name):
                 except (TypeError, ValueError):
                     raise DataError(f"{cw}, field 'annotations.{a}.Rating': not a number: {rating!r}") from None
             items.append((f"completion {i}", prompt, resp, scores))
-        out.extend(_pairs_from_scored(prompt, items, w))
+        out.append((w, prompt, items))
     return out
 
 
@@ -504,6 +512,56 @@ def load_preference_data(path, format: str = "auto", split: str | None = None, o
         all_pairs.extend(pairs)
         fmts.append(fmt)
     return _finish(all_pairs, ", ".join(f"{n}={p}" for n, p in specs), "+".join(dict.fromkeys(fmts)))
+
+
+@dataclass
+class RatedResponse:
+    """One rated response (a row of HelpSteer2, a completion of UltraFeedback, or a response of
+    pairs that carry per-response scores): ``scores[o]`` is NaN when not rated."""
+
+    prompt: Prompt
+    response: str
+    scores: dict
+    source: str = ""
+
+
+def load_ratings(paths, format: str = "auto", max_rows: int | None = None) -> tuple[list, str]:
+    """Every rated response of one or several files/folders, read row by row (a prompt with a single
+    response counts too; nothing is paired).  HelpSteer2 and UltraFeedback rows directly; other
+    schemas through their pairs' per-response scores (distinct responses per prompt).  Returns
+    (responses, format)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise DataError("no ratings given")
+    out, fmts = [], []
+    for raw in paths:
+        path = Path(str(raw)).expanduser()
+        rows = _read_rows(path, max_rows)
+        fmt = detect_format(rows[0][1]) if format == "auto" else format
+        if fmt not in FORMATS:
+            raise DataError(f"unknown format {fmt!r}; known: auto, {', '.join(FORMATS)}")
+        if fmt == "helpsteer2":
+            for items in _helpsteer_groups(rows, path.name):
+                out.extend(RatedResponse(pr, resp, sc, f"{path.name}, {w}") for w, pr, resp, sc in items)
+        elif fmt == "ultrafeedback":
+            for w, _prompt_, items in _ultrafeedback_items(rows, path.name):
+                out.extend(RatedResponse(pr, resp, sc, f"{w}, {cw}") for cw, pr, resp, sc in items)
+        else:
+            data = load_preference_data(str(path), format=fmt, max_rows=max_rows)
+            for g in data.groups():
+                for i, resp in enumerate(g.responses):
+                    out.append(RatedResponse(g.prompt, resp, {k: float(v[i]) for k, v in g.scores.items()},
+                                             f"{path.name}, {_key(g.prompt)[:40]}"))
+        fmts.append(fmt)
+    if not out:
+        raise DataError(f"{', '.join(map(str, paths))}: no rated responses found")
+    return out, "+".join(dict.fromkeys(fmts))
+
+
+def merge_preference_data(parts: Sequence[PreferenceData]) -> PreferenceData:
+    """Several loaded sets as one (pairs concatenated, labels united)."""
+    pairs = [p for d in parts for p in d.pairs]
+    return _finish(pairs, ", ".join(d.name for d in parts), "+".join(dict.fromkeys(d.format for d in parts)))
 
 
 def _finish(pairs: list, name: str, fmt: str) -> PreferenceData:

@@ -22,7 +22,12 @@ def render_prompt(prompt: Prompt, tokenizer, use_chat_template: bool = True, sys
             messages = [{"role": "system", "content": system_prompt}] + messages
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     text = prompt_text(prompt)
-    return f"{system_prompt}\n\n{text}" if system_prompt else text
+    # without a template, a conversation's own system message is kept (before the user's text), as
+    # the template would keep it; else the system_prompt argument
+    own = next((m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "system"), None) \
+        if isinstance(prompt, (list, tuple)) else None
+    system = own if own else system_prompt
+    return f"{system}\n\n{text}" if system else text
 
 
 @contextmanager

@@ -218,3 +218,47 @@ def test_two_processes_under_accelerate(tmp_path, prompt_file):
     assert [r["step"] for r in rows] == [1, 2] and all(r["selected"] == 2 for r in rows)  # mean over 2 processes
     assert json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())["num_processes"] == 2
     assert (out / "final" / "policy" / "adapter_config.json").is_file()
+
+
+def test_the_direction_reaches_the_model_in_every_rendering(tmp_path, prompt_file, monkeypatch):
+    from paretoalign.errors import ParetoAlignError
+    from paretoalign.evaluation import scoring
+    from paretoalign.models import load_tokenizer
+    from paretoalign.rollout import render_prompt
+
+    tok = load_tokenizer("tiny")
+    # without a chat template the system message is kept in front of the user's text
+    assert render_prompt(conditioned_prompt("hi", "DIR"), tok, use_chat_template=False) == "DIR\n\nhi"
+    conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert "DIR" in render_prompt(conditioned_prompt(conv, "DIR"), tok) and "Be brief" not in render_prompt(conditioned_prompt(conv, "DIR"), tok)
+
+    # evaluation conditions exactly like training: a prompt's own system message is replaced
+    conv_file = tmp_path / "conv.jsonl"
+    conv_file.write_text("".join(json.dumps({"prompt": conv}) + "\n" for _ in range(4)))
+    run = tmp_path / "r"
+    DPATrainer(_cfg(tmp_path, str(conv_file), name="r", rounds=1)).train()
+    seen = []
+    real = scoring.generate_completions
+
+    def spy(model, tokenizer, prompts, **kw):
+        seen.extend(render_prompt(p, tokenizer, kw["use_chat_template"], kw["system_prompt"]) for p in prompts)
+        return real(model, tokenizer, prompts, **kw)
+
+    monkeypatch.setattr(scoring, "generate_completions", spy)
+    evaluate_target(EvalConfig(target=str(run), direction=[0.6, 0.8], split="all", num_prompts=2, baseline="none",
+                               cache=False, output=str(tmp_path / "e.json")), quiet=True)
+    assert seen and all("early*60 + late*80" in t and "Be brief" not in t for t in seen)
+
+    # a prompt so long that truncation would cut the direction is refused, not trained on blind
+    with pytest.raises(ParetoAlignError, match="truncation would cut the direction"):
+        DPATrainer(_cfg(tmp_path, prompt_file, name="long", rounds=1, max_prompt_length=8)).train()
+
+
+def test_fine_tuning_takes_the_same_number_of_steps_when_prompts_kept_nothing(tmp_path, prompt_file):
+    from paretoalign.sequences import ResponseBatch
+
+    tr = DPATrainer(_cfg(tmp_path, prompt_file, name="f", prompts_per_round=8, batch_size=4, sft_epochs=2))
+    T = 6
+    batch = ResponseBatch(torch.randint(3, 50, (3, T)), torch.ones(3, T, dtype=torch.long), torch.ones(3, 2), T - 2)
+    losses = tr._fine_tune(batch, 1)  # 3 kept of 8 prompts: cycled to 8 samples, 2 steps per pass
+    assert len(losses) == 2 * 2

@@ -160,3 +160,40 @@ def test_cli_train_and_score(tmp_path, capsys):
     assert main(["reward-model", "score", str(out), "--input", HS2]) == 0
     assert "overall (helpfulness)" in capsys.readouterr().out
     assert main(["reward-model", "score", str(tmp_path), "--input", HS2]) == 2
+
+
+def test_ratings_are_read_row_by_row_and_several_files_merge(tmp_path):
+    from paretoalign.preference_data import load_ratings
+
+    hs = tmp_path / "one.jsonl"
+    rows = [dict(prompt="p1", response="a", helpfulness=1, correctness=2, coherence=3, complexity=1, verbosity=0),
+            dict(prompt="p1", response="b", helpfulness=3, correctness=2, coherence=3, complexity=1, verbosity=2),
+            dict(prompt="p2", response="c", helpfulness=4, correctness=4, coherence=4, complexity=0, verbosity=1)]
+    hs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rated, fmt = load_ratings([str(hs)])
+    assert fmt == "helpsteer2" and [r.response for r in rated] == ["a", "b", "c"]  # p2's single response counts
+    both, fmt2 = load_ratings([str(hs), UF])
+    assert fmt2 == "helpsteer2+ultrafeedback" and len(both) == 3 + 80
+    assert any(r.scores.get("honesty") != r.scores.get("honesty") for r in both)  # N/A -> NaN
+    # several plain files for both stages
+    model, rep = train_reward_model(_cfg(tmp_path, ratings=[HS2, str(hs)], pairs=[HS2, str(hs)], gate_steps=5))
+    assert rep["data"]["rated_responses"] == 90 + 3
+    single = tmp_path / "single.jsonl"
+    single.write_text(json.dumps(rows[2]) + "\n")
+    with pytest.raises(DataError, match="pass --pairs"):
+        train_reward_model(_cfg(tmp_path, name="s", ratings=[str(single)]))
+
+
+def test_objective_options_that_do_not_apply_are_errors(trained):
+    from paretoalign.objectives import build_objective
+    from paretoalign.objectives.mo_reward_model import clear_shared_models
+
+    tmp, _, _ = trained
+    folder = tmp / "rm"
+    with pytest.raises(ConfigError, match="index=1 do not apply"):
+        build_objective(f"reward_model:{folder}(index=1)")
+    obj = build_objective(f"reward_model:{folder}#helpfulness(debiased=true)")
+    assert obj.debiased and obj.head == "helpfulness"
+    with pytest.raises(ConfigError, match="applies to a head"):
+        build_objective(f"reward_model:{folder}(debiased=true)")
+    clear_shared_models()

@@ -337,6 +337,10 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     if not prompts:
         raise ConfigError(f"the {settings['split']} split of {settings['prompts']!r} has no prompts")
     p_hash = prompts_hash(prompts)
+    if direction is not None:  # exactly as DPA trained: the direction replaces any system message
+        from paretoalign.trainers.dpa_trainer import conditioned_prompt
+
+        prompts = [conditioned_prompt(p, settings["decoding"]["system_prompt"]) for p in prompts]
     fingerprint = target_fingerprint(t, cfg.allow_download)
     decoding = settings["decoding"]
     gen_key = _sha({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,

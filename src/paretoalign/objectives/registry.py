@@ -480,18 +480,29 @@ def _relevance(model: str | None = None, max_length: int | None = None, batch_si
 
 
 def _reward_model(model: str, index: int = 0, batch_size: int = 8, max_length: int = 1024, device: str = "auto",
-                  format: str = "auto", dtype: str = "auto", allow_download: bool = False, name: str | None = None):
+                  format: str = "auto", dtype: str = "auto", allow_download: bool = False, name: str | None = None,
+                  debiased: bool = False):
     from paretoalign.objectives.models import RewardModelObjective
     from paretoalign.reward_model.model import is_reward_model_folder
 
     folder, _, head = str(model).partition("#")
+    from paretoalign.errors import ConfigError
+
     if is_reward_model_folder(folder):  # a paretoalign multi-objective reward model: its score or one head
         from paretoalign.objectives.mo_reward_model import MultiObjectiveRewardObjective
 
-        return MultiObjectiveRewardObjective(folder, head or None, device=device, batch_size=batch_size, name=name)
+        unused = [f"{k}={v!r}" for k, v, d in (("index", index, 0), ("max_length", max_length, 1024), ("format", format, "auto"),
+                                                ("dtype", dtype, "auto")) if v != d]
+        if unused:
+            raise ConfigError(f"reward_model:{model}: {', '.join(unused)} do not apply to a paretoalign multi-objective "
+                              "reward model (its folder fixes them); pick a head with '#<objective>'")
+        if debiased and not head:
+            raise ConfigError(f"reward_model:{model}: debiased= applies to a head ('#<objective>'); the score is debiased already")
+        return MultiObjectiveRewardObjective(folder, head or None, debiased=bool(debiased), device=device,
+                                             batch_size=batch_size, name=name)
+    if debiased:
+        raise ConfigError(f"reward_model:{model}: debiased= applies to paretoalign multi-objective reward models only")
     if head:
-        from paretoalign.errors import ConfigError
-
         raise ConfigError(f"reward_model:{model}: '#{head}' picks a head of a paretoalign multi-objective reward model, "
                           f"but {folder!r} is not one (no config.json written by `paretoalign reward-model train`)")
     return RewardModelObjective(model, index=index, batch_size=batch_size, max_length=max_length, device=device,

@@ -90,7 +90,7 @@ def fit_ridge_heads(X: torch.Tensor, Y: torch.Tensor, alphas=RIDGE_ALPHAS, val_f
         if len(rows) < 2:
             raise ValueError(f"objective {k}: {len(rows)} labelled response(s); a regression head needs at least 2")
         perm = rows[torch.randperm(len(rows), generator=g)]
-        n_val = max(1, int(round(val_fraction * len(rows)))) if len(rows) >= 4 else 0
+        n_val = max(1, int(round(val_fraction * len(rows)))) if val_fraction > 0 and len(rows) >= 4 else 0
         val, tr = perm[:n_val], perm[n_val:]
         y = Y[:, k].double()
         if n_val:
@@ -98,7 +98,7 @@ def fit_ridge_heads(X: torch.Tensor, Y: torch.Tensor, alphas=RIDGE_ALPHAS, val_f
                 w, b = ridge_solve(X[tr], y[tr], a)
                 mse[k, i] = ((X[val] @ w + b - y[val]) ** 2).mean()
             best[k] = alphas[int(torch.nan_to_num(mse[k], nan=float("inf")).argmin())]
-        else:  # too few rows to validate: the middle of the grid
+        else:  # no validation (val_fraction 0, or under 4 rows): the middle of the grid
             best[k] = alphas[len(alphas) // 2]
         W[k], B[k] = ridge_solve(X[rows], y[rows], float(best[k]))
     return RidgeFit(W, B, best, mse, counts)
@@ -175,8 +175,9 @@ def debias_lambdas(rewards: torch.Tensor, verbosity_index: int, threshold: float
     """λ per objective so that Spearman(r_j − λ_j·r_v, r_v) ≤ ``threshold`` on the reference rewards
     ``[N, K]``: the smallest λ on an even grid of ``steps`` + 1 values in [0, ``max_lambda``]
     (the reference code: the first grid value under 0.03).  The verbosity objective gets λ = 1 (its
-    debiased reward is 0).  An objective the grid cannot decorrelate gets ``max_lambda`` and is
-    flagged.  Returns (λ [K], correlation before [K], correlation after [K]); the one-sided test
+    debiased reward is 0).  An objective the grid cannot decorrelate gets ``max_lambda``; its
+    correlation after stays above the threshold (the trainer reports and warns).
+    Returns (λ [K], correlation before [K], correlation after [K]); the one-sided test
     keeps objectives that are already anti-correlated with verbosity untouched (λ = 0)."""
     N, K = rewards.shape
     if not 0 <= verbosity_index < K:

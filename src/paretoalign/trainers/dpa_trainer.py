@@ -124,6 +124,7 @@ class DPATrainer:
         t0 = time.perf_counter()
         prompts, dirs = self.round_inputs(r)
         conditioned = [conditioned_prompt(p, direction_prompt(v, self.names, cfg.direction_template)) for p, v in zip(prompts, dirs)]
+        self._check_direction_survives(conditioned, r)
         torch.manual_seed(cfg.seed * 7919 + r * 31 + acc.process_index)  # sampling is a function of the round
         ro = generate(self.unwrapped, self.tokenizer, conditioned, num_generations=cfg.num_candidates,
                       max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
@@ -132,8 +133,12 @@ class DPATrainer:
         scores, valid = self.objectives.rewards(ro.prompt_texts, ro.completions)  # the user's prompt, no direction
         rows, util = select_best(scores.cpu(), valid.cpu(), dirs, cfg.num_candidates)
         keep = rows[rows >= 0]
-        if keep.numel() == 0:
-            raise ParetoAlignError(f"round {r}: no prompt had a candidate with finite scores on every objective")
+        # every process must run the same number of optimiser steps (DDP) and fail together
+        fewest = int(acc.gather(torch.tensor([keep.numel()], device=acc.device)).min()) if acc.num_processes > 1 \
+            else keep.numel()
+        if fewest == 0:
+            raise ParetoAlignError(f"round {r}: a process had no prompt with a candidate scored finitely on every "
+                                   "objective (nan_policy=skip dropped them all); check the objectives")
         dev = ro.input_ids.device
         batch = ResponseBatch(ro.input_ids, ro.attention_mask, ro.completion_mask, ro.prompt_length).select(keep.to(dev))
         losses = self._fine_tune(batch, r)
@@ -159,15 +164,20 @@ class DPATrainer:
         return row
 
     def _fine_tune(self, batch: ResponseBatch, r: int) -> list[float]:
-        """NLL of the kept completions (mean over their tokens), ``sft_epochs`` passes of ``batch_size``."""
+        """NLL of the kept completions (mean over their tokens), ``sft_epochs`` passes of ``batch_size``.
+
+        The number of steps per pass is fixed by ``prompts_per_round`` (the same on every process, as
+        DDP needs); when some prompts kept nothing (``nan_policy=skip``) the kept samples are cycled."""
         cfg, acc = self.config, self.accelerator
         n = batch.input_ids.shape[0]
+        P = cfg.prompts_per_round
         g = np.random.default_rng([cfg.seed, r, acc.process_index])
         self.model.train()
         losses = []
         for _ in range(cfg.sft_epochs):
             order = g.permutation(n)
-            for s in range(0, n, cfg.batch_size):
+            order = np.resize(order, P) if n < P else order  # cycle: same step count everywhere
+            for s in range(0, P, cfg.batch_size):
                 mb = batch.select(torch.as_tensor(order[s : s + cfg.batch_size], device=batch.input_ids.device))
                 logp = response_token_logps(self.model, mb)
                 m = mb.response_mask.to(logp.dtype)
@@ -179,6 +189,20 @@ class DPATrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
         return losses
+
+    def _check_direction_survives(self, conditioned: list, r: int) -> None:
+        """Prompts are cut from the left at ``max_prompt_length``, which would cut the direction (the
+        system message comes first): refuse rather than train direction-blind."""
+        from paretoalign.rollout import render_prompt
+
+        cfg = self.config
+        for c in conditioned:
+            n = len(self.tokenizer(render_prompt(c, self.tokenizer, cfg.use_chat_template), add_special_tokens=False)["input_ids"])
+            if n > cfg.max_prompt_length:
+                raise ParetoAlignError(
+                    f"round {r}: a prompt with its direction is {n} tokens, over --max-prompt-length "
+                    f"{cfg.max_prompt_length}; truncation would cut the direction. Raise --max-prompt-length or "
+                    "drop the long prompts")
 
     # ------------------------------------------------------------------------------------------
     def train(self) -> dict:

@@ -64,7 +64,8 @@ from paretoalign.trainers.online_methods import mgda_ub_loss, morlhf_loss, pama_
 
 def standardize_valid(adv: torch.Tensor, valid: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """(a − mean) / (std + eps) over the valid samples of a batch ``[N]`` (GDPO's batch-level step
-    after the per-objective group normalisation; eps as TRL's ``normalize_then_sum``)."""
+    after the per-objective group normalisation; eps as TRL's ``normalize_then_sum``).  Under several
+    processes the trainer takes the statistics over the gathered batch, as TRL does."""
     v = valid.bool()
     if not bool(v.any()):
         return adv
@@ -195,8 +196,14 @@ class OnlineTrainer:
             if cfg.method in LINEAR_METHODS:
                 agg = sum_then_normalize if cfg.group_aggregation == "sum_then_normalize" else normalize_then_sum
                 adv = agg(s, self.weights.to(s.device)).reshape(N)  # [B*G]
-                if cfg.group_aggregation == "normalize_then_sum":
-                    adv = standardize_valid(adv, valid)  # GDPO's second step: over this process's batch
+                if cfg.group_aggregation == "normalize_then_sum":  # GDPO's second step, over the global batch
+                    acc = self.accelerator
+                    if acc.num_processes > 1:
+                        a_all, v_all = acc.gather(adv.contiguous()), acc.gather(valid.contiguous())
+                        sel = a_all[v_all.bool()]
+                        adv = (adv - sel.mean()) / (sel.std(unbiased=False) + 1e-4) if sel.numel() else adv
+                    else:
+                        adv = standardize_valid(adv, valid)
                 return adv.reshape(N, 1).expand(N, T), None
             raw = group_normalize_objectives(s).reshape(N, 1, self.K).expand(N, T, self.K)
             return raw, None

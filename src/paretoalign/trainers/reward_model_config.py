@@ -62,7 +62,8 @@ class RewardModelConfig:
 
     # --- stage 1 ---------------------------------------------------------------------------------
     ridge_alphas: list = field(list(RIDGE_ALPHAS), help="Ridge strengths tried per objective; the best by validation MSE is kept.")
-    ridge_val_fraction: float = field(0.2, help="Fraction of each objective's training ratings used to choose its alpha.")
+    ridge_val_fraction: float = field(0.2, help="Fraction of each objective's training ratings used to choose its alpha "
+                                      "(0: no validation, the middle --ridge-alphas value; give one value to fix alpha).")
 
     # --- debiasing -------------------------------------------------------------------------------
     verbosity: Optional[str] = field(

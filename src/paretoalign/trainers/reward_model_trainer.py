@@ -46,20 +46,13 @@ def heldout_prompts(keys: list[str], fraction: float, seed: int) -> set[str]:
     return set(uniq[:n])
 
 
-def rated_responses(data) -> tuple[list, list, dict]:
-    """Distinct (prompt, response) of preference data with their scores: prompts, responses,
-    {objective: [score or NaN]}."""
-    prompts, responses, scores = [], [], {}
-    for g in data.groups():
-        for i, r in enumerate(g.responses):
-            prompts.append(g.prompt)
-            responses.append(r)
-            for name, vals in g.scores.items():
-                scores.setdefault(name, [math.nan] * (len(prompts) - 1)).append(float(vals[i]))
-            for name in scores:
-                if len(scores[name]) < len(prompts):
-                    scores[name].append(math.nan)
-    return prompts, responses, scores
+def _load_pairs(paths: list, fmt: str, max_rows):
+    """Preference pairs from one or several files: 'objective=path' sets, or plain paths merged."""
+    from paretoalign.preference_data import load_preference_data, merge_preference_data
+
+    if len(paths) == 1 or all("=" in str(p) for p in paths):
+        return load_preference_data(paths if len(paths) > 1 else paths[0], format=fmt, max_rows=max_rows)
+    return merge_preference_data([load_preference_data(str(p), format=fmt, max_rows=max_rows) for p in paths])
 
 
 def _default_extractor(cfg: RewardModelConfig) -> FeatureExtractor:
@@ -80,7 +73,7 @@ def _log(cfg, msg: str) -> None:
 
 def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | None = None) -> tuple[MultiObjectiveRewardModel, dict]:
     """Both stages; writes the model and ``report.json`` to ``cfg.output_dir``; returns (model, report)."""
-    from paretoalign.preference_data import load_preference_data
+    from paretoalign.preference_data import load_ratings
 
     out = Path(cfg.output_dir)
     if out.exists() and any(out.iterdir()):
@@ -91,37 +84,31 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     torch.manual_seed(cfg.seed)
 
     # -- data -------------------------------------------------------------------------------------
-    rated = load_preference_data(cfg.ratings if len(cfg.ratings) > 1 else cfg.ratings[0], format=cfg.ratings_format,
-                                 max_rows=cfg.max_rows)
-    prompts, responses, all_scores = rated_responses(rated)
+    ratings, rfmt = load_ratings(cfg.ratings, cfg.ratings_format, cfg.max_rows)
+    rname = ", ".join(cfg.ratings)
+    prompts, responses = [r.prompt for r in ratings], [r.response for r in ratings]
+    names = list(dict.fromkeys(k for r in ratings for k in r.scores))
+    all_scores = {o: [float(r.scores.get(o, math.nan)) for r in ratings] for o in names}
     if not all_scores:
-        raise DataError(f"{rated.name}: no per-response ratings found (helpsteer2 / ultrafeedback schema, or pairs "
+        raise DataError(f"{rname}: no per-response ratings found (helpsteer2 / ultrafeedback schema, or pairs "
                         "with chosen_scores / rejected_scores)")
-    objectives = cfg.objectives or list(all_scores)
+    objectives = cfg.objectives or names
     unknown = [o for o in objectives if o not in all_scores]
     if unknown:
-        raise ConfigError(f"objective(s) {unknown} have no ratings in {rated.name}; rated: {', '.join(all_scores)}")
-    ranges, given = {}, cfg.parsed_ranges()
+        raise ConfigError(f"objective(s) {unknown} have no ratings in {rname}; rated: {', '.join(all_scores)}")
+    given = cfg.parsed_ranges()
     for o in given:
         if o not in objectives:
             raise ConfigError(f"--rating-ranges names {o!r}, which is not one of the objectives {objectives}")
-    for o in objectives:
-        vals = np.array(all_scores[o], dtype=float)
-        finite = vals[np.isfinite(vals)]
-        if o in given:
-            ranges[o] = given[o]
-        elif any(f in rated.format for f in KNOWN_RANGES):
-            ranges[o] = next(KNOWN_RANGES[f] for f in KNOWN_RANGES if f in rated.format)
-        elif finite.size and finite.max() > finite.min():
-            ranges[o] = (float(finite.min()), float(finite.max()))
-        else:
-            raise DataError(f"{rated.name}: objective {o!r} has {'one distinct rating' if finite.size else 'no ratings'}; "
-                            "nothing to regress on")
-    Y = torch.stack([scale_ratings(torch.tensor(all_scores[o], dtype=torch.float64), *ranges[o], name=o)
-                     for o in objectives], 1)
 
-    pair_data = rated if not cfg.pairs else load_preference_data(cfg.pairs if len(cfg.pairs) > 1 else cfg.pairs[0],
-                                                                 format=cfg.pairs_format, max_rows=cfg.max_rows)
+    try:
+        pair_data = _load_pairs(cfg.pairs, cfg.pairs_format, cfg.max_rows) if cfg.pairs else \
+            _load_pairs(cfg.ratings, cfg.ratings_format, cfg.max_rows)
+    except DataError as e:
+        if cfg.pairs:
+            raise
+        raise DataError(f"{e}; stage 2 needs preference pairs: --ratings gives none (a prompt needs two rated "
+                        "responses), so pass --pairs") from None
     label = cfg.preference_label
     if label is None:
         if len(pair_data.objectives) == 1:
@@ -131,6 +118,9 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         else:
             raise ConfigError(f"{pair_data.name} has several labels ({', '.join(pair_data.objectives)}); choose the one "
                               "the gate learns with --preference-label")
+    elif label not in pair_data.objectives:
+        raise ConfigError(f"--preference-label {label!r} is not a label of {pair_data.name} "
+                          f"(its labels: {', '.join(pair_data.objectives)})")
     pairs = pair_data.oriented(label)
     if not pairs:
         raise DataError(f"{pair_data.name}: no pairs with a strict preference on {label!r}")
@@ -143,6 +133,31 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     test_pairs = [p for p in pairs if _prompt_key(p.prompt) in held]
     if not train_pairs:
         raise DataError(f"{pair_data.name}: every pair's prompt is held out; lower --heldout-fraction or add pairs")
+
+    # rating scales: yours, the schema's, else the training rows' range (held-out rows unseen; a
+    # held-out rating beyond that range is clipped to it)
+    ranges, from_data = {}, set()
+    fit_np = fit_rows.numpy()
+    for o in objectives:
+        vals = np.array(all_scores[o], dtype=float)
+        finite = vals[np.isfinite(vals) & fit_np]
+        if o in given:
+            ranges[o] = given[o]
+        elif any(f in rfmt for f in KNOWN_RANGES):
+            ranges[o] = next(KNOWN_RANGES[f] for f in KNOWN_RANGES if f in rfmt)
+        elif finite.size and finite.max() > finite.min():
+            ranges[o] = (float(finite.min()), float(finite.max()))
+            from_data.add(o)
+        else:
+            raise DataError(f"{rname}: objective {o!r} has {'one distinct rating' if finite.size else 'no ratings'} "
+                            "among the training responses; nothing to regress on")
+    cols = []
+    for o in objectives:
+        v = torch.tensor(all_scores[o], dtype=torch.float64)
+        if o in from_data:
+            v = v.clamp(*ranges[o])
+        cols.append(scale_ratings(v, *ranges[o], name=o))
+    Y = torch.stack(cols, 1)
 
     # -- features ---------------------------------------------------------------------------------
     ex = extractor or _default_extractor(cfg)
@@ -182,7 +197,13 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         ref = model.head_rewards(torch.cat([Fc[tr_idx], Fr[tr_idx]])).double()
         lam, before, after = debias_lambdas(ref, model.verbosity_index, cfg.debias_threshold, cfg.debias_max_lambda)
         model.debias_lambda.copy_(lam.float())
-        report_debias = {"objective": verbosity, "reference_responses": int(ref.shape[0]),
+        stuck = [o for j, o in enumerate(objectives) if o != verbosity and not float(after[j]) <= cfg.debias_threshold]
+        if stuck:
+            import warnings
+
+            warnings.warn(f"debiasing: {stuck} stay correlated with {verbosity!r} above {cfg.debias_threshold} even at "
+                          f"lambda = {cfg.debias_max_lambda} (raise --debias-max-lambda)", RuntimeWarning, stacklevel=2)
+        report_debias = {"objective": verbosity, "reference_responses": int(ref.shape[0]), "not_decorrelated": stuck,
                          "lambda": dict(zip(objectives, lam.tolist())),
                          "spearman_before": dict(zip(objectives, before.tolist())),
                          "spearman_after": dict(zip(objectives, after.tolist())),
@@ -212,7 +233,7 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
 
     report = {
         "objectives": objectives, "preference_label": label, "rating_ranges": {o: list(ranges[o]) for o in objectives},
-        "data": {"ratings": rated.name, "ratings_format": rated.format, "rated_responses": len(responses),
+        "data": {"ratings": rname, "ratings_format": rfmt, "rated_responses": len(responses),
                  "pairs": pair_data.name, "pairs_used": len(pairs)},
         "stage1": {"alpha": dict(zip(objectives, fit.alpha.tolist())), "labelled": dict(zip(objectives, fit.counts.tolist())),
                    "val_mse": {o: dict(zip(map(str, cfg.ridge_alphas), fit.val_mse[k].tolist())) for k, o in enumerate(objectives)}},
