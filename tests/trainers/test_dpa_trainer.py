@@ -166,7 +166,7 @@ def test_bad_template_and_existing_run_fail_before_training(tmp_path, prompt_fil
         EvalConfig(target=str(tmp_path / "r"), direction=[1, 0], system_prompt="x")
 
 
-def test_cli_and_front_sweep_directions_of_one_model(tmp_path, prompt_file, monkeypatch):
+def test_cli_and_front_sweep_directions_of_one_model(tmp_path, prompt_file, monkeypatch, capsys):
     from paretoalign.cli import main
     from paretoalign.evaluation.front import build_front_config, run_front
 
@@ -178,6 +178,7 @@ def test_cli_and_front_sweep_directions_of_one_model(tmp_path, prompt_file, monk
     assert main(["evaluate", str(run), "--direction", "1,0", "--num-prompts", "2",  # baseline: the base model, same message
                  "--output", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["direction"] == [1.0, 0.0]
+    assert "direction 1.000, 0.000" in capsys.readouterr().out
 
     front, train = build_front_config(None, dict(
         method="dpa", preferences="grid:3", output_dir=str(tmp_path / "front"), report=False, eval_num_prompts=3,

@@ -492,6 +492,9 @@ def print_eval(result: dict) -> None:
     n = result["prompts"]["n"]
     hit = "cached" if result["cached"]["completions"] else f"{result['seconds']['generate']:.1f} s generating"
     print(f"{result['target']} ({result['kind']}): {n} prompts, sha256 {result['prompts_sha256'][:12]}, {hit}")
+    if result.get("direction") is not None:
+        print("direction " + ", ".join(f"{x:.3f}" for x in result["direction"])
+              + f" (system message: {result['decoding']['system_prompt']!r})")
     print(table(headers, rows))
     if result.get("output"):
         print(f"-> {result['output']}")
