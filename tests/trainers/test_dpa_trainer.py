@@ -76,6 +76,21 @@ def test_select_best_maximises_the_directional_utility():
     assert none.tolist() == [-1]
 
 
+def test_group_normalised_selection_ignores_the_objectives_scales():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(4 * 5, 2, generator=g)
+    valid = torch.ones(20, dtype=torch.bool)
+    dirs = torch.tensor([[0.8, 0.6]] * 4)
+    rescaled = scores * torch.tensor([1.0, 100.0])
+    best, _ = select_best(scores, valid, dirs, 5, "group")
+    assert torch.equal(select_best(rescaled, valid, dirs, 5, "group")[0], best)
+    # raw v.r: the x100 objective decides alone
+    raw = select_best(rescaled, valid, dirs, 5)[0]
+    assert torch.equal(raw, torch.arange(4) * 5 + rescaled[:, 1].view(4, 5).argmax(1))
+    with pytest.raises(ValueError, match="normalization"):
+        select_best(scores, valid, dirs, 5, "bogus")
+
+
 def test_conditioned_prompt_puts_the_direction_in_the_system_message():
     msgs = conditioned_prompt([{"role": "system", "content": "old"}, {"role": "user", "content": "hi"}], "NEW")
     assert msgs == [{"role": "system", "content": "NEW"}, {"role": "user", "content": "hi"}]

@@ -43,6 +43,9 @@ class DPAConfig:
     temperature: float = field(0.7, help="Sampling temperature (the DPA model card's 0.7).")
     top_p: float = field(1.0, help="Nucleus sampling.")
     nan_policy: Literal["fail", "skip"] = field("fail", help="A NaN score: 'fail' stops naming the objective; 'skip' drops the candidate.")
+    utility_normalization: Literal["none", "group"] = field(
+        "none", help="v.r on the raw scores ('none', the paper: objectives on one scale) or with each objective "
+        "standardised over a prompt's candidates first ('group': for objectives on different scales).")
 
     # --- fine-tuning -----------------------------------------------------------------------------
     sft_epochs: int = field(1, help="Passes over each round's selected samples.")
@@ -73,6 +76,7 @@ class DPAConfig:
 
         check_choice("method", self.method, ("dpa",))
         check_choice("nan_policy", self.nan_policy, ("fail", "skip"))
+        check_choice("utility_normalization", self.utility_normalization, ("none", "group"))
         if isinstance(self.objectives, str):
             self.objectives = split_objective_specs(self.objectives)
         self.objectives = list(self.objectives)

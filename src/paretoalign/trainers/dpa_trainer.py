@@ -14,9 +14,10 @@ Preference Alignment with Multi-Objective Rewards" (arXiv 2402.18571).  Each rou
 The trained model is steered at inference by the same system message:
 ``paretoalign evaluate RUN --direction 0.8,0.6`` or a ``paretoalign front --method dpa`` sweep.
 
-Documented choices: vᵀr uses the objectives' raw (oriented) scores, as the paper's reward model put
-all objectives on one 0-100 scale; put objectives on comparable scales (e.g. heads of one reward
-model) or the larger one dominates the selection.  Candidates with a non-finite score are dropped
+Documented choices: vᵀr uses the objectives' raw (oriented) scores by default, as the paper's reward
+model put all objectives on one 0-100 scale; put objectives on comparable scales (e.g. heads of one
+reward model) or the larger one dominates the selection, or set ``utility_normalization="group"``
+(our extension: each objective standardised over a prompt's candidates before vᵀr).  Candidates with a non-finite score are dropped
 (``nan_policy=skip``) or stop the run (``fail``).  A round is the unit of checkpointing: a killed
 run resumes after its last completed round, with the same prompts and directions.
 """
@@ -51,12 +52,25 @@ def conditioned_prompt(prompt, system: str) -> list:
     return [{"role": "system", "content": system}] + [m for m in msgs if m.get("role") != "system"]
 
 
-def select_best(scores: torch.Tensor, valid: torch.Tensor, directions: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def select_best(scores: torch.Tensor, valid: torch.Tensor, directions: torch.Tensor, n: int,
+                normalization: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
     """Rejection sampling: per prompt, the candidate maximising vᵀr.  ``scores [P*n, K]`` (grouped by
     prompt), ``valid [P*n]``, ``directions [P, K]`` -> (row index of the best per prompt [P],
-    utilities vᵀr [P, n]); a prompt without a valid candidate gets index -1."""
+    utilities vᵀr [P, n]); a prompt without a valid candidate gets index -1.
+
+    ``normalization="group"`` standardises each objective over a prompt's valid candidates first
+    (an extension for objectives on different scales; "none" is the paper's raw vᵀr)."""
     P = directions.shape[0]
-    u = (scores.view(P, n, -1).double() * directions.view(P, 1, -1).double()).sum(-1)
+    r = scores.view(P, n, -1).double()
+    if normalization == "group":
+        v = valid.view(P, n, 1).double()
+        cnt = v.sum(1, keepdim=True).clamp(min=1)
+        mean = (r * v).sum(1, keepdim=True) / cnt
+        std = ((((r - mean) ** 2) * v).sum(1, keepdim=True) / cnt).sqrt()
+        r = torch.where(v > 0, (r - mean) / (std + 1e-6), torch.zeros_like(r))
+    elif normalization != "none":
+        raise ValueError(f"normalization must be 'none' or 'group'; got {normalization!r}")
+    u = (r * directions.view(P, 1, -1).double()).sum(-1)
     u = torch.where(valid.view(P, n), u, torch.full_like(u, -math.inf))
     best = u.argmax(1)
     rows = torch.arange(P) * n + best
@@ -131,7 +145,7 @@ class DPATrainer:
                       temperature=cfg.temperature, top_p=cfg.top_p, use_chat_template=cfg.use_chat_template)
         t_gen = time.perf_counter() - t0
         scores, valid = self.objectives.rewards(ro.prompt_texts, ro.completions)  # the user's prompt, no direction
-        rows, util = select_best(scores.cpu(), valid.cpu(), dirs, cfg.num_candidates)
+        rows, util = select_best(scores.cpu(), valid.cpu(), dirs, cfg.num_candidates, cfg.utility_normalization)
         keep = rows[rows >= 0]
         # every process must run the same number of optimiser steps (DDP) and fail together
         fewest = int(acc.gather(torch.tensor([keep.numel()], device=acc.device)).min()) if acc.num_processes > 1 \
