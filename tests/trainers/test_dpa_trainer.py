@@ -265,6 +265,13 @@ def test_the_direction_reaches_the_model_in_every_rendering(tmp_path, prompt_fil
                                cache=False, output=str(tmp_path / "e.json")), quiet=True)
     assert seen and all("early*60 + late*80" in t and "Be brief" not in t for t in seen)
 
+    # evaluating prompts so long that the direction would be cut warns
+    long_file = tmp_path / "long.jsonl"
+    long_file.write_text(json.dumps({"prompt": "word " * 400}) + "\n" + json.dumps({"prompt": "hi"}) + "\n")
+    with pytest.warns(RuntimeWarning, match="1 of 2 prompts with the direction exceed"):
+        evaluate_target(EvalConfig(target=str(run), direction=[1, 0], prompts=str(long_file), split="all",
+                                   baseline="none", max_new_tokens=2, output=str(tmp_path / "l.json")), quiet=True)
+
     # a prompt so long that truncation would cut the direction is refused, not trained on blind
     with pytest.raises(ParetoAlignError, match="truncation would cut the direction"):
         DPATrainer(_cfg(tmp_path, prompt_file, name="long", rounds=1, max_prompt_length=8)).train()

@@ -341,6 +341,16 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         from paretoalign.trainers.dpa_trainer import conditioned_prompt
 
         prompts = [conditioned_prompt(p, settings["decoding"]["system_prompt"]) for p in prompts]
+        from paretoalign.rollout import render_prompt
+
+        limit = 256  # generate()'s prompt limit; longer prompts are cut from the left, direction first
+        long = sum(len(tokenizer(render_prompt(p, tokenizer, settings["decoding"]["use_chat_template"]),
+                                 add_special_tokens=False)["input_ids"]) > limit for p in prompts)
+        if long:
+            import warnings
+
+            warnings.warn(f"{long} of {len(prompts)} prompts with the direction exceed {limit} tokens; truncation cuts "
+                          "their direction (the model is not steered on them)", RuntimeWarning, stacklevel=2)
     fingerprint = target_fingerprint(t, cfg.allow_download)
     decoding = settings["decoding"]
     gen_key = _sha({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,
