@@ -55,7 +55,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, exclude=()) ->
     """Add one flag per field of ``cls`` (except ``exclude``); unset flags are absent from the
     parsed namespace."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    own = set(cls.__dict__.get("__annotations__", {}))
+    fields = dataclasses.fields(cls)
+    # a config's own options first, then those it shares through a mixin (e.g. LoRA)
+    for f in [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]:
         if not f.init or f.metadata.get("cli") is False or f.name in exclude:
             continue
         tp, _optional = _unwrap_optional(hints[f.name])

@@ -11,10 +11,11 @@ from typing import Literal, Optional
 from paretoalign.config_utils import check_choice, field, split_list
 from paretoalign.directions import DEFAULT_DIRECTION_TEMPLATE
 from paretoalign.errors import ConfigError
+from paretoalign.trainers.adaptation import LoraOptions
 
 
 @dataclass
-class DPAConfig:
+class DPAConfig(LoraOptions):
     """Options of ``paretoalign train --method dpa``."""
 
     method: Literal["dpa"] = field("dpa", help="'dpa': rejection-sampling fine-tuning conditioned on a preference direction.")
@@ -54,13 +55,6 @@ class DPAConfig:
     weight_decay: float = field(0.0, help="AdamW weight decay.")
     max_grad_norm: float = field(1.0, help="Gradient clipping norm (<= 0 disables).")
 
-    # --- model adaptation ------------------------------------------------------------------------
-    use_lora: bool = field(True, help="Train LoRA adapters (PEFT) instead of all weights.")
-    lora_r: int = field(16, help="LoRA rank.")
-    lora_alpha: int = field(32, help="LoRA alpha.")
-    lora_dropout: float = field(0.0, help="LoRA dropout.")
-    lora_target_modules: list = field(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], help="Module names LoRA adapts.")
 
     # --- run folder ------------------------------------------------------------------------------
     output_dir: str = field("runs/dpa", help="Run folder: config, metrics.jsonl, per-round checkpoints, final model.")
@@ -82,7 +76,7 @@ class DPAConfig:
         self.objectives = list(self.objectives)
         if len(self.objectives) < 2:
             raise ConfigError(f"DPA needs at least 2 objectives (a direction in one dimension is not a choice); got {self.objectives}")
-        self.lora_target_modules = split_list(self.lora_target_modules)
+        self.check_lora()
         for name in ("rounds", "prompts_per_round", "num_candidates", "max_new_tokens", "max_prompt_length",
                      "sft_epochs", "batch_size", "save_total_limit"):
             if int(getattr(self, name)) < 1:

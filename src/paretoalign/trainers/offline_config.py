@@ -21,6 +21,7 @@ from typing import Literal, Optional
 
 from paretoalign.config_utils import check_choice, field, split_list
 from paretoalign.errors import ConfigError
+from paretoalign.trainers.adaptation import LoraOptions
 
 OFFLINE_METHODS = ("dpo", "modpo", "mopo", "amopo")
 # AMoPO's dimension-aware prompt, after its reference code (which prepends this instruction to the
@@ -51,7 +52,7 @@ def parse_constraint(text: str) -> tuple[str, float]:
 
 
 @dataclass
-class OfflineConfig:
+class OfflineConfig(LoraOptions):
     """Options of ``paretoalign train`` for the offline methods."""
 
     # --- what to train -------------------------------------------------------------------------
@@ -118,13 +119,6 @@ class OfflineConfig:
     weight_decay: float = field(0.0, help="AdamW weight decay.")
     max_grad_norm: float = field(1.0, help="Gradient clipping norm (<= 0 disables).")
 
-    # --- model adaptation ----------------------------------------------------------------------
-    use_lora: bool = field(True, help="Train LoRA adapters (PEFT) instead of all weights.")
-    lora_r: int = field(16, help="LoRA rank.")
-    lora_alpha: int = field(32, help="LoRA alpha.")
-    lora_dropout: float = field(0.0, help="LoRA dropout.")
-    lora_target_modules: list = field(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], help="Module names LoRA adapts.")
 
     # --- run folder ----------------------------------------------------------------------------
     output_dir: str = field("runs/paretoalign", help="Run folder: config, metrics.jsonl, checkpoints, final model.")
@@ -159,7 +153,7 @@ class OfflineConfig:
                 raise ConfigError(f"weights must be numbers; got {self.weights!r}") from None
         self.constraints = split_list(self.constraints) if isinstance(self.constraints, str) else list(self.constraints or [])
         self.parsed_constraints()  # malformed or out-of-range thresholds fail now
-        self.lora_target_modules = split_list(self.lora_target_modules)
+        self.check_lora()
         for name in ("max_steps", "batch_size", "save_steps", "save_total_limit", "max_prompt_length",
                      "max_response_length", "min_pool"):
             if int(getattr(self, name)) < 1:

@@ -10,13 +10,14 @@ from typing import Literal, Optional
 
 from paretoalign.config_utils import check_choice, field, split_list
 from paretoalign.errors import ConfigError
+from paretoalign.trainers.adaptation import LoraOptions
 
 METHODS = ("pama", "morlhf", "mgda-ub", "mo-grpo")
 LINEAR_METHODS = ("morlhf", "mo-grpo")  # fixed linear weights on the per-objective signals
 
 
 @dataclass
-class OnlineConfig:
+class OnlineConfig(LoraOptions):
     """Options of ``paretoalign train`` for the online methods."""
 
     # --- what to train -------------------------------------------------------------------------
@@ -101,15 +102,6 @@ class OnlineConfig:
     ppo_epochs: int = field(1, help="Passes over each rollout batch.")
     num_mini_batches: int = field(1, help="Mini-batches per pass over the rollout batch.")
 
-    # --- model adaptation ----------------------------------------------------------------------
-    use_lora: bool = field(True, help="Train LoRA adapters (PEFT) instead of all weights.")
-    lora_r: int = field(16, help="LoRA rank.")
-    lora_alpha: int = field(32, help="LoRA alpha.")
-    lora_dropout: float = field(0.0, help="LoRA dropout.")
-    lora_target_modules: list = field(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        help="Module names LoRA adapts.",
-    )
 
     # --- run folder ----------------------------------------------------------------------------
     output_dir: str = field("runs/paretoalign", help="Run folder: config, metrics.jsonl, checkpoints, final model.")
@@ -154,7 +146,7 @@ class OnlineConfig:
                 self.weights = [float(w) for w in self.weights]
             except (TypeError, ValueError):
                 raise ConfigError(f"weights must be numbers; got {self.weights!r}") from None
-        self.lora_target_modules = split_list(self.lora_target_modules)
+        self.check_lora()
         for name in ("max_steps", "batch_size", "num_generations", "max_new_tokens", "ppo_epochs",
                      "num_mini_batches", "save_steps", "save_total_limit", "max_prompt_length"):
             if int(getattr(self, name)) < 1:
