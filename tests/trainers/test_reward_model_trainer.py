@@ -197,3 +197,13 @@ def test_objective_options_that_do_not_apply_are_errors(trained):
     with pytest.raises(ConfigError, match="applies to a head"):
         build_objective(f"reward_model:{folder}(debiased=true)")
     clear_shared_models()
+
+
+def test_debiasing_on_a_separate_reference_set(tmp_path):
+    model, rep = train_reward_model(_cfg(tmp_path, debias_reference=[UF, HS2], gate_steps=5))
+    d = rep["debias"]
+    assert d["reference"] == f"{UF}, {HS2}" and d["reference_responses"] == 80 + 90
+    assert d["lambda"]["verbosity"] == 1.0
+    for o in d["lambda"]:
+        if o != "verbosity" and o not in d["not_decorrelated"]:
+            assert d["spearman_after"][o] <= d["threshold"]

@@ -71,6 +71,9 @@ class RewardModelConfig:
         "'none' disables).")
     debias_threshold: float = field(0.03, help="Debiasing target: Spearman correlation with verbosity at most this.")
     debias_max_lambda: float = field(1.0, help="Largest lambda tried per objective.")
+    debias_reference: list = field(
+        [], help="Reference set for the debiasing (any file --pairs or --ratings reads; its responses are used): "
+        "the reference code's --reference_dataset.  Default: the stage-2 training pairs' responses.")
 
     # --- stage 2 ---------------------------------------------------------------------------------
     gate_hidden: int = field(1024, help="Gate MLP width (reference code: 1024).")
@@ -90,7 +93,7 @@ class RewardModelConfig:
     progress: bool = field(True, help="Show progress.")
 
     def __post_init__(self):
-        for name in ("ratings", "pairs", "objectives", "rating_ranges"):
+        for name in ("ratings", "pairs", "objectives", "rating_ranges", "debias_reference"):
             v = getattr(self, name)
             setattr(self, name, split_list(v) if isinstance(v, str) else list(v or []))
         if not self.ratings:

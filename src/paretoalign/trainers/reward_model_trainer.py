@@ -190,11 +190,19 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     model.head_weight.copy_(fit.weight.float())
     model.head_bias.copy_(fit.bias.float())
 
-    # -- debiasing on the stage-2 training responses ----------------------------------------------
+    # -- debiasing on a reference set (default: the stage-2 training responses) --------------------
     tr_idx = torch.tensor([i for i, p in enumerate(pairs) if _prompt_key(p.prompt) not in held])
     report_debias = None
     if verbosity is not None:
-        ref = model.head_rewards(torch.cat([Fc[tr_idx], Fr[tr_idx]])).double()
+        if cfg.debias_reference:
+            from paretoalign.preference_data import load_ratings
+
+            ref_rows, _ = load_ratings(cfg.debias_reference, "auto", cfg.max_rows)
+            ref_src = ", ".join(cfg.debias_reference)
+            ref = model.head_rewards(ex.features([r.prompt for r in ref_rows], [r.response for r in ref_rows])).double()
+        else:
+            ref_src = "stage-2 training pairs (chosen and rejected)"
+            ref = model.head_rewards(torch.cat([Fc[tr_idx], Fr[tr_idx]])).double()
         lam, before, after = debias_lambdas(ref, model.verbosity_index, cfg.debias_threshold, cfg.debias_max_lambda)
         model.debias_lambda.copy_(lam.float())
         stuck = [o for j, o in enumerate(objectives) if o != verbosity and not float(after[j]) <= cfg.debias_threshold]
@@ -203,7 +211,8 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
 
             warnings.warn(f"debiasing: {stuck} stay correlated with {verbosity!r} above {cfg.debias_threshold} even at "
                           f"lambda = {cfg.debias_max_lambda} (raise --debias-max-lambda)", RuntimeWarning, stacklevel=2)
-        report_debias = {"objective": verbosity, "reference_responses": int(ref.shape[0]), "not_decorrelated": stuck,
+        report_debias = {"objective": verbosity, "reference": ref_src, "reference_responses": int(ref.shape[0]),
+                         "not_decorrelated": stuck,
                          "lambda": dict(zip(objectives, lam.tolist())),
                          "spearman_before": dict(zip(objectives, before.tolist())),
                          "spearman_after": dict(zip(objectives, after.tolist())),
