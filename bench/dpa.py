@@ -38,6 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4, help="LoRA learning rate")
     p.add_argument("--sft-epochs", type=int, default=2)
+    p.add_argument("--angles", default=None, help="train on these directions only (degrees, e.g. 0,90); default: uniform in [0, 90]")
     p.add_argument("--eval-prompts", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(OUT_DIR / "dpa"))
@@ -60,7 +61,7 @@ def main(argv=None) -> dict:
     train = config_to_dict(DPAConfig(
         model=a.model, objectives=split_objective_specs(a.objectives), rounds=a.rounds, prompts_per_round=a.prompts_per_round,
         num_candidates=a.candidates, max_new_tokens=a.tokens, learning_rate=a.lr, sft_epochs=a.sft_epochs,
-        utility_normalization="group", seed=a.seed, progress=False))
+        utility_normalization="group", angles=a.angles, seed=a.seed, progress=False))
     fcfg = FrontConfig(method=["dpa"], preferences=a.prefs, output_dir=str(out), eval_num_prompts=a.eval_prompts,
                        eval_max_new_tokens=a.tokens, resume=a.resume and out.exists(), overwrite=not a.resume)
     t0 = time.perf_counter()
