@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
         print(f"| {ang:.1f} | " + " | ".join(f"{m:.3f} ± {e:.3f}" for m, e in zip(p["mean"], p["stderr"])) + " |")
     if front.get("base"):
         print("| base model | " + " | ".join(f"{m:.3f} ± {e:.3f}" for m, e in zip(front["base"]["mean"], front["base"]["stderr"])) + " |")
-    print(f"\nSpearman(angle, mean): " + ", ".join(f"{n} {c:+.2f}" for n, c in corr.items()))
+    print("\nSpearman(angle, mean): " + ", ".join(f"{n} {c:+.2f}" for n, c in corr.items()))
     print(f"hypervolume: DPA front {front['hypervolume']:.4f}, base model {front.get('base_hypervolume') or float('nan'):.4f} "
           f"(reference point {', '.join(f'{x:.3f}' for x in front['reference_point'])})")
     print(f"training {train_s:.0f} s (one model), whole benchmark {wall:.0f} s")

@@ -85,6 +85,13 @@ def direction_prompt(v: torch.Tensor, names: Sequence[str], template: str = DEFA
                           + ", ".join("{w_" + n + "}" for n in names)) from None
 
 
+def conditioned_prompt(prompt, system: str) -> list:
+    """The prompt as a conversation whose system message is ``system`` (an existing one is replaced):
+    how DPA trains and how ``evaluate --direction`` steers."""
+    msgs = [dict(m) for m in prompt] if isinstance(prompt, (list, tuple)) else [{"role": "user", "content": str(prompt)}]
+    return [{"role": "system", "content": system}] + [m for m in msgs if m.get("role") != "system"]
+
+
 def check_direction_template(template: str, names: Sequence[str]) -> None:
     """Fail early on a template that does not mention the direction or uses unknown fields."""
     if "{weighted_rating}" not in template and not any(("{w_" + n + "}") in template for n in names):

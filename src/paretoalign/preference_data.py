@@ -65,7 +65,8 @@ class ResponseGroup:
     wins: dict  # objective -> [(winner index, loser index)] from labels
 
 
-def _key(prompt: Prompt) -> str:
+def prompt_key(prompt: Prompt) -> str:
+    """A prompt's identity (plain or conversation) as a canonical string: what groups responses."""
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
@@ -126,7 +127,7 @@ class PreferenceData:
         by: dict[str, ResponseGroup] = {}
         index: dict[str, dict[str, int]] = {}
         for p in self.pairs:
-            k = _key(p.prompt)
+            k = prompt_key(p.prompt)
             g = by.setdefault(k, ResponseGroup(p.prompt, [], {}, {}))
             ix = index.setdefault(k, {})
             ids = []
@@ -150,7 +151,7 @@ class PreferenceData:
         return list(by.values())
 
     def summary(self) -> dict:
-        out = {"pairs": len(self.pairs), "prompts": len({_key(p.prompt) for p in self.pairs}), "format": self.format,
+        out = {"pairs": len(self.pairs), "prompts": len({prompt_key(p.prompt) for p in self.pairs}), "format": self.format,
                "objectives": {}}
         for o in self.objectives:
             labs = [p.labels.get(o) for p in self.pairs]
@@ -398,7 +399,7 @@ def _helpsteer_groups(rows, name):
                 scores[a] = float(v)
             except (TypeError, ValueError):
                 raise DataError(f"{name}, {where}, field {a!r}: not a number: {v!r}") from None
-        k = _key(prompt)
+        k = prompt_key(prompt)
         if k not in groups:
             groups[k] = []
             order.append(k)
@@ -551,7 +552,7 @@ def load_ratings(paths, format: str = "auto", max_rows: int | None = None) -> tu
             for g in data.groups():
                 for i, resp in enumerate(g.responses):
                     out.append(RatedResponse(g.prompt, resp, {k: float(v[i]) for k, v in g.scores.items()},
-                                             f"{path.name}, {_key(g.prompt)[:40]}"))
+                                             f"{path.name}, {prompt_key(g.prompt)[:40]}"))
         fmts.append(fmt)
     if not out:
         raise DataError(f"{', '.join(map(str, paths))}: no rated responses found")

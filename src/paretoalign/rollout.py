@@ -14,6 +14,16 @@ import torch
 from paretoalign.data import Prompt, prompt_text
 
 
+MAX_PROMPT_LENGTH = 256  # generate()'s default: longer rendered prompts are cut from the left
+
+
+def count_overlong(prompts: list, tokenizer, use_chat_template: bool = True, limit: int = MAX_PROMPT_LENGTH) -> int:
+    """How many ``prompts`` render to more than ``limit`` tokens (and so lose their start, system
+    message first, to :func:`generate`'s left truncation)."""
+    return sum(len(tokenizer(render_prompt(p, tokenizer, use_chat_template), add_special_tokens=False)["input_ids"]) > limit
+               for p in prompts)
+
+
 def render_prompt(prompt: Prompt, tokenizer, use_chat_template: bool = True, system_prompt: str | None = None) -> str:
     """The exact text fed to the model for ``prompt`` (chat template applied when available)."""
     if use_chat_template and getattr(tokenizer, "chat_template", None):
@@ -101,7 +111,7 @@ def generate(
     prompts: list,
     num_generations: int = 1,
     max_new_tokens: int = 48,
-    max_prompt_length: int = 256,
+    max_prompt_length: int = MAX_PROMPT_LENGTH,
     min_new_tokens: int = 0,
     temperature: float = 1.0,
     top_p: float = 1.0,

@@ -13,7 +13,8 @@ from paretoalign.evaluation.evaluate import EvalConfig, evaluate_target
 from paretoalign.objectives.base import Objective
 from paretoalign.objectives.registry import register_objective
 from paretoalign.trainers.dpa_config import DPAConfig
-from paretoalign.trainers.dpa_trainer import DPATrainer, conditioned_prompt, select_best
+from paretoalign.directions import conditioned_prompt
+from paretoalign.trainers.dpa_trainer import DPATrainer, select_best
 
 
 class LetterShare(Objective):

@@ -338,19 +338,16 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         raise ConfigError(f"the {settings['split']} split of {settings['prompts']!r} has no prompts")
     p_hash = prompts_hash(prompts)
     if direction is not None:  # exactly as DPA trained: the direction replaces any system message
-        from paretoalign.trainers.dpa_trainer import conditioned_prompt
+        import warnings
+
+        from paretoalign.directions import conditioned_prompt
+        from paretoalign.rollout import MAX_PROMPT_LENGTH, count_overlong
 
         prompts = [conditioned_prompt(p, settings["decoding"]["system_prompt"]) for p in prompts]
-        from paretoalign.rollout import render_prompt
-
-        limit = 256  # generate()'s prompt limit; longer prompts are cut from the left, direction first
-        long = sum(len(tokenizer(render_prompt(p, tokenizer, settings["decoding"]["use_chat_template"]),
-                                 add_special_tokens=False)["input_ids"]) > limit for p in prompts)
+        long = count_overlong(prompts, tokenizer, settings["decoding"]["use_chat_template"])
         if long:
-            import warnings
-
-            warnings.warn(f"{long} of {len(prompts)} prompts with the direction exceed {limit} tokens; truncation cuts "
-                          "their direction (the model is not steered on them)", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{long} of {len(prompts)} prompts with the direction exceed {MAX_PROMPT_LENGTH} tokens; "
+                          "truncation cuts their direction (the model is not steered on them)", RuntimeWarning, stacklevel=2)
     fingerprint = target_fingerprint(t, cfg.allow_download)
     decoding = settings["decoding"]
     gen_key = _sha({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,

@@ -35,21 +35,21 @@ import torch
 from paretoalign import run_dir
 from paretoalign.config_utils import config_to_dict
 from paretoalign.data import load_prompts, split_prompts
-from paretoalign.directions import check_direction_template, direction_from_angle, direction_prompt, sample_directions
+from paretoalign.directions import (
+    check_direction_template,
+    conditioned_prompt,
+    direction_from_angle,
+    direction_prompt,
+    sample_directions,
+)
 from paretoalign.errors import ParetoAlignError
 from paretoalign.models import TINY_NAME, load_causal_lm, load_tokenizer
 from paretoalign.objectives import build_objective_set
-from paretoalign.rollout import generate
+from paretoalign.rollout import count_overlong, generate
 from paretoalign.sequences import ResponseBatch, response_token_logps
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import add_lora, epoch_indices
 from paretoalign.trainers.dpa_config import DPAConfig
-
-
-def conditioned_prompt(prompt, system: str) -> list:
-    """The prompt as a conversation whose system message is ``system`` (an existing one is replaced)."""
-    msgs = [dict(m) for m in prompt] if isinstance(prompt, (list, tuple)) else [{"role": "user", "content": str(prompt)}]
-    return [{"role": "system", "content": system}] + [m for m in msgs if m.get("role") != "system"]
 
 
 def select_best(scores: torch.Tensor, valid: torch.Tensor, directions: torch.Tensor, n: int,
@@ -157,10 +157,10 @@ class DPATrainer:
         batch = ResponseBatch(ro.input_ids, ro.attention_mask, ro.completion_mask, ro.prompt_length).select(keep.to(dev))
         losses = self._fine_tune(batch, r)
         sel, cand = scores[keep.to(scores.device)], scores[valid]
-        finite_u = util[torch.isfinite(util)]
+        finite_u, best_u = util[torch.isfinite(util)], util.max(1).values
         row = {"step": r, "loss": float(np.mean(losses)) if losses else float("nan"),
                "loss_first": losses[0] if losses else float("nan"), "sft_steps": len(losses),
-               "utility/selected": float(util.max(1).values[torch.isfinite(util.max(1).values)].mean()),
+               "utility/selected": float(best_u[torch.isfinite(best_u)].mean()),
                "utility/candidates": float(finite_u.mean()) if finite_u.numel() else float("nan"),
                "selected": int(keep.numel()), "samples": int(valid.numel()), "nan_skipped": int((~valid).sum())}
         for k, name in enumerate(self.names):
@@ -207,16 +207,12 @@ class DPATrainer:
     def _check_direction_survives(self, conditioned: list, r: int) -> None:
         """Prompts are cut from the left at ``max_prompt_length``, which would cut the direction (the
         system message comes first): refuse rather than train direction-blind."""
-        from paretoalign.rollout import render_prompt
-
         cfg = self.config
-        for c in conditioned:
-            n = len(self.tokenizer(render_prompt(c, self.tokenizer, cfg.use_chat_template), add_special_tokens=False)["input_ids"])
-            if n > cfg.max_prompt_length:
-                raise ParetoAlignError(
-                    f"round {r}: a prompt with its direction is {n} tokens, over --max-prompt-length "
-                    f"{cfg.max_prompt_length}; truncation would cut the direction. Raise --max-prompt-length or "
-                    "drop the long prompts")
+        n = count_overlong(conditioned, self.tokenizer, cfg.use_chat_template, cfg.max_prompt_length)
+        if n:
+            raise ParetoAlignError(
+                f"round {r}: {n} prompt(s) with their direction exceed --max-prompt-length {cfg.max_prompt_length} "
+                "tokens; truncation would cut the direction. Raise --max-prompt-length or drop the long prompts")
 
     # ------------------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -261,4 +257,4 @@ class DPATrainer:
                                    meta, cfg.seed if self._rebuildable_tiny_base else None)
 
 
-__all__ = ["DPATrainer", "conditioned_prompt", "select_best"]
+__all__ = ["DPATrainer", "select_best"]

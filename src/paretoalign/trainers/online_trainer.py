@@ -62,14 +62,13 @@ from paretoalign.trainers.online_config import LINEAR_METHODS, OnlineConfig
 from paretoalign.trainers.online_methods import mgda_ub_loss, morlhf_loss, pama_loss
 
 
-def standardize_valid(adv: torch.Tensor, valid: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """(a − mean) / (std + eps) over the valid samples of a batch ``[N]`` (GDPO's batch-level step
-    after the per-objective group normalisation; eps as TRL's ``normalize_then_sum``).  Under several
-    processes the trainer takes the statistics over the gathered batch, as TRL does."""
-    v = valid.bool()
-    if not bool(v.any()):
+def standardize_valid(adv: torch.Tensor, pool: torch.Tensor, pool_valid: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """(a − mean) / (std + eps), the statistics taken over the valid entries of ``pool`` (GDPO's
+    batch-level step after the per-objective group normalisation; eps as TRL's ``normalize_then_sum``).
+    ``pool`` is this process's batch, or the batch gathered from every process, as TRL does."""
+    sel = pool[pool_valid.bool()]
+    if not sel.numel():
         return adv
-    sel = adv[v]
     return (adv - sel.mean()) / (sel.std(unbiased=False) + eps)
 
 
@@ -198,12 +197,9 @@ class OnlineTrainer:
                 adv = agg(s, self.weights.to(s.device)).reshape(N)  # [B*G]
                 if cfg.group_aggregation == "normalize_then_sum":  # GDPO's second step, over the global batch
                     acc = self.accelerator
-                    if acc.num_processes > 1:
-                        a_all, v_all = acc.gather(adv.contiguous()), acc.gather(valid.contiguous())
-                        sel = a_all[v_all.bool()]
-                        adv = (adv - sel.mean()) / (sel.std(unbiased=False) + 1e-4) if sel.numel() else adv
-                    else:
-                        adv = standardize_valid(adv, valid)
+                    pool = (acc.gather(adv.contiguous()), acc.gather(valid.contiguous())) if acc.num_processes > 1 \
+                        else (adv, valid)
+                    adv = standardize_valid(adv, *pool)
                 return adv.reshape(N, 1).expand(N, T), None
             raw = group_normalize_objectives(s).reshape(N, 1, self.K).expand(N, T, self.K)
             return raw, None

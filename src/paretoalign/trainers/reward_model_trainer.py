@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from paretoalign.errors import ConfigError, DataError, RunDirError
+from paretoalign.preference_data import prompt_key
 from paretoalign.reward_model.armo import bradley_terry_loss, debias_lambdas, fit_ridge_heads, scale_ratings
 from paretoalign.reward_model.evaluate import evaluate_reward_model, head_correlations
 from paretoalign.reward_model.features import FeatureExtractor
@@ -31,10 +32,6 @@ from paretoalign.reward_model.model import CONFIG_FILE, MultiObjectiveRewardMode
 from paretoalign.trainers.reward_model_config import KNOWN_RANGES, RewardModelConfig
 
 REPORT_FILE = "report.json"
-
-
-def _prompt_key(prompt) -> str:
-    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
 def heldout_prompts(keys: list[str], fraction: float, seed: int) -> set[str]:
@@ -126,11 +123,11 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         raise DataError(f"{pair_data.name}: no pairs with a strict preference on {label!r}")
 
     # -- one prompt split for both stages and the evaluation ---------------------------------------
-    held = heldout_prompts([_prompt_key(p) for p in prompts] + [_prompt_key(p.prompt) for p in pairs],
+    held = heldout_prompts([prompt_key(p) for p in prompts] + [prompt_key(p.prompt) for p in pairs],
                            cfg.heldout_fraction, cfg.seed)
-    fit_rows = torch.tensor([_prompt_key(p) not in held for p in prompts])
-    train_pairs = [p for p in pairs if _prompt_key(p.prompt) not in held]
-    test_pairs = [p for p in pairs if _prompt_key(p.prompt) in held]
+    fit_rows = torch.tensor([prompt_key(p) not in held for p in prompts])
+    train_pairs = [p for p in pairs if prompt_key(p.prompt) not in held]
+    test_pairs = [p for p in pairs if prompt_key(p.prompt) in held]
     if not train_pairs:
         raise DataError(f"{pair_data.name}: every pair's prompt is held out; lower --heldout-fraction or add pairs")
 
@@ -191,7 +188,7 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     model.head_bias.copy_(fit.bias.float())
 
     # -- debiasing on a reference set (default: the stage-2 training responses) --------------------
-    tr_idx = torch.tensor([i for i, p in enumerate(pairs) if _prompt_key(p.prompt) not in held])
+    tr_idx = torch.tensor([i for i, p in enumerate(pairs) if prompt_key(p.prompt) not in held])
     report_debias = None
     if verbosity is not None:
         if cfg.debias_reference:
@@ -225,7 +222,7 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     model.eval()
 
     # -- evaluation on held-out prompts -----------------------------------------------------------
-    te_idx = torch.tensor([i for i, p in enumerate(pairs) if _prompt_key(p.prompt) in held], dtype=torch.long)
+    te_idx = torch.tensor([i for i, p in enumerate(pairs) if prompt_key(p.prompt) in held], dtype=torch.long)
     hold_rows = (~fit_rows).nonzero().flatten()
     evaluation = {
         "heldout_prompts": len(held), "train_pairs": len(train_pairs), "test_pairs": len(test_pairs),
