@@ -126,8 +126,10 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     held = heldout_prompts([prompt_key(p) for p in prompts] + [prompt_key(p.prompt) for p in pairs],
                            cfg.heldout_fraction, cfg.seed)
     fit_rows = torch.tensor([prompt_key(p) not in held for p in prompts])
-    train_pairs = [p for p in pairs if prompt_key(p.prompt) not in held]
-    test_pairs = [p for p in pairs if prompt_key(p.prompt) in held]
+    is_test = [prompt_key(p.prompt) in held for p in pairs]
+    tr_idx = torch.tensor([i for i, t in enumerate(is_test) if not t], dtype=torch.long)
+    te_idx = torch.tensor([i for i, t in enumerate(is_test) if t], dtype=torch.long)
+    train_pairs, test_pairs = [pairs[i] for i in tr_idx.tolist()], [pairs[i] for i in te_idx.tolist()]
     if not train_pairs:
         raise DataError(f"{pair_data.name}: every pair's prompt is held out; lower --heldout-fraction or add pairs")
 
@@ -156,6 +158,15 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         cols.append(scale_ratings(v, *ranges[o], name=o))
     Y = torch.stack(cols, 1)
 
+    # the debiasing objective (checked before the backbone runs: a typo costs nothing)
+    verbosity = cfg.verbosity
+    if verbosity == "auto":
+        verbosity = "verbosity" if "verbosity" in objectives else None
+    elif verbosity in (None, "none", ""):
+        verbosity = None
+    elif verbosity not in objectives:
+        raise ConfigError(f"--verbosity {verbosity!r} is not one of the objectives {objectives}")
+
     # -- features ---------------------------------------------------------------------------------
     ex = extractor or _default_extractor(cfg)
     t0 = time.perf_counter()
@@ -175,25 +186,15 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     except ValueError as e:
         raise DataError(f"stage 1: {e} (objectives in order: {objectives})") from None
     t_stage1 = time.perf_counter() - t0
-    verbosity = cfg.verbosity
-    if verbosity == "auto":
-        verbosity = "verbosity" if "verbosity" in objectives else None
-    elif verbosity in (None, "none", ""):
-        verbosity = None
-    elif verbosity not in objectives:
-        raise ConfigError(f"--verbosity {verbosity!r} is not one of the objectives {objectives}")
     model = MultiObjectiveRewardModel(objectives, X.shape[1], ex.describe(), {o: list(ranges[o]) for o in objectives},
                                       verbosity, cfg.gate_hidden, cfg.gate_layers, cfg.temperature, cfg.dropout)
     model.head_weight.copy_(fit.weight.float())
     model.head_bias.copy_(fit.bias.float())
 
     # -- debiasing on a reference set (default: the stage-2 training responses) --------------------
-    tr_idx = torch.tensor([i for i, p in enumerate(pairs) if prompt_key(p.prompt) not in held])
     report_debias = None
     if verbosity is not None:
         if cfg.debias_reference:
-            from paretoalign.preference_data import load_ratings
-
             ref_rows, _ = load_ratings(cfg.debias_reference, "auto", cfg.max_rows)
             ref_src = ", ".join(cfg.debias_reference)
             ref = model.head_rewards(ex.features([r.prompt for r in ref_rows], [r.response for r in ref_rows])).double()
@@ -222,11 +223,10 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     model.eval()
 
     # -- evaluation on held-out prompts -----------------------------------------------------------
-    te_idx = torch.tensor([i for i, p in enumerate(pairs) if prompt_key(p.prompt) in held], dtype=torch.long)
     hold_rows = (~fit_rows).nonzero().flatten()
     evaluation = {
         "heldout_prompts": len(held), "train_pairs": len(train_pairs), "test_pairs": len(test_pairs),
-        "pairs_train": evaluate_reward_model(model, [pairs[i] for i in tr_idx.tolist()], Fc[tr_idx], Fr[tr_idx], Fp[tr_idx]),
+        "pairs_train": evaluate_reward_model(model, train_pairs, Fc[tr_idx], Fr[tr_idx], Fp[tr_idx]),
     }
     if len(te_idx):
         evaluation["pairs_test"] = evaluate_reward_model(model, test_pairs, Fc[te_idx], Fr[te_idx], Fp[te_idx])
