@@ -524,6 +524,7 @@ class RatedResponse:
     response: str
     scores: dict
     source: str = ""
+    format: str = ""  # the schema it was read from (its rating scale)
 
 
 def load_ratings(paths, format: str = "auto", max_rows: int | None = None) -> tuple[list, str]:
@@ -543,16 +544,16 @@ def load_ratings(paths, format: str = "auto", max_rows: int | None = None) -> tu
             raise DataError(f"unknown format {fmt!r}; known: auto, {', '.join(FORMATS)}")
         if fmt == "helpsteer2":
             for items in _helpsteer_groups(rows, path.name):
-                out.extend(RatedResponse(pr, resp, sc, f"{path.name}, {w}") for w, pr, resp, sc in items)
+                out.extend(RatedResponse(pr, resp, sc, f"{path.name}, {w}", fmt) for w, pr, resp, sc in items)
         elif fmt == "ultrafeedback":
             for w, _prompt_, items in _ultrafeedback_items(rows, path.name):
-                out.extend(RatedResponse(pr, resp, sc, f"{w}, {cw}") for cw, pr, resp, sc in items)
+                out.extend(RatedResponse(pr, resp, sc, f"{w}, {cw}", fmt) for cw, pr, resp, sc in items)
         else:
             data = load_preference_data(str(path), format=fmt, max_rows=max_rows)
             for g in data.groups():
                 for i, resp in enumerate(g.responses):
                     out.append(RatedResponse(g.prompt, resp, {k: float(v[i]) for k, v in g.scores.items()},
-                                             f"{path.name}, {prompt_key(g.prompt)[:40]}"))
+                                             f"{path.name}, {prompt_key(g.prompt)[:40]}", fmt))
         fmts.append(fmt)
     if not out:
         raise DataError(f"{', '.join(map(str, paths))}: no rated responses found")

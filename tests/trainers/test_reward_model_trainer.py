@@ -207,3 +207,11 @@ def test_debiasing_on_a_separate_reference_set(tmp_path):
     for o in d["lambda"]:
         if o != "verbosity" and o not in d["not_decorrelated"]:
             assert d["spearman_after"][o] <= d["threshold"]
+
+
+def test_files_of_two_schemas_keep_each_its_rating_scale(tmp_path):
+    # HelpSteer2 rates 0-4 and UltraFeedback 1-5, both with a 'helpfulness': each row is scaled by its own schema
+    model, rep = train_reward_model(_cfg(tmp_path, ratings=[HS2, UF], pairs=[HS2], gate_steps=5))
+    assert rep["rating_ranges"]["helpfulness"] == [[0.0, 4.0], [1.0, 5.0]]
+    assert rep["rating_ranges"]["verbosity"] == [0.0, 4.0] and rep["rating_ranges"]["honesty"] == [1.0, 5.0]
+    assert model.rating_ranges == rep["rating_ranges"]

@@ -133,29 +133,34 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     if not train_pairs:
         raise DataError(f"{pair_data.name}: every pair's prompt is held out; lower --heldout-fraction or add pairs")
 
-    # rating scales: yours, the schema's, else the training rows' range (held-out rows unseen; a
-    # held-out rating beyond that range is clipped to it)
-    ranges, from_data = {}, set()
+    # rating scales, per response: yours, its schema's (files of several schemas keep each its
+    # own), else the training rows' range (held-out rows unseen; a held-out rating beyond it is clipped)
+    row_fmt = [r.format for r in ratings]
+    ranges, cols = {}, []
     fit_np = fit_rows.numpy()
     for o in objectives:
         vals = np.array(all_scores[o], dtype=float)
-        finite = vals[np.isfinite(vals) & fit_np]
+        low, high = np.full(len(vals), np.nan), np.full(len(vals), np.nan)
         if o in given:
-            ranges[o] = given[o]
-        elif any(f in rfmt for f in KNOWN_RANGES):
-            ranges[o] = next(KNOWN_RANGES[f] for f in KNOWN_RANGES if f in rfmt)
-        elif finite.size and finite.max() > finite.min():
-            ranges[o] = (float(finite.min()), float(finite.max()))
-            from_data.add(o)
-        else:
-            raise DataError(f"{rname}: objective {o!r} has {'one distinct rating' if finite.size else 'no ratings'} "
-                            "among the training responses; nothing to regress on")
-    cols = []
-    for o in objectives:
-        v = torch.tensor(all_scores[o], dtype=torch.float64)
-        if o in from_data:
-            v = v.clamp(*ranges[o])
-        cols.append(scale_ratings(v, *ranges[o], name=o))
+            low[:], high[:] = given[o]
+        known = np.array([f in KNOWN_RANGES for f in row_fmt]) & np.isnan(low)
+        low[known] = [KNOWN_RANGES[f][0] for f, k in zip(row_fmt, known) if k]
+        high[known] = [KNOWN_RANGES[f][1] for f, k in zip(row_fmt, known) if k]
+        rest = np.isnan(low)
+        if rest.any():
+            finite = vals[np.isfinite(vals) & fit_np & rest]
+            if not (finite.size and finite.max() > finite.min()):
+                raise DataError(f"{rname}: objective {o!r} has {'one distinct rating' if finite.size else 'no ratings'} "
+                                "among the training responses; nothing to regress on")
+            low[rest], high[rest] = finite.min(), finite.max()
+            vals[rest] = np.clip(vals[rest], finite.min(), finite.max())
+        spans = sorted({(float(a), float(b)) for a, b, v in zip(low, high, vals) if np.isfinite(v)})
+        ranges[o] = list(spans[0]) if len(spans) == 1 else [list(x) for x in spans]
+        col = torch.full((len(vals),), math.nan, dtype=torch.float64)
+        for lo, hi in spans:
+            rows = torch.from_numpy((low == lo) & (high == hi) & np.isfinite(vals))
+            col[rows] = scale_ratings(torch.from_numpy(vals)[rows], lo, hi, name=o)
+        cols.append(col)
     Y = torch.stack(cols, 1)
 
     # the debiasing objective (checked before the backbone runs: a typo costs nothing)
@@ -186,7 +191,7 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     except ValueError as e:
         raise DataError(f"stage 1: {e} (objectives in order: {objectives})") from None
     t_stage1 = time.perf_counter() - t0
-    model = MultiObjectiveRewardModel(objectives, X.shape[1], ex.describe(), {o: list(ranges[o]) for o in objectives},
+    model = MultiObjectiveRewardModel(objectives, X.shape[1], ex.describe(), ranges,
                                       verbosity, cfg.gate_hidden, cfg.gate_layers, cfg.temperature, cfg.dropout)
     model.head_weight.copy_(fit.weight.float())
     model.head_bias.copy_(fit.bias.float())
@@ -238,7 +243,7 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         evaluation["heads_train"] = head_correlations(model.head_rewards(X[fit_rows]), Y[fit_rows], objectives)
 
     report = {
-        "objectives": objectives, "preference_label": label, "rating_ranges": {o: list(ranges[o]) for o in objectives},
+        "objectives": objectives, "preference_label": label, "rating_ranges": ranges,
         "data": {"ratings": rname, "ratings_format": rfmt, "rated_responses": len(responses),
                  "pairs": pair_data.name, "pairs_used": len(pairs)},
         "stage1": {"alpha": dict(zip(objectives, fit.alpha.tolist())), "labelled": dict(zip(objectives, fit.counts.tolist())),
