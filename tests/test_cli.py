@@ -107,7 +107,7 @@ def test_two_process_accelerate_launch(tmp_path):
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["samples"] == 2 * 2 * 2  # 2 processes x 2 prompts x 2 completions
     ckpt = run_dir.list_checkpoints(out)[-1][1]
-    assert (ckpt / "rng_state_0.pt").is_file() and (ckpt / "rng_state_1.pt").is_file()
+    assert (ckpt / "rng_state_0.json").is_file() and (ckpt / "rng_state_1.json").is_file()
     assert json.loads((ckpt / "trainer_state.json").read_text())["num_processes"] == 2
     assert (out / "final" / "policy" / "adapter_config.json").is_file()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -42,13 +43,129 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
 def _str2bool(v: str) -> bool:
     s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "y", "on"):
+    if s in _TRUE:
         return True
-    if s in ("0", "false", "no", "n", "off"):
+    if s in _FALSE:
         return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {v!r}")
+    raise argparse.ArgumentTypeError(f"expected true/false/yes/no/1/0, got {v!r}")
+
+
+# Ranges of numeric options, by name: the same name means the same thing in every config.  Every
+# number must also be finite.  (low, low_inclusive, high, high_inclusive); None = unbounded.
+_AT_LEAST_1 = (1, True, None, False)
+_AT_LEAST_0 = (0, True, None, False)
+_POSITIVE = (0, False, None, False)
+BOUNDS: dict[str, tuple] = {
+    **dict.fromkeys((
+        "max_steps", "batch_size", "num_generations", "max_new_tokens", "max_prompt_length", "ppo_epochs",
+        "num_mini_batches", "save_steps", "save_total_limit", "lora_r", "rounds", "prompts_per_round",
+        "num_candidates", "sft_epochs", "max_response_length", "max_length", "gate_hidden", "gate_layers",
+        "gate_steps", "gate_batch_size", "num_completions", "eval_batch_size", "eval_num_prompts",
+        "eval_max_new_tokens", "num_prompts", "max_pairs", "max_rows", "max_prompts", "min_pool"), _AT_LEAST_1),
+    **dict.fromkeys((
+        "seed", "split_seed", "eval_seed", "min_new_tokens", "refresh_every", "num_samples", "weight_decay",
+        "gate_weight_decay", "kl_coef", "vf_coef", "dual_lr", "robust_radius", "sft_coef", "debias_max_lambda"),
+        _AT_LEAST_0),
+    **dict.fromkeys((
+        "learning_rate", "gate_lr", "temperature", "eval_temperature", "beta", "amopo_beta", "tau", "lora_alpha",
+        "lam_max", "max_weight", "clip_eps"), _POSITIVE),
+    "top_p": (0, False, 1, True),
+    "gamma": (0, True, 1, True),
+    "lam": (0, True, 1, True),
+    "heldout_fraction": (0, False, 1, False),
+    "ridge_val_fraction": (0, True, 1, False),
+    "lora_dropout": (0, True, 1, False),
+    "dropout": (0, True, 1, False),
+    "label_smoothing": (0, True, 0.5, False),
+    "bound_relax": (0, False, 1, True),
+}
+
+
+def _range_text(b: tuple) -> str:
+    lo, lo_in, hi, hi_in = b
+    if hi is None:
+        return f"{'>=' if lo_in else '>'} {lo}"
+    return f"in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+
+
+def _type_name(tp) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(repr, get_args(tp)))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            list: "a list (or a comma-separated string)", dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def coerce_value(name: str, tp, value):
+    """``value`` as the field's type, checked against its range; a ConfigError naming the option,
+    the value and what is expected otherwise.  Strings from YAML/flags are parsed ("1e-5", "yes")."""
+    tp, optional = _unwrap_optional(tp)
+    bad = ConfigError(f"option {name}: expected {_type_name(tp)}{' or null' if optional else ''}, got {value!r}")
+    if value is None:
+        if optional:
+            return None
+        raise bad
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, int):
+            raise bad
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad
+        try:
+            value = float(value)
+        except ValueError:
+            raise bad from None
+        if not math.isfinite(value):
+            raise ConfigError(f"option {name}: expected a finite number, got {value!r}")
+    elif tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise bad
+    elif tp is list or get_origin(tp) in (list, tuple):
+        if not isinstance(value, (list, tuple, str)):
+            raise bad
+    elif tp is dict:
+        if not isinstance(value, dict):
+            raise bad
+    elif get_origin(tp) is Literal:
+        if value not in get_args(tp):
+            raise bad
+    b = BOUNDS.get(name)
+    if b is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, lo_in, hi, hi_in = b
+        if (value < lo or (value == lo and not lo_in)) or (hi is not None and (value > hi or (value == hi and not hi_in))):
+            raise ConfigError(f"option {name}: must be {_range_text(b)}, got {value!r}")
+    return value
+
+
+def check_fields(cfg) -> None:
+    """Coerce and range-check every field of a config dataclass in place (call from __post_init__)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        if f.init:
+            setattr(cfg, f.name, coerce_value(f.name, hints[f.name], getattr(cfg, f.name)))
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, exclude=()) -> None:
@@ -66,6 +183,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, exclude=()) ->
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         )
         help_text = f.metadata.get("help", "")
+        if f.name in BOUNDS:
+            help_text = f"{help_text} [{_range_text(BOUNDS[f.name])}]"
         help_text = f"{help_text} (default: {default!r})" if help_text else f"default: {default!r}"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
@@ -112,6 +231,8 @@ def build_config(cls, yaml_path: str | Path | None = None, overrides: dict | Non
             close = difflib.get_close_matches(u, names, n=1)
             hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"unknown option(s) {', '.join(hints)} for {cls.__name__}")
+    hints = typing.get_type_hints(cls)
+    values = {k: coerce_value(k, hints[k], v) for k, v in values.items()}
     try:
         return cls(**values)
     except TypeError as exc:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from paretoalign.errors import ModelNotFoundError
+from paretoalign.errors import ConfigError, ModelNotFoundError
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 TINY_NAME = "tiny"
@@ -211,6 +211,31 @@ def load_causal_lm(name: str, tokenizer=None, seed: int = 0, allow_download: boo
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as exc:
         raise ModelNotFoundError(f"could not load a causal LM from {path!r}: {exc}") from None
+
+
+def memory_bytes(device: str | None = None) -> int:
+    """The memory a batch can live in: the accelerator's total, else the machine's physical memory."""
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[1])
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: no estimate
+        return 0
+
+
+def check_batch_fits(rows: int, seq_len: int, vocab: int, what: str, device: str | None = None) -> None:
+    """Refuse, before any model loads, a batch whose logits alone cannot fit in memory.
+
+    A lower bound: ``rows`` sequences of ``seq_len`` tokens produce float32 logits over ``vocab``
+    and their log-softmax (the loss's gradient doubles it again; weights, activations and the KV
+    cache come on top), so a batch refused here could never run, and one accepted may still be tight.
+    """
+    need = 2 * rows * seq_len * vocab * 4
+    have = memory_bytes(device)
+    if have and need > have:
+        raise ConfigError(
+            f"{what}: {rows} sequences of up to {seq_len} tokens need at least {need / 2**30:,.0f} GiB of memory for "
+            f"their logits alone (vocabulary {vocab}); this machine has {have / 2**30:,.0f} GiB; lower the batch size")
 
 
 class MultiValueHead(nn.Module):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -27,10 +26,12 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from paretoalign.config_utils import check_choice, config_to_dict, field
+from paretoalign import run_dir
+from paretoalign.config_utils import check_fields, check_choice, config_to_dict, field
 from paretoalign.errors import ConfigError, RunDirError
 
 CARD_FILE = "card.json"
+README_FILE = "README.md"
 
 
 @dataclass
@@ -61,6 +62,7 @@ class PairsConfig:
     progress: bool = field(True, help="Show a progress bar.")
 
     def __post_init__(self):
+        check_fields(self)  # types and ranges first: the checks below may then trust them
         from paretoalign.objectives.registry import split_objective_specs
 
         check_choice("pairing", self.pairing, ("all", "adjacent", "best_worst"))
@@ -103,11 +105,8 @@ def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
     from paretoalign.rollout import generate
 
     out = Path(cfg.output_dir)
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            what = "a pairs dataset" if (out / CARD_FILE).is_file() else "files"
-            raise RunDirError(f"{str(out)!r} already holds {what}; pass --overwrite to replace it or choose another --output-dir")
     tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
+    run_dir.claim(out, "pairs", cfg.overwrite, (PAIRS_FILE, CARD_FILE, README_FILE))
     objectives = build_objective_set(cfg.objectives, tokenizer, nan_policy="skip")
     train, _held = split_prompts(load_prompts(cfg.prompts, column=cfg.prompt_column), cfg.heldout_fraction, cfg.seed)
     if cfg.max_prompts:
@@ -151,8 +150,6 @@ def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
         bar.close()
     if not pairs:
         raise RunDirError("no pairs could be made (every completion was empty, identical or unscorable)")
-    if out.exists() and cfg.overwrite:
-        shutil.rmtree(out)
     save_preference_data(pairs, out / PAIRS_FILE)
     card = {
         "made_by": f"paretoalign {__version__} pairs",
@@ -169,7 +166,7 @@ def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
         "seconds": time.perf_counter() - t0,
     }
     (out / CARD_FILE).write_text(json.dumps(card, indent=2))
-    (out / "README.md").write_text(_card_markdown(card))
+    (out / README_FILE).write_text(_card_markdown(card))
     return card
 
 

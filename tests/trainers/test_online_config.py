@@ -15,14 +15,14 @@ def test_defaults_and_objective_spec_string_parsing():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"method": "ppo"}, "method must be one of 'pama', 'morlhf', 'mgda-ub'"),
+        ({"method": "ppo"}, "option method: expected one of 'pama', 'morlhf', 'mgda-ub'.*got 'ppo'"),
         ({"objectives": "sentiment"}, "at least 2 objectives"),
         ({"advantage": "group", "num_generations": 1}, "num-generations >= 2"),
-        ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"pama_granularity": "epoch"}, "pama_granularity must be one of"),
+        ({"batch_size": 0}, "option batch_size: must be >= 1, got 0"),
+        ({"pama_granularity": "epoch"}, "option pama_granularity: expected one of"),
         ({"resume": True, "overwrite": True}, "contradict"),
         ({"method": "morlhf", "weights": "a,b"}, "weights must be numbers"),
-        ({"kl_coef": -1.0}, "kl_coef must be non-negative"),
+        ({"kl_coef": -1.0}, "option kl_coef: must be >= 0, got -1.0"),
         ({"heldout_fraction": 1.0}, "heldout_fraction"),
         ({"batch_size": 3, "num_generations": 1, "num_mini_batches": 2}, "divisible"),
     ],

@@ -121,7 +121,7 @@ def test_objectives_share_one_forward_pass(trained):
 
 def test_bad_input_is_a_clear_error(trained, tmp_path):
     tmp, _, _ = trained
-    with pytest.raises(RunDirError, match="already holds a reward model"):
+    with pytest.raises(RunDirError, match="already holds a paretoalign reward-model folder"):
         train_reward_model(_cfg(tmp))
     with pytest.raises(ConfigError, match=r"\['kindness'\] have no ratings"):
         train_reward_model(_cfg(tmp_path, objectives=["helpfulness", "kindness"]))

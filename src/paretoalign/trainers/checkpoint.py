@@ -1,14 +1,18 @@
-"""Checkpoints and final models, shared by every trainer (online and offline).
+"""Checkpoints and final models, shared by every trainer (online, offline, DPA).
 
 A checkpoint is ``checkpoints/step-NNNNNN/`` holding ``policy/`` (LoRA adapter or full model, loadable
-with ``from_pretrained``), optional extra tensors (value heads, dual variables), ``optimizer.pt``,
-one ``rng_state_<process>.pt`` per process and, written last, ``trainer_state.json``: a folder
-without it is incomplete and ignored on resume (a kill mid-save loses nothing).
+with ``from_pretrained``), optional extra tensors (value heads, MOPO's reference), the optimizer state
+(``optimizer.safetensors`` + ``optimizer.json``), one ``rng_state_<process>.json`` per process and
+``trainer_state.json`` with the step and a manifest (size and sha256 of every other file).  It is
+written under ``step-NNNNNN.tmp`` and renamed when complete, so a kill mid-save leaves nothing a
+resume could mistake for a checkpoint; a file damaged later is caught by the manifest
+(:func:`paretoalign.run_dir.checkpoint_problem`).  Nothing is pickled: a checkpoint is data, never code.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -17,88 +21,304 @@ import numpy as np
 import torch
 
 from paretoalign import run_dir
+from paretoalign.errors import ParetoAlignError, RunDirError
 from paretoalign.models import build_tiny_model
+
+OPTIMIZER_TENSORS = "optimizer.safetensors"
+OPTIMIZER_JSON = "optimizer.json"
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:
     return Path(out) / run_dir.CHECKPOINTS / f"step-{step:06d}"
 
 
+# ---------------------------------------------------------------------------------------------
+# one decision for every process
+
+
+def main_decides(acc, fn: Callable[[], object]):
+    """Run ``fn`` on the main process only and give its result (or its user error) to every process,
+    so all processes stop together on a refusal instead of waiting at a barrier for a dead peer."""
+    result = [None, None]
+    if acc.is_main_process:
+        try:
+            result = [fn(), None]
+        except ParetoAlignError as exc:
+            result = [None, f"{type(exc).__name__}\x00{exc}"]
+    if acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(result, from_process=0)  # our own objects, between our own processes
+    if result[1] is not None:
+        import paretoalign.errors as errors
+
+        kind, msg = result[1].split("\x00", 1)
+        raise getattr(errors, kind, ParetoAlignError)(msg)
+    return result[0]
+
+
+def start_run(acc, out: Path, config: dict, resume: bool, overwrite: bool, planned_steps: int,
+              steps_key: str = "max_steps") -> run_dir.Start:
+    """Claim, lock and validate the run folder (main process), print its notices, share the decision."""
+    start = main_decides(acc, lambda: run_dir.prepare(out, config, resume, overwrite, planned_steps, steps_key))
+    if acc.is_main_process:
+        for line in start.notices:
+            print(f"[paretoalign] {line}")
+        if resume and start.checkpoint is None:
+            print(f"[paretoalign] {out}: no checkpoint yet; starting from step 0")
+    return start
+
+
+def check_finite(step: int, loss: float | None, model) -> None:
+    """Stop before anything is saved when the loss or a trainable parameter is NaN/inf."""
+    if loss is not None and not math.isfinite(loss):
+        raise ParetoAlignError(f"step {step}: the loss is {loss}; stopped before saving (lower --learning-rate, "
+                               "check the objectives' scores); the last checkpoint is intact")
+    for name, p in model.named_parameters():
+        if p.requires_grad and not torch.isfinite(p.detach()).all():
+            raise ParetoAlignError(f"step {step}: parameter {name} is not finite (NaN/inf); stopped before saving "
+                                   "(lower --learning-rate or --max-grad-norm); the last checkpoint is intact")
+
+
+# ---------------------------------------------------------------------------------------------
+# saving
+
+
+def _encode(value):
+    """JSON for optimizer hyper-parameters: tuples tagged so they come back as tuples."""
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+def _decode(value):
+    if isinstance(value, dict):
+        if set(value) == {"__tuple__"}:
+            return tuple(_decode(v) for v in value["__tuple__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def save_optimizer(optimizer, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = _encode(v)
+    save_file(tensors, folder / OPTIMIZER_TENSORS)
+    (folder / OPTIMIZER_JSON).write_text(json.dumps({"param_groups": _encode(sd["param_groups"]), "scalars": scalars}))
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    out = {
+        "torch": torch.get_rng_state().tolist(),
+        "python": [version, list(internal), gauss],
+        "numpy": [np_state[0], np_state[1].tolist(), *[x.item() if hasattr(x, "item") else x for x in np_state[2:]]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
 def save_checkpoint(acc, out: Path, step: int, save_model: Callable[[Path], None], optimizer,
                     save_total_limit: int, extra_state: dict | None = None) -> Path:
     """Write a complete checkpoint at ``step`` (every process must call this)."""
     ckpt = checkpoint_dir(out, step)
+    tmp = ckpt.with_name(ckpt.name + run_dir.TMP_SUFFIX)
     acc.wait_for_everyone()
     if acc.is_main_process:
-        ckpt.mkdir(parents=True, exist_ok=True)
-        save_model(ckpt)
-        torch.save(optimizer.state_dict(), ckpt / "optimizer.pt")
+        if tmp.exists():  # left by a kill mid-save
+            import shutil
+
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_model(tmp)
+        save_optimizer(optimizer, tmp)
     acc.wait_for_everyone()
-    rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    torch.save(rng, ckpt / f"rng_state_{acc.process_index}.pt")
+    (tmp / f"rng_state_{acc.process_index}.json").write_text(json.dumps(rng_state()))
     acc.wait_for_everyone()
     if acc.is_main_process:
-        state = {"step": step, "num_processes": acc.num_processes, **(extra_state or {})}
-        (ckpt / run_dir.STATE_FILE).write_text(json.dumps(state))
+        state = {"step": step, "num_processes": acc.num_processes, **(extra_state or {}),
+                 "files": run_dir.manifest(tmp)}
+        (tmp / run_dir.STATE_FILE).write_text(json.dumps(state))
+        run_dir.replace_dir(tmp, ckpt)
         run_dir.prune_checkpoints(out, save_total_limit)
     acc.wait_for_everyone()
     return ckpt
 
 
+# ---------------------------------------------------------------------------------------------
+# loading (every failure is one RunDirError naming the file)
+
+
 def read_state(ckpt: Path) -> dict:
-    return json.loads((Path(ckpt) / run_dir.STATE_FILE).read_text())
+    f = Path(ckpt) / run_dir.STATE_FILE
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{f}: unreadable checkpoint state ({exc})") from None
 
 
 def load_policy_state(policy, folder: Path) -> None:
-    """Load the weights saved by ``policy.save_pretrained(folder)`` into ``policy`` in place."""
-    if hasattr(policy, "peft_config"):
-        from peft import set_peft_model_state_dict
-        from peft.utils import load_peft_weights
+    """Load the weights saved by ``policy.save_pretrained(folder)`` into ``policy`` in place (safetensors only)."""
+    folder = Path(folder)
+    try:
+        if hasattr(policy, "peft_config"):
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
 
-        set_peft_model_state_dict(policy, load_peft_weights(str(folder), device="cpu"))
-    else:
-        from transformers import AutoModelForCausalLM
+            f = folder / "adapter_model.safetensors"
+            if not f.is_file():
+                raise RunDirError(f"{f} is missing")
+            set_peft_model_state_dict(policy, load_file(f, device="cpu"))
+        else:
+            from transformers import AutoModelForCausalLM
 
-        loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=next(policy.parameters()).dtype)
-        policy.load_state_dict(loaded.state_dict())
+            loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=next(policy.parameters()).dtype,
+                                                          use_safetensors=True)
+            policy.load_state_dict(loaded.state_dict())
+    except RunDirError:
+        raise
+    except Exception as exc:  # a damaged file: safetensors, JSON and shape errors alike
+        raise RunDirError(f"{folder}: cannot load the saved policy ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def load_tensors(f: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(f)
+    except Exception as exc:
+        raise RunDirError(f"{f}: not a readable safetensors file ({str(exc)[:200]})") from None
 
 
 def load_optimizer(optimizer, ckpt: Path) -> None:
-    optimizer.load_state_dict(torch.load(Path(ckpt) / "optimizer.pt", map_location="cpu", weights_only=False))
+    ckpt = Path(ckpt)
+    if (ckpt / OPTIMIZER_JSON).is_file():
+        tensors = load_tensors(ckpt / OPTIMIZER_TENSORS)
+        try:
+            meta = json.loads((ckpt / OPTIMIZER_JSON).read_text(encoding="utf-8"))
+            state: dict = {}
+            for key, v in [*tensors.items(), *meta["scalars"].items()]:
+                pid, name = key.split(".", 1)
+                state.setdefault(int(pid), {})[name] = v if isinstance(v, torch.Tensor) else _decode(v)
+            sd = {"state": state, "param_groups": _decode(meta["param_groups"])}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RunDirError(f"{ckpt / OPTIMIZER_JSON}: unreadable optimizer state ({exc})") from None
+    elif (ckpt / "optimizer.pt").is_file():  # written before safetensors; the safe loader only
+        sd = _legacy_load(ckpt / "optimizer.pt")
+    else:
+        raise RunDirError(f"{ckpt}: the optimizer state is missing ({OPTIMIZER_TENSORS})")
+    try:
+        optimizer.load_state_dict(sd)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise RunDirError(f"{ckpt}: the optimizer state does not fit this run ({exc})") from None
+
+
+def _legacy_load(f: Path, extra_safe=()):
+    """A ``.pt`` file from before safetensors checkpoints, read with torch's weights-only loader."""
+    try:
+        with torch.serialization.safe_globals(list(extra_safe)):
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunDirError(f"{f}: refused (not plain tensors and numbers; a checkpoint is never run as code): "
+                          f"{str(exc).splitlines()[0][:200]}") from None
 
 
 def load_rng(acc, ckpt: Path, fallback_seed: int) -> None:
-    """Restore this process's RNG states; resumed with another process count: reseed deterministically."""
-    f = Path(ckpt) / f"rng_state_{acc.process_index}.pt"
-    if not f.is_file():
-        torch.manual_seed(fallback_seed)
+    """Restore this process's RNG states.  A checkpoint of another process count has no state for
+    this process: reseed deterministically and say so; any other missing state is an error."""
+    ckpt = Path(ckpt)
+    f = ckpt / f"rng_state_{acc.process_index}.json"
+    legacy = ckpt / f"rng_state_{acc.process_index}.pt"
+    saved_procs = int(read_state(ckpt).get("num_processes", acc.num_processes))
+    if not f.is_file() and not legacy.is_file():
+        if acc.process_index >= saved_procs:
+            torch.manual_seed(fallback_seed)
+            if acc.is_main_process:
+                print(f"[paretoalign] resumed with {acc.num_processes} processes from a checkpoint of {saved_procs}: "
+                      "new processes reseeded (the run will not match an uninterrupted one)")
+            return
+        raise RunDirError(f"{f} is missing: resuming without it would not continue the run exactly; "
+                          "restore it or start over with --overwrite")
+    if f.is_file():
+        try:
+            rng = json.loads(f.read_text(encoding="utf-8"))
+            torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+            version, internal, gauss = rng["python"]
+            random.setstate((version, tuple(internal), gauss))
+            kind, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in rng["cuda"]])
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise RunDirError(f"{f}: unreadable RNG state ({exc})") from None
         return
-    rng = torch.load(f, weights_only=False)
+    rng = _legacy_load(legacy, _numpy_array_globals())
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
 
 
+def _numpy_array_globals() -> list:
+    """What torch's weights-only loader needs to rebuild the uint32 array of numpy's RNG state."""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+# ---------------------------------------------------------------------------------------------
+# the final model
+
+
 def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, policy, meta: dict,
                rebuild_tiny_base_seed: int | None = None) -> Path:
     """``final/``: the policy (adapter or full model) loadable with from_pretrained, its tokenizer,
-    and ``paretoalign.json``.  ``rebuild_tiny_base_seed``: the in-memory tiny base the adapter was
-    trained on is rebuilt from this seed and saved, so the adapter can be loaded back."""
-    final = Path(out) / "final"
+    and ``paretoalign.json``; written to ``final.tmp`` and renamed when complete.
+    ``rebuild_tiny_base_seed``: the in-memory tiny base the adapter was trained on is rebuilt from
+    this seed and saved, so the adapter can be loaded back."""
+    final = Path(out) / run_dir.FINAL
+    tmp = final.with_name(final.name + run_dir.TMP_SUFFIX)
     acc.wait_for_everyone()
     if acc.is_main_process:
-        final.mkdir(parents=True, exist_ok=True)
-        save_model(final)
-        tokenizer.save_pretrained(final / "policy")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_model(tmp)
+        tokenizer.save_pretrained(tmp / "policy")
         if rebuild_tiny_base_seed is not None and hasattr(policy, "peft_config"):
             base = build_tiny_model(tokenizer, seed=rebuild_tiny_base_seed)
-            base.save_pretrained(final / "base")
-            tokenizer.save_pretrained(final / "base")
-            cfg_file = final / "policy" / "adapter_config.json"
+            base.save_pretrained(tmp / "base")
+            tokenizer.save_pretrained(tmp / "base")
+            cfg_file = tmp / "policy" / "adapter_config.json"
             adapter_cfg = json.loads(cfg_file.read_text())
             adapter_cfg["base_model_name_or_path"] = str((final / "base").resolve())
             cfg_file.write_text(json.dumps(adapter_cfg, indent=2))
-        (final / "paretoalign.json").write_text(json.dumps({**meta, "lora": bool(hasattr(policy, "peft_config"))},
-                                                           indent=2))
+        (tmp / "paretoalign.json").write_text(json.dumps({**meta, "lora": bool(hasattr(policy, "peft_config"))},
+                                                         indent=2))
+        run_dir.replace_dir(tmp, final)
     acc.wait_for_everyone()
     return final
+
+
+def finish(acc, out: Path, summary: dict) -> None:
+    """Write summary.json (main process) and release the run folder's lock."""
+    if acc.is_main_process:
+        run_dir.write_json(Path(out) / run_dir.SUMMARY_FILE, summary)
+        run_dir.unlock(out)

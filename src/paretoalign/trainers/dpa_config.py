@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from paretoalign.config_utils import check_choice, field, split_list
+from paretoalign.config_utils import check_fields, check_choice, field, split_list
 from paretoalign.directions import DEFAULT_DIRECTION_TEMPLATE
 from paretoalign.errors import ConfigError
 from paretoalign.trainers.adaptation import LoraOptions
@@ -66,6 +66,7 @@ class DPAConfig(LoraOptions):
     progress: bool = field(True, help="Show a progress bar.")
 
     def __post_init__(self):
+        check_fields(self)  # types and ranges first: the checks below may then trust them
         from paretoalign.objectives.registry import split_objective_specs
 
         check_choice("method", self.method, ("dpa",))

@@ -43,7 +43,7 @@ from paretoalign.directions import (
     sample_directions,
 )
 from paretoalign.errors import ParetoAlignError
-from paretoalign.models import TINY_NAME, load_causal_lm, load_tokenizer
+from paretoalign.models import TINY_NAME, check_batch_fits, load_causal_lm, load_tokenizer
 from paretoalign.objectives import build_objective_set
 from paretoalign.rollout import count_overlong, generate
 from paretoalign.sequences import ResponseBatch, response_token_logps
@@ -87,10 +87,11 @@ class DPATrainer:
         self.config = cfg = config
         self.accelerator = acc = accelerator or Accelerator()
         self.out = Path(cfg.output_dir)
-        self.resume_from = run_dir.prepare(self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
-                                           is_main=acc.is_main_process, barrier=acc.wait_for_everyone)
-        acc.wait_for_everyone()
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
+        check_batch_fits(cfg.batch_size, cfg.max_prompt_length + cfg.max_new_tokens, len(self.tokenizer),
+                         "--batch-size", acc.device.type)
+        self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
+                                              cfg.rounds, "rounds").checkpoint
         self.objectives = objectives or build_objective_set(cfg.objectives, self.tokenizer, cfg.nan_policy)
         self.names = list(self.objectives.names)
         self.K = len(self.names)
@@ -111,8 +112,6 @@ class DPATrainer:
             ckpt_lib.load_policy_state(policy, self.resume_from / "policy")
             ckpt_lib.load_optimizer(optimizer, self.resume_from)
             self.start_round = int(ckpt_lib.read_state(self.resume_from)["step"])
-            if acc.is_main_process:
-                run_dir.truncate_metrics(self.out, self.start_round)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
 
     @property
@@ -227,6 +226,7 @@ class DPATrainer:
             row = self.round(r)
             if acc.is_main_process:
                 run_dir.append_metrics(self.out, row)
+            ckpt_lib.check_finite(r, None, self.model)  # a round without selected samples has no loss
             if bar is not None:
                 bar.set_postfix({"v.r": f"{row['utility/selected']:.3f}", "loss": f"{row['loss']:.3f}"})
                 bar.update(1)
@@ -242,8 +242,7 @@ class DPATrainer:
                 summary[name] = {"first": rows[0][f"reward/{name}"], "last": rows[-1][f"reward/{name}"],
                                  "weight": float(np.mean([r[f"direction/{name}"] for r in rows]))}
             summary["utility"] = {"first": rows[0]["utility/selected"], "last": rows[-1]["utility/selected"]}
-        if acc.is_main_process:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        ckpt_lib.finish(acc, self.out, summary)
         return summary
 
     def _save_model(self, folder: Path) -> None:

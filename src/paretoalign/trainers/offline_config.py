@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from paretoalign.config_utils import check_choice, field, split_list
+from paretoalign.config_utils import check_fields, check_choice, field, split_list
 from paretoalign.errors import ConfigError
 from paretoalign.trainers.adaptation import LoraOptions
 
@@ -131,6 +131,7 @@ class OfflineConfig(LoraOptions):
     progress: bool = field(True, help="Show a progress bar.")
 
     def __post_init__(self):
+        check_fields(self)  # types and ranges first: the checks below may then trust them
         from paretoalign.objectives.registry import split_objective_specs
 
         check_choice("method", self.method, OFFLINE_METHODS)

@@ -32,7 +32,7 @@ from paretoalign.losses import mopo as M
 from paretoalign.losses.amopo import amopo_adaptive_weights, amopo_loss, average_logps
 from paretoalign.losses.dpo import dpo_loss
 from paretoalign.losses.modpo import check_modpo_weights, modpo_loss
-from paretoalign.models import TINY_NAME, load_causal_lm, load_tokenizer
+from paretoalign.models import TINY_NAME, check_batch_fits, load_causal_lm, load_tokenizer
 from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import render_prompt
 from paretoalign.sequences import encode_responses, response_token_logps
@@ -96,10 +96,11 @@ class OfflineTrainer:
         self.out = Path(cfg.output_dir)
         if data is None and not cfg.pairs:
             raise ConfigError("--pairs is required: a preference dataset (see `paretoalign pairs` to make one)")
-        self.resume_from = run_dir.prepare(self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
-                                           is_main=acc.is_main_process, barrier=acc.wait_for_everyone)
-        acc.wait_for_everyone()
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
+        check_batch_fits(2 * cfg.batch_size, cfg.max_prompt_length + cfg.max_response_length, len(self.tokenizer),
+                         "--batch-size (chosen and rejected)", acc.device.type)
+        self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
+                                              cfg.max_steps).checkpoint
         if data is None:
             from paretoalign.preference_data import load_preference_data
 
@@ -548,6 +549,7 @@ class OfflineTrainer:
             row = self.step(step)
             if acc.is_main_process:
                 run_dir.append_metrics(self.out, row)
+            ckpt_lib.check_finite(step, row["loss"], self.model)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "rewards/accuracy", "ess_fraction")})
                 bar.update(1)
@@ -564,8 +566,7 @@ class OfflineTrainer:
             summary["loss"] = {"first": float(np.mean([r["loss"] for r in rows[:n]])),
                                "last": float(np.mean([r["loss"] for r in rows[-n:]]))}
             summary["window"] = n
-        if acc.is_main_process:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        ckpt_lib.finish(acc, self.out, summary)
         return summary
 
     def _save_model(self, folder: Path) -> None:
@@ -595,11 +596,7 @@ class OfflineTrainer:
             self.chi = torch.tensor(state["mopo"]["chi"], dtype=torch.float32)
             self.bounds = torch.tensor(state["mopo"]["bounds"], dtype=torch.float32)
         if (ckpt / "mopo_ref.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            self.ref_snapshot = load_file(ckpt / "mopo_ref.safetensors")
-        if self.accelerator.is_main_process:
-            run_dir.truncate_metrics(self.out, self.start_step)
+            self.ref_snapshot = ckpt_lib.load_tensors(ckpt / "mopo_ref.safetensors")
 
     def save_final(self) -> Path:
         cfg = self.config

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from paretoalign.config_utils import check_choice, field, split_list
+from paretoalign.config_utils import check_fields, check_choice, field, split_list
 from paretoalign.errors import ConfigError
 from paretoalign.trainers.adaptation import LoraOptions
 
@@ -119,6 +119,7 @@ class OnlineConfig(LoraOptions):
     progress: bool = field(True, help="Show a progress bar with live per-objective rewards.")
 
     def __post_init__(self):
+        check_fields(self)  # types and ranges first: the checks below may then trust them
         from paretoalign.objectives.registry import split_objective_specs
 
         check_choice("method", self.method, METHODS)

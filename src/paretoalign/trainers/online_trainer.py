@@ -20,7 +20,6 @@ its group, sums with the weights, then standardises over the batch.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -38,6 +37,7 @@ from paretoalign.combiners import (
 )
 from paretoalign.config_utils import config_to_dict
 from paretoalign.data import load_prompts, split_prompts
+from paretoalign.errors import RunDirError
 from paretoalign.losses import (
     gae,
     kl_k3,
@@ -49,6 +49,7 @@ from paretoalign.losses import (
 from paretoalign.models import (
     TINY_NAME,
     PolicyWithValueHeads,
+    check_batch_fits,
     completion_logits,
     load_causal_lm,
     load_tokenizer,
@@ -90,17 +91,14 @@ class OnlineTrainer:
         self.accelerator = accelerator or Accelerator()
         acc = self.accelerator
         self.out = Path(cfg.output_dir)
-        # Validate the run folder before any expensive loading: a mistake costs nothing.
-        self.resume_from = run_dir.prepare(
-            self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite, is_main=acc.is_main_process,
-            barrier=acc.wait_for_everyone,
-        )
-        if cfg.resume and self.resume_from is None and acc.is_main_process:
-            print(f"[paretoalign] {self.out}: no complete checkpoint yet; starting from step 0")
-        acc.wait_for_everyone()
-
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
         self.tokenizer.padding_side = "left"
+        check_batch_fits(cfg.batch_size * cfg.num_generations // cfg.num_mini_batches,
+                         cfg.max_prompt_length + cfg.max_new_tokens, len(self.tokenizer),
+                         "--batch-size x --num-generations / --num-mini-batches", acc.device.type)
+        # Claim and validate the run folder before any expensive loading: a mistake costs nothing.
+        self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
+                                              cfg.max_steps).checkpoint
         self.objectives = objectives or build_objective_set(cfg.objectives, self.tokenizer, cfg.nan_policy)
         self.names = list(self.objectives.names)
         self.K = len(self.names)
@@ -365,6 +363,7 @@ class OnlineTrainer:
             row = self.step(step)
             if acc.is_main_process:
                 run_dir.append_metrics(self.out, row)
+            ckpt_lib.check_finite(step, row["loss"], self.model)
             if bar is not None:
                 bar.set_postfix({n: f"{row[f'reward/{n}']:.3f}" for n in self.names} | {"kl": f"{row['kl']:.3f}"})
                 bar.update(1)
@@ -374,8 +373,7 @@ class OnlineTrainer:
             bar.close()
         self.save_final()
         summary = self.summary(time.perf_counter() - t_start)
-        if acc.is_main_process:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        ckpt_lib.finish(acc, self.out, summary)
         return summary
 
     def summary(self, seconds: float) -> dict:
@@ -404,15 +402,18 @@ class OnlineTrainer:
             save_file({k: v.contiguous() for k, v in m.value_head.state_dict().items()}, folder / "value_head.safetensors")
 
     def _load_checkpoint(self, ckpt: Path, wrapped: PolicyWithValueHeads, optimizer) -> None:
-        from safetensors.torch import load_file
-
         ckpt_lib.load_policy_state(wrapped.policy, ckpt / "policy")
-        if wrapped.value_head is not None and (ckpt / "value_head.safetensors").is_file():
-            wrapped.value_head.load_state_dict(load_file(ckpt / "value_head.safetensors"))
+        if wrapped.value_head is not None:
+            f = ckpt / "value_head.safetensors"
+            if not f.is_file():
+                raise RunDirError(f"{f} is missing: the value heads would restart from zero and the run would not "
+                                  "continue exactly; restore it or start over with --overwrite")
+            try:
+                wrapped.value_head.load_state_dict(ckpt_lib.load_tensors(f))
+            except RuntimeError as exc:
+                raise RunDirError(f"{f}: the value heads do not fit this run ({str(exc)[:200]})") from None
         ckpt_lib.load_optimizer(optimizer, ckpt)
         self.start_step = int(ckpt_lib.read_state(ckpt)["step"])
-        if self.accelerator.is_main_process:
-            run_dir.truncate_metrics(self.out, self.start_step)
 
     def _load_rng(self, ckpt: Path) -> None:
         acc = self.accelerator

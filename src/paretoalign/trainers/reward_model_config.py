@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from paretoalign.config_utils import field, split_list
+from paretoalign.config_utils import check_fields, field, split_list
 from paretoalign.errors import ConfigError
 from paretoalign.reward_model.armo import RIDGE_ALPHAS
 
@@ -93,6 +93,7 @@ class RewardModelConfig:
     progress: bool = field(True, help="Show progress.")
 
     def __post_init__(self):
+        check_fields(self)  # types and ranges first: the checks below may then trust them
         for name in ("ratings", "pairs", "objectives", "rating_ranges", "debias_reference"):
             v = getattr(self, name)
             setattr(self, name, split_list(v) if isinstance(v, str) else list(v or []))

@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from paretoalign.errors import ConfigError, DataError, RunDirError
+from paretoalign import run_dir
+from paretoalign.errors import ConfigError, DataError
 from paretoalign.preference_data import prompt_key
 from paretoalign.reward_model.armo import bradley_terry_loss, debias_lambdas, fit_ridge_heads, scale_ratings
 from paretoalign.reward_model.evaluate import evaluate_reward_model, head_correlations
 from paretoalign.reward_model.features import FeatureExtractor
-from paretoalign.reward_model.model import CONFIG_FILE, MultiObjectiveRewardModel, is_reward_model_folder
+from paretoalign.reward_model.model import CONFIG_FILE, WEIGHTS_FILE, MultiObjectiveRewardModel
 from paretoalign.trainers.reward_model_config import KNOWN_RANGES, RewardModelConfig
 
 REPORT_FILE = "report.json"
@@ -73,10 +74,8 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     from paretoalign.preference_data import load_ratings
 
     out = Path(cfg.output_dir)
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            what = "a reward model" if is_reward_model_folder(out) else "files"
-            raise RunDirError(f"{str(out)!r} already holds {what}; pass --overwrite to replace it or choose another --output-dir")
+    # Refuse a folder we did not write before any work; --overwrite removes only our files.
+    run_dir.claim(out, "reward-model", cfg.overwrite, (CONFIG_FILE, WEIGHTS_FILE, REPORT_FILE))
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
 
@@ -256,10 +255,6 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         "feature_extraction": {"texts": len(responses) + 3 * len(pairs), "backbone_batches": ex.calls},
     }
     model.extra = {"preference_label": label, "evaluation": evaluation, "debias": report_debias}
-    if out.exists() and cfg.overwrite:
-        import shutil
-
-        shutil.rmtree(out)
     model.save_pretrained(out)
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=float))
     model.set_extractor(ex)
