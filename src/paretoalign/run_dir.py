@@ -336,7 +336,7 @@ def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, plann
         if planned_steps is not None and planned_steps < start.step:
             raise RunDirError(f"--resume: the run has done {start.step} steps (checkpoint {start.checkpoint.name}); "
                               f"--{steps_key.replace('_', '-')} {planned_steps} is fewer; pass at least {start.step}")
-        if planned_steps is not None and planned_steps == start.step and (path / FINAL).is_dir():
+        if planned_steps is not None and planned_steps == start.step and final_step(path) in (start.step, -1):
             raise RunDirError(f"--resume: the run in {str(path)!r} is complete ({start.step} steps, final/ written); "
                               f"pass a larger --{steps_key.replace('_', '-')} to continue it")
         if read_marker(path) is None:
@@ -354,6 +354,17 @@ def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, plann
     lock(path)
     save_config(path, config)
     return start
+
+
+def final_step(path: Path) -> int | None:
+    """The step ``final/`` was saved at (-1: a final/ from before this was recorded; None: no final/)."""
+    f = Path(path) / FINAL / "paretoalign.json"
+    if not f.is_file():
+        return None
+    try:
+        return int(json.loads(f.read_text(encoding="utf-8")).get("step", -1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def save_config(path: Path, config: dict) -> None:

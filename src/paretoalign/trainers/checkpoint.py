@@ -285,10 +285,11 @@ def _numpy_array_globals() -> list:
 # the final model
 
 
-def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, policy, meta: dict,
+def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, policy, meta: dict, step: int,
                rebuild_tiny_base_seed: int | None = None) -> Path:
     """``final/``: the policy (adapter or full model) loadable with from_pretrained, its tokenizer,
-    and ``paretoalign.json``; written to ``final.tmp`` and renamed when complete.
+    and ``paretoalign.json`` (with the ``step`` it was saved at); written to ``final.tmp`` and renamed
+    when complete.
     ``rebuild_tiny_base_seed``: the in-memory tiny base the adapter was trained on is rebuilt from
     this seed and saved, so the adapter can be loaded back."""
     final = Path(out) / run_dir.FINAL
@@ -310,7 +311,7 @@ def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, po
             adapter_cfg = json.loads(cfg_file.read_text())
             adapter_cfg["base_model_name_or_path"] = str((final / "base").resolve())
             cfg_file.write_text(json.dumps(adapter_cfg, indent=2))
-        (tmp / "paretoalign.json").write_text(json.dumps({**meta, "lora": bool(hasattr(policy, "peft_config"))},
+        (tmp / "paretoalign.json").write_text(json.dumps({**meta, "step": step, "lora": bool(hasattr(policy, "peft_config"))},
                                                          indent=2))
         run_dir.replace_dir(tmp, final)
     acc.wait_for_everyone()

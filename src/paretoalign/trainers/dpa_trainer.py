@@ -253,7 +253,7 @@ class DPATrainer:
         meta = {"base_model": cfg.model, "method": "dpa", "objectives": self.objectives.describe(),
                 "direction_names": self.names, "direction_template": cfg.direction_template, "value_head": False}
         return ckpt_lib.save_final(self.accelerator, self.out, self._save_model, self.tokenizer, self.unwrapped,
-                                   meta, cfg.seed if self._rebuildable_tiny_base else None)
+                                   meta, cfg.rounds, cfg.seed if self._rebuildable_tiny_base else None)
 
 
 __all__ = ["DPATrainer", "select_best"]

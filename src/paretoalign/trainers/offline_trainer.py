@@ -603,7 +603,7 @@ class OfflineTrainer:
         meta = {"base_model": cfg.model, "method": cfg.method, "objectives": self.names,
                 "weights": self.weights.tolist(), "value_head": False}
         return ckpt_lib.save_final(self.accelerator, self.out, self._save_model, self.tokenizer, self.unwrapped,
-                                   meta, cfg.seed if self._rebuildable_tiny_base else None)
+                                   meta, cfg.max_steps, cfg.seed if self._rebuildable_tiny_base else None)
 
 
 def example_prompt_text(tokenizer, prompt, cfg: OfflineConfig) -> str:

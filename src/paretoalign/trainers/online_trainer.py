@@ -429,4 +429,4 @@ class OnlineTrainer:
             "value_head": self.unwrapped.value_head is not None,
         }
         return ckpt_lib.save_final(self.accelerator, self.out, self._save_model, self.tokenizer, self.unwrapped.policy,
-                                   meta, cfg.seed if self._rebuildable_tiny_base else None)
+                                   meta, cfg.max_steps, cfg.seed if self._rebuildable_tiny_base else None)
