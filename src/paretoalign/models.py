@@ -188,8 +188,9 @@ def load_tokenizer(name: str, allow_download: bool = False):
         path = resolve_model_path(name, allow_download)
         try:
             tok = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(f"no tokenizer could be loaded from {path!r}: {exc}") from None
+        except Exception as exc:  # missing, truncated or corrupt tokenizer files
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ModelNotFoundError(f"no tokenizer could be loaded from {path!r}: {first}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -209,8 +210,9 @@ def load_causal_lm(name: str, tokenizer=None, seed: int = 0, allow_download: boo
 
             return AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype, is_trainable=True)
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except OSError as exc:
-        raise ModelNotFoundError(f"could not load a causal LM from {path!r}: {exc}") from None
+    except Exception as exc:  # a missing, truncated or foreign file: the user's folder, not our bug
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise ModelNotFoundError(f"could not load a causal LM from {path!r}: {type(exc).__name__}: {first}") from None
 
 
 def memory_bytes(device: str | None = None) -> int:
