@@ -445,3 +445,61 @@ def test_prompts_hash():
 def test_builtin_hash_is_stable():
     assert prompts_hash(builtin_prompts()) == prompts_hash(load_prompts("builtin"))
     assert prompts_hash(builtin_prompts("train")) != prompts_hash(builtin_prompts("heldout"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged files: one error line naming the file and the row, from the library and from the CLI
+
+
+def _corrupt_parquet(path: Path) -> None:
+    """A parquet file whose footer is intact but whose column pages are garbage."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"prompt": [f"question number {i} " * 5 for i in range(200)]}), path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:4] + bytes(b ^ 0x5A for b in raw[4 : len(raw) // 2]) + raw[len(raw) // 2 :])
+
+
+# probe -> (file name, its bytes (None: a folder; a function: it writes the file), what the message says after the path)
+DAMAGED = {
+    "not UTF-8": ("p.jsonl", b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n', ", line 2: not valid UTF-8 text (byte 0xe9)"),
+    "truncated line": ("p.jsonl", b'{"prompt": "ok"}\n{"prompt": "cut sh', ", line 2: malformed JSON"),
+    "not an object": ("p.jsonl", b'{"prompt": "ok"}\n[1, 2]\n', ", line 2: expected a JSON object"),
+    "empty": ("p.jsonl", b"", ": no prompts found (the file is empty)"),
+    "binary": ("p.txt", b"hello\n\x00\x01\x02\x03\xff", ", line 2: a NUL byte; this is a binary file"),
+    "directory": ("p.jsonl", None, ": a folder that was not written by datasets' save_to_disk"),
+    "corrupt parquet": ("p.parquet", _corrupt_parquet, ": column 'prompt' cannot be read; the parquet file is damaged"),
+    "corrupt csv": ("p.csv", b'id,prompt\n1,hello\n2,"unclosed\n', ", line 3: malformed CSV"),
+}
+
+
+def _damaged(tmp_path: Path, probe: str) -> tuple[Path, str]:
+    name, content, says = DAMAGED[probe]
+    p = tmp_path / name
+    if content is None:
+        p.mkdir()
+    elif callable(content):
+        content(p)
+    else:
+        p.write_bytes(content)
+    return p, says
+
+
+@pytest.mark.parametrize("probe", sorted(DAMAGED))
+def test_damaged_prompt_files_name_the_file_and_row(tmp_path, probe):
+    p, says = _damaged(tmp_path, probe)
+    with pytest.raises(DataError) as e:
+        load_prompts(p)
+    assert str(e.value).startswith(f"{p}{says}") and "\n" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("probe", ["not UTF-8", "binary", "corrupt parquet", "corrupt csv", "directory"])
+def test_damaged_prompts_flag_exits_2_with_one_line(tmp_path, capsys, probe):
+    from paretoalign.cli import main
+
+    p, says = _damaged(tmp_path, probe)
+    rc = main(["train", "--prompts", str(p), "--objectives", "length,sentiment", "--max-steps", "1", "--model", "tiny",
+               "--batch-size", "2", "--num-generations", "2", "--max-new-tokens", "4", "--progress", "false",
+               "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: {p}{says}") and err.count("\n") == 1, err

@@ -141,3 +141,93 @@ def test_empty_missing_and_bad_json(tmp_path):
         load_preference_data(tmp_path / "broken.jsonl")
     with pytest.raises(DataError, match="objective=path"):
         load_preference_data([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")])
+
+
+# --- damaged files: one error line naming the file and the row ----------------------------------
+
+ROW = b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n'
+
+
+def _corrupt_parquet(path):
+    """A parquet file of pairs whose footer is intact but whose column pages are garbage."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": [f"question number {i} " * 5 for i in range(200)], "chosen": ["yes"] * 200,
+                             "rejected": ["no"] * 200}), path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:4] + bytes(b ^ 0x5A for b in raw[4 : len(raw) // 2]) + raw[len(raw) // 2 :])
+
+
+# probe -> (file name, its bytes (None: a folder; a function writes it), the start of the message)
+DAMAGED = {
+    "not UTF-8": ("p.jsonl", ROW + b'{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n',
+                  "p.jsonl, line 2: not valid UTF-8 text (byte 0xe9)"),
+    "truncated line": ("p.jsonl", ROW + b'{"prompt": "q", "chos', "p.jsonl, line 2: not valid JSON"),
+    "not an object": ("p.jsonl", ROW + b'"just a string"\n', "p.jsonl, line 2: expected a JSON object, got str"),
+    "empty": ("p.jsonl", b"", "p.jsonl: no rows (the file is empty)"),
+    "binary": ("p.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "p.jsonl, line 1: not valid UTF-8 text (byte 0x89)"),
+    "not UTF-8 json": ("p.json", b'[{"prompt": "caf\xe9"}]', "{dir}/p.json, line 1: not valid UTF-8 text"),
+    "truncated json": ("p.json", b'[{"prompt": "q", "chosen": "a"', "p.json: not valid JSON"),
+    "directory": ("p", None, "{dir}/p: a folder that holds no pairs.jsonl and was not written by datasets' save_to_disk"),
+    "corrupt parquet": ("p.parquet", _corrupt_parquet, "{dir}/p.parquet: cannot read it as a dataset"),
+    "corrupt csv": ("p.csv", b'prompt,chosen,rejected\nq,a,b\n"q,a\n', "{dir}/p.csv: cannot read it as a dataset"),
+    "binary csv": ("p.csv", b"prompt,chosen,rejected\n\x00\x01,a,b\n", "{dir}/p.csv, line 2: a NUL byte"),
+}
+
+
+def _damaged(tmp_path, probe):
+    name, content, says = DAMAGED[probe]
+    p = tmp_path / name
+    if content is None:
+        p.mkdir()
+    elif callable(content):
+        content(p)
+    else:
+        p.write_bytes(content)
+    return p, says.format(dir=tmp_path)
+
+
+@pytest.mark.parametrize("probe", sorted(DAMAGED))
+def test_damaged_pair_files_name_the_file_and_row(tmp_path, probe):
+    p, says = _damaged(tmp_path, probe)
+    with pytest.raises(DataError) as e:
+        load_preference_data(str(p))
+    assert str(e.value).startswith(says) and "\n" not in str(e.value), str(e.value)
+
+
+def _train_dpo(tmp_path, pairs):
+    from paretoalign.cli import main
+
+    return main(["train", "--method", "dpo", "--model", "tiny", "--pairs", str(pairs), "--max-steps", "1",
+                 "--batch-size", "1", "--progress", "false", "--output-dir", str(tmp_path / "run")])
+
+
+@pytest.mark.parametrize("probe", ["not UTF-8", "binary", "corrupt parquet", "corrupt csv", "directory"])
+def test_damaged_pairs_flag_exits_2_with_one_line(tmp_path, capsys, probe):
+    p, says = _damaged(tmp_path, probe)
+    assert _train_dpo(tmp_path, p) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {says}") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_pairs_with_identical_chosen_and_rejected_are_dropped_with_one_warning(tmp_path, capsys):
+    p = _write(tmp_path, [{"prompt": "q", "chosen": "same", "rejected": "same"},
+                          {"prompt": "q", "chosen": "a", "rejected": "b"},
+                          {"prompt": "r", "chosen": "x y", "rejected": "x y"},
+                          {"prompt": "r", "chosen": "x y", "rejected": "x  y"}], name="dups.jsonl")
+    data = load_preference_data(p)
+    assert [(q.chosen, q.rejected) for q in data.pairs] == [("a", "b"), ("x y", "x  y")]
+    assert capsys.readouterr().err == (f"warning: {p}: dropped 2 pair(s) whose chosen and rejected responses "
+                                       "are identical\n")
+    load_preference_data(_write(tmp_path, [{"prompt": "q", "chosen": "a", "rejected": "b"}], name="clean.jsonl"))
+    assert capsys.readouterr().err == ""
+
+
+def test_pairs_that_are_all_identical_are_an_error(tmp_path, capsys):
+    p = _write(tmp_path, [{"prompt": "q", "chosen": "same", "rejected": "same"}] * 2, name="dups.jsonl")
+    with pytest.raises(DataError, match=r"dups.jsonl: all 2 pair\(s\) have identical chosen and rejected responses"):
+        load_preference_data(p)
+    assert _train_dpo(tmp_path, p) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {p}: all 2 pair(s) have identical chosen and rejected responses; nothing is left to learn from\n"

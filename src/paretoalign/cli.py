@@ -191,21 +191,16 @@ def _report_parser(sub) -> None:
 
 
 def _cmd_report(args) -> int:
-    import json
     from pathlib import Path
 
-    from paretoalign.errors import FrontError
-    from paretoalign.evaluation.front import COMPARISON_FILE, FRONT_FILE, _runs_of, write_outputs
+    from paretoalign.evaluation.front import _runs_of, load_front_result, write_outputs
 
     out = Path(args.folder)
-    for name in (COMPARISON_FILE, FRONT_FILE):
-        if (out / name).is_file():
-            result = json.loads((out / name).read_text())
-            files = write_outputs(result, out, runs=_runs_of(result, out), screenshot=args.screenshot)
-            for k, v in files.items():
-                print(f"{k}: {v}")
-            return 0
-    raise FrontError(f"{str(out)!r} holds neither {FRONT_FILE} nor {COMPARISON_FILE}")
+    result = load_front_result(out)
+    files = write_outputs(result, out, runs=_runs_of(result, out), screenshot=args.screenshot)
+    for k, v in files.items():
+        print(f"{k}: {v}")
+    return 0
 
 
 def _demo_parser(sub) -> None:
@@ -335,30 +330,15 @@ def _cmd_reward_model_score(args) -> int:
 
     from paretoalign.errors import DataError
     from paretoalign.report import table
-    from paretoalign.reward_model.evaluate import evaluate_reward_model
+    from paretoalign.reward_model.evaluate import evaluate_reward_model, read_score_input
     from paretoalign.reward_model.model import MultiObjectiveRewardModel
 
     model = MultiObjectiveRewardModel.from_pretrained(args.model)
-    model.extractor(batch_size=args.batch_size, device=args.device)
+    kind, data = read_score_input(args.input)  # before the backbone loads: a bad file costs nothing
     path = Path(args.input)
-    if not path.is_file():
-        raise DataError(f"--input {str(path)!r} does not exist")
-    first = next((json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), None)
-    if first is None:
-        raise DataError(f"{path}: no rows")
-    from paretoalign.preference_data import HELPSTEER2_ATTRIBUTES
-
-    if isinstance(first, dict) and "response" in first and "prompt" in first and "chosen" not in first \
-            and not all(a in first for a in HELPSTEER2_ATTRIBUTES):  # plain rows, not HelpSteer2's rated ones
-        rows = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                rows.append((r["prompt"], str(r["response"])))
-            except (ValueError, KeyError, TypeError) as e:
-                raise DataError(f"{path}, line {i}: expected an object with 'prompt' and 'response' ({e})") from None
+    model.extractor(batch_size=args.batch_size, device=args.device)
+    if kind == "rows":
+        rows = data
         out = model.score([p for p, _ in rows], [r for _, r in rows])
         lines = [json.dumps({"prompt": p, "response": r, "score": float(out.score[i]),
                              "rewards": dict(zip(model.objectives, out.rewards[i].tolist())),
@@ -369,9 +349,6 @@ def _cmd_reward_model_score(args) -> int:
         else:
             print("\n".join(lines))
         return 0
-    from paretoalign.preference_data import load_preference_data
-
-    data = load_preference_data(str(path))
     label = args.preference_label or model.extra.get("preference_label")
     if label not in data.objectives:
         label = data.objectives[0] if len(data.objectives) == 1 else None
@@ -404,8 +381,15 @@ def _cmd_objectives(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one ``error:`` line (no usage block), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="paretoalign", description="Multi-objective alignment of language models, with Pareto fronts."
     )
     from paretoalign import __version__
@@ -433,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ParetoAlignError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the disk or the file system said no: a full disk, a read-only or missing folder
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; resume with --resume (the last checkpoint is intact)", file=sys.stderr)

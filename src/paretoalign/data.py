@@ -165,10 +165,33 @@ def _nonempty(prompts: list[Prompt], name: str) -> list[Prompt]:
 
 
 def _read_text(path: Path) -> str:
+    """The file as text; bytes that are not UTF-8, or a NUL byte (a binary file), name their line."""
     try:
-        return path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
+    except OSError as e:  # unreadable, or a directory
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    return decode_text(raw, str(path))
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first line, control characters escaped (library messages may quote raw bytes)."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+
+
+def decode_text(raw: bytes, name: str, start_line: int = 1) -> str:
+    """``raw`` (which starts at line ``start_line`` of file ``name``) decoded as UTF-8, a BOM dropped; else a
+    :class:`DataError` naming the line of the first bad byte, or of a NUL byte (a binary file)."""
+    if b"\0" in raw:  # text never holds one (UTF-16 files included: they are not UTF-8 either)
+        line = start_line + raw[: raw.index(b"\0")].count(b"\n")
+        raise DataError(f"{name}, line {line}: a NUL byte; this is a binary file, not UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 text ({e})") from None
+        line = start_line + raw[: e.start].count(b"\n")
+        raise DataError(f"{name}, line {line}: not valid UTF-8 text (byte 0x{raw[e.start]:02x}); "
+                        "save the file as UTF-8") from None
 
 
 def _parse_jsonl(text: str, name: str, column: str) -> list[Prompt]:
@@ -225,8 +248,9 @@ def _load_txt(path: Path) -> list[Prompt]:
 def _load_csv(path: Path, column: str) -> list[Prompt]:
     name = str(path)
     text = _read_text(path)
+    start = 1  # the line the row being read starts on (the header is line 1)
     try:
-        reader = csv.DictReader(text.splitlines(keepends=True))
+        reader = csv.DictReader(text.splitlines(keepends=True), strict=True)  # an unclosed quote is an error
         fieldnames = reader.fieldnames
         if not fieldnames:
             raise DataError(f"{name}: no prompts found (the file is empty)")
@@ -236,7 +260,7 @@ def _load_csv(path: Path, column: str) -> list[Prompt]:
                 f"(columns present: {', '.join(repr(c) for c in fieldnames)})"
             )
         prompts: list[Prompt] = []
-        start = 2  # the header is line 1; a row's number is the line it starts on
+        start = 2
         for record in reader:
             value = record.get(column)
             if value is None:
@@ -244,7 +268,7 @@ def _load_csv(path: Path, column: str) -> list[Prompt]:
             prompts.append(_validate_prompt(value, name, f"line {start}", column))
             start = reader.line_num + 1
     except csv.Error as e:
-        raise DataError(f"{name}, line {reader.line_num}: malformed CSV: {e}") from None
+        raise DataError(f"{name}, line {start}: malformed CSV: {e}") from None
     return _nonempty(prompts, name)
 
 
@@ -262,14 +286,18 @@ def _load_parquet(path: Path, column: str) -> list[Prompt]:
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid and friends
-        raise DataError(f"{name}: not a readable parquet file ({e})") from None
+        raise DataError(f"{name}: not a readable parquet file ({first_line(e)})") from None
     columns = list(pf.schema_arrow.names)
     if column not in columns:
         raise DataError(
             f"{name}: missing column '{column}' "
             f"(columns present: {', '.join(repr(c) for c in columns) or 'none'})"
         )
-    values = pf.read(columns=[column]).column(column).to_pylist()
+    try:
+        values = pf.read(columns=[column]).column(column).to_pylist()
+    except Exception as e:  # a damaged column chunk or page: the footer alone was fine
+        raise DataError(f"{name}: column '{column}' cannot be read; the parquet file is damaged "
+                        f"({first_line(e)})") from None
     return _from_columns(values, name, column)
 
 

@@ -15,10 +15,60 @@ standard errors (see README).
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
+from paretoalign.errors import ConfigError, RunDirError
 from paretoalign.report import table
+
+METHODS = ("pama", "morlhf", "mgda-ub", "mo-grpo")
+ADVANTAGES = ("gae", "group")
+
+
+def _int_flag(flag: str, value, low: int, high: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        expected = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{flag} must be an integer {expected}; got {value!r}")
+
+
+def check_demo_args(model, method, steps, eval_prompts, samples, output_dir, seed, advantage, batch_size,
+                    num_generations, max_new_tokens, learning_rate) -> None:
+    """Every argument of :func:`run_demo`, checked before any model loads (a typo costs nothing)."""
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"--model must name a model (a folder, a cached id, 'tiny' or 'smollm2-135m-instruct'); got {model!r}")
+    for flag, value, choices in (("--method", method, METHODS), ("--advantage", advantage, ADVANTAGES)):
+        if value not in choices:
+            raise ConfigError(f"{flag} must be one of {', '.join(choices)}; got {value!r}")
+    for flag, value, low in (("--steps", steps, 1), ("--eval-prompts", eval_prompts, 1), ("--samples", samples, 0),
+                             ("--batch-size", batch_size, 1), ("--num-generations", num_generations, 1),
+                             ("--max-new-tokens", max_new_tokens, 1)):
+        _int_flag(flag, value, low)
+    _int_flag("--seed", seed, 0, 2**32 - 1)  # what NumPy's seeding accepts
+    if advantage == "group" and num_generations < 2:
+        raise ConfigError(f"--num-generations must be >= 2 with --advantage group (a group baseline of one sample is "
+                          f"zero); got {num_generations}")
+    if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or not (
+            math.isfinite(learning_rate) and learning_rate > 0):
+        raise ConfigError(f"--learning-rate must be a finite number > 0; got {learning_rate!r}")
+    if output_dir is not None:
+        _check_output_dir(Path(output_dir))
+
+
+def _check_output_dir(out: Path) -> None:
+    """The demo starts a new run: its folder must be new or empty, and not a file or under one."""
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            where = "is a file" if p == out else f"is under {str(p)!r}, which is a file"
+            raise RunDirError(f"--output-dir {str(out)!r} {where}; choose another folder")
+        if p.exists():
+            break
+    if out.is_dir() and any(out.iterdir()):
+        from paretoalign import run_dir
+
+        what = "already holds a run" if run_dir.holds_run(out) else "is not empty"
+        raise RunDirError(f"--output-dir {str(out)!r} {what}; the demo starts a new run (it does not resume or "
+                          "overwrite): choose another folder, or leave the flag out")
 
 
 def run_demo(
@@ -35,6 +85,8 @@ def run_demo(
     max_new_tokens: int = 40,
     learning_rate: float = 3e-4,
 ) -> dict:
+    check_demo_args(model, method, steps, eval_prompts, samples, output_dir, seed, advantage, batch_size,
+                    num_generations, max_new_tokens, learning_rate)
     from paretoalign.data import builtin_prompts
     from paretoalign.evaluation import evaluate_policy
     from paretoalign.models import load_causal_lm, load_tokenizer

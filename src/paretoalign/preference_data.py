@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -172,51 +173,95 @@ def _finite(v) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+def read_jsonl(path: Path, max_rows: int | None = None) -> list[tuple[int, Any]]:
+    """(line number, value) of every non-blank line of a JSONL file; a line that is not UTF-8 or not
+    JSON is a :class:`DataError` naming it."""
+    from paretoalign.data import decode_text
+
+    rows = []
+    try:
+        f = path.open("rb")
+    except OSError as e:  # unreadable
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    with f:
+        for n, raw in enumerate(f, start=1):
+            line = decode_text(raw, path.name, n)
+            if not line.strip():
+                continue
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path.name}, line {n}: not valid JSON ({e.msg})") from None
+            if max_rows and len(rows) >= max_rows:
+                break
+    return rows
+
+
+def _read_json(path: Path) -> Any:
+    from paretoalign.data import _read_text
+
+    text = _read_text(path)
+    if not text.strip():
+        raise DataError(f"{path.name}: no rows (the file is empty)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path.name}: not valid JSON ({e.msg}, line {e.lineno})") from None
+
+
+def _read_dataset(path: Path):
+    """A datasets ``save_to_disk`` folder, or a .parquet/.csv file, as a ``Dataset``."""
+    import datasets
+
+    if path.is_dir() and not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        raise DataError(f"{path}: a folder that holds no {PAIRS_FILE} and was not written by datasets' save_to_disk "
+                        "(no dataset_dict.json or state.json); give a pairs file or such a folder")
+    if path.is_file() and path.suffix not in (".parquet", ".csv"):
+        raise DataError(f"{path.name}: unsupported file type {path.suffix!r} (use .jsonl, .json, .parquet, "
+                        ".csv or a datasets folder)")
+    if path.suffix == ".csv":
+        from paretoalign.data import _read_text
+
+        _read_text(path)  # bytes that are not UTF-8 (or a binary file) named by line, before pandas sees them
+    # quiet: datasets' own "Failed to read" log line and progress bar would come before our one error line
+    verbosity, bars = datasets.logging.get_verbosity(), not datasets.are_progress_bars_disabled()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    datasets.disable_progress_bars()
+    try:
+        if path.is_dir():
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+            return ds
+        return datasets.load_dataset(path.suffix[1:], data_files=str(path), split="train")
+    except Exception as e:  # pyarrow/pandas errors, often wrapped in datasets' own
+        from paretoalign.data import first_line
+
+        cause = (e.__cause__ or e.__context__ or e) if type(e).__name__ == "DatasetGenerationError" else e
+        raise DataError(f"{path}: cannot read it as a dataset ({first_line(cause)})") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars:
+            datasets.enable_progress_bars()
+
+
 def _read_rows(path: Path, max_rows: int | None) -> list[tuple[str, dict]]:
     """(``"line N"``/``"row N"``, record) for every row of a local file or datasets folder."""
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir() and (path / PAIRS_FILE).is_file():  # a folder written by `paretoalign pairs`
         path = path / PAIRS_FILE
-    rows: list[tuple[str, Any]] = []
     if path.is_file() and path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append((f"line {n}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path.name}, line {n}: not valid JSON ({e.msg})") from None
-                if max_rows and len(rows) >= max_rows:
-                    break
+        rows = [(f"line {n}", r) for n, r in read_jsonl(path, max_rows)]
     elif path.is_file() and path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path.name}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        data = _read_json(path)
         if isinstance(data, dict):
             data = next((v for v in data.values() if isinstance(v, list)), None)
         if not isinstance(data, list):
             raise DataError(f"{path.name}: expected a JSON list of records")
         rows = [(f"row {i}", r) for i, r in enumerate(data[:max_rows] if max_rows else data, start=1)]
     else:
-        import datasets
-
-        try:
-            if path.is_dir():
-                ds = datasets.load_from_disk(str(path))
-                if isinstance(ds, datasets.DatasetDict):
-                    ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-            elif path.suffix in (".parquet", ".csv"):
-                ds = datasets.load_dataset(path.suffix[1:], data_files=str(path), split="train")
-            else:
-                raise DataError(f"{path.name}: unsupported file type {path.suffix!r} (use .jsonl, .json, .parquet, "
-                                ".csv or a datasets folder)")
-        except DataError:
-            raise
-        except Exception as e:
-            raise DataError(f"{path}: cannot read it as a dataset ({str(e).splitlines()[0] if str(e) else e})") from None
+        ds = _read_dataset(path)
         n = len(ds) if not max_rows else min(len(ds), max_rows)
         rows = [(f"row {i + 1}", ds[i]) for i in range(n)]
     if not rows:
@@ -474,12 +519,27 @@ def _load_one(path: Path, fmt: str, objective: str | None, max_rows: int | None)
         pairs = []
         for where, rec in rows:
             pairs.extend(conv(rec, f"{name}, {where}", objective))
+    pairs = _drop_identical(pairs, path)
     if objective and fmt in ("helpsteer2", "ultrafeedback", "pku-saferlhf"):
         for p in pairs:
             if objective not in p.labels:
                 raise DataError(f"{name}: objective {objective!r} is not one of this {fmt} set's labels "
                                 f"({', '.join(sorted(p.labels))})")
     return pairs, fmt
+
+
+def _drop_identical(pairs: list, path: Path) -> list:
+    """Pairs whose chosen and rejected responses are the same text teach nothing (and give DPO a zero
+    margin): dropped, with one warning line; a file of nothing else is an error."""
+    kept = [p for p in pairs if p.chosen != p.rejected]
+    dropped = len(pairs) - len(kept)
+    if dropped and not kept:
+        raise DataError(f"{path}: all {dropped} pair(s) have identical chosen and rejected responses; "
+                        "nothing is left to learn from")
+    if dropped:
+        print(f"warning: {path}: dropped {dropped} pair(s) whose chosen and rejected responses are identical",
+              file=sys.stderr)
+    return kept
 
 
 def load_preference_data(path, format: str = "auto", split: str | None = None, objective: str | None = None,

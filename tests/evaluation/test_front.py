@@ -201,3 +201,102 @@ def test_a_sweep_under_accelerate_with_two_processes(tmp_path):
     assert len(front["points"]) == 2
     for p in front["points"]:
         assert run_dir.read_metrics(out / p["run_dir"])[0]["samples"] == 2 * 2 * 2
+
+
+# --- damaged front.json / comparison.json and bad reference points: one error line -------------
+
+
+def _front_dir(tmp_path, name, means):
+    """A front folder as `paretoalign front` writes it (without the runs and plots)."""
+    points = [dict(p, run_dir=f"points/{p['label']}", win_rate=None) for p in _points(means)]
+    d = tmp_path / name
+    front_mod._write_json(d / front_mod.FRONT_FILE, make_front(points, name, "morlhf", _meta()))
+    return d
+
+
+def _edit(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+# probe -> (how the front.json is damaged, what the message says after the file's path)
+DAMAGED_FRONT = {
+    "empty": (lambda f: f.write_text(""), ": the file is empty"),
+    "truncated": (lambda f: f.write_bytes(f.read_bytes()[: f.stat().st_size // 2]), ": not valid JSON ("),
+    "not JSON": (lambda f: f.write_text("front: yes\n"), ": not valid JSON (Expecting value, line 1 column 1)"),
+    "not UTF-8": (lambda f: f.write_bytes(b'{"names": ["\xff"]}'), ": not UTF-8 text (byte 12)"),
+    "a list": (lambda f: f.write_text("[1, 2]"), ": expected a JSON object, got list"),
+    "missing key": (lambda f: _edit(f, lambda d: d.pop("points")), ": points must be a non-empty list of points; got nothing"),
+    "wrong type": (lambda f: _edit(f, lambda d: d["points"][0].update(mean=["high", 2.0])),
+                   ': points[0].mean must be a list of 2 numbers; got ["high", 2.0]'),
+    "wrong length": (lambda f: _edit(f, lambda d: d.update(reference_point=[0.0])),
+                     ": reference_point must be a list of 2 numbers; got [0.0]"),
+}
+
+
+@pytest.mark.parametrize("probe", sorted(DAMAGED_FRONT))
+@pytest.mark.parametrize("command", ["compare", "report"])
+def test_damaged_front_json_is_one_error_line_naming_the_file(tmp_path, capsys, probe, command):
+    a, b = _front_dir(tmp_path, "a", [[1.0, 2.0], [2.0, 1.0]]), _front_dir(tmp_path, "b", [[3.0, 3.0]])
+    damage, says = DAMAGED_FRONT[probe]
+    damage(b / "front.json")
+    argv = ["compare", str(a), str(b), "--output-dir", str(tmp_path / "ab")] if command == "compare" else ["report", str(b)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {b / 'front.json'}{says}") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "ab").exists() and not (b / "report.html").exists()
+
+
+@pytest.mark.parametrize("probe, says", [
+    ("truncated", ": not valid JSON ("),
+    ("front missing key", ": fronts[1].hypervolume must be a number; got nothing"),
+    ("front wrong type", ': fronts[0].points[0].label must be a string; got 3'),
+    ("fronts not a list", ': fronts must be a non-empty list of fronts; got {"a": 1}'),
+])
+def test_damaged_comparison_json_is_one_error_line_naming_the_file(tmp_path, capsys, probe, says):
+    a, b = _front_dir(tmp_path, "a", [[1.0, 2.0], [2.0, 1.0]]), _front_dir(tmp_path, "b", [[3.0, 3.0]])
+    assert main(["compare", str(a), str(b), "--labels", "A,B", "--output-dir", str(tmp_path / "ab")]) == 0
+    assert main(["report", str(tmp_path / "ab")]) == 0
+    f = tmp_path / "ab" / "comparison.json"
+    {"truncated": lambda: f.write_bytes(f.read_bytes()[:-40]),
+     "front missing key": lambda: _edit(f, lambda d: d["fronts"][1].pop("hypervolume")),
+     "front wrong type": lambda: _edit(f, lambda d: d["fronts"][0]["points"][0].update(label=3)),
+     "fronts not a list": lambda: _edit(f, lambda d: d.update(fronts={"a": 1}))}[probe]()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "ab")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {f}{says}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("value, says", [
+    ("a,b", "--reference-point 'a,b': expected numbers separated by commas"),
+    ("0,nan", "--reference-point '0,nan': every value must be a finite number; got 'nan'"),
+    ("-inf,0", "--reference-point '-inf,0': every value must be a finite number; got '-inf'"),
+    ("0,0,0", "reference point [0.0, 0.0, 0.0] has 3 value(s) for 2 objectives (a, b)"),
+    ("0", "reference point [0.0] has 1 value(s) for 2 objectives (a, b)"),
+])
+def test_bad_reference_point_is_one_error_line(tmp_path, capsys, value, says):
+    a, b = _front_dir(tmp_path, "a", [[1.0, 2.0], [2.0, 1.0]]), _front_dir(tmp_path, "b", [[3.0, 3.0]])
+    assert main(["compare", str(a), str(b), f"--reference-point={value}", "--output-dir", str(tmp_path / "ab")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {says}") and err.count("\n") == 1, err
+    assert not (tmp_path / "ab").exists()
+
+
+def test_report_of_a_folder_without_a_front(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {str(tmp_path)!r} holds neither front.json nor comparison.json\n"
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, says", [("0,nan", "reference_point must be finite numbers; got [0.0, nan]"),
+                                         ("0,0,0", "reference_point has 3 value(s) for 2 objectives")])
+def test_front_refuses_a_bad_reference_point_before_training(tmp_path, capsys, value, says):
+    out = tmp_path / "f"
+    assert main(["front", "--method", "morlhf", "--preferences", "grid:2", f"--reference-point={value}", "--model", "tiny",
+                 "--objectives", ",".join(OBJ), "--max-steps", "1", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {says}") and err.count("\n") == 1, err
+    assert not out.exists()

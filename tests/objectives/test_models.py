@@ -108,6 +108,62 @@ def test_reward_model_folder_without_config(tmp_path):
         RewardModelObjective(str(tmp_path / "empty"))
 
 
+class _Planted:
+    """A pickle payload: unpickling it creates ``path`` (proof that something was unpickled)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("planted_as", ["model.safetensors", "pytorch_model.bin", "both"])
+def test_reward_model_never_unpickles_weights(tiny_rm, tmp_path, planted_as):
+    import pickle
+    import shutil
+
+    folder, marker = tmp_path / "rm", tmp_path / "UNPICKLED"
+    shutil.copytree(tiny_rm, folder)
+    payload = pickle.dumps(_Planted(marker))
+    if planted_as == "both":  # safetensors next to a pickle: only the safetensors are read
+        (folder / "pytorch_model.bin").write_bytes(payload)
+        assert build_objective(f"reward_model:{folder}").score(["p"], ["c"]).shape == (1,)
+    else:
+        (folder / "model.safetensors").unlink()
+        (folder / planted_as).write_bytes(payload)
+        with pytest.raises(ObjectiveError) as e:
+            build_objective(f"reward_model:{folder}").score(["p"], ["c"])
+        msg = str(e.value)
+        assert "\n" not in msg and str(folder) in msg, msg
+        if planted_as == "pytorch_model.bin":
+            assert "holds pytorch_model.bin but no *.safetensors" in msg and "never loaded" in msg
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("probe, match", [
+    ("config truncated", r"config.json: not valid JSON"),
+    ("config empty", r"config.json: the file is empty"),
+    ("weights truncated", r"rm/model.safetensors: not a valid safetensors file"),
+])
+def test_reward_model_broken_folder_exits_2_with_one_line(tiny_rm, tmp_path, monkeypatch, capsys, probe, match):
+    import re
+    import shutil
+
+    from paretoalign.cli import main
+
+    monkeypatch.setenv("PARETOALIGN_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "rm"
+    shutil.copytree(tiny_rm, folder)
+    f = folder / ("config.json" if probe.startswith("config") else "model.safetensors")
+    f.write_bytes(b"" if probe == "config empty" else f.read_bytes()[: f.stat().st_size // 2])
+    rc = main(["evaluate", "tiny", "--objectives", f"reward_model:{folder},length", "--num-prompts", "2",
+               "--max-new-tokens", "4", "--baseline", "none", "--output", str(tmp_path / "eval.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(match, err) and str(folder) in err, err
+
+
 @pytest.mark.parametrize("kw", [{"format": "xml"}, {"batch_size": 0}, {"max_length": "long"}, {"dtype": "int8"},
                                 {"index": "first"}])
 def test_reward_model_bad_options(tiny_rm, kw):
@@ -163,11 +219,89 @@ def test_python_objective_errors(user_module):
         PythonObjective(f"{user_module}:words").score(["a"], ["b"])
 
 
-def test_python_objective_keeps_import_errors_of_user_code(tmp_path, monkeypatch):
-    (tmp_path / "pa_broken_mod.py").write_text("import a_dependency_that_is_missing_xyz\n")
+def test_python_objective_import_errors_of_user_code_show_their_frames(tmp_path, monkeypatch):
+    (tmp_path / "pa_broken_mod.py").write_text("import math\nimport a_dependency_that_is_missing_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ModuleNotFoundError, match="a_dependency_that_is_missing_xyz"):
+    with pytest.raises(ObjectiveError) as e:
         PythonObjective("pa_broken_mod:f")
+    lines = str(e.value).splitlines()
+    assert lines[0] == ("objective 'python:pa_broken_mod:f': importing module 'pa_broken_mod' raised "
+                        "ModuleNotFoundError: No module named 'a_dependency_that_is_missing_xyz'")
+    assert lines[1:] == [f'  File "{tmp_path / "pa_broken_mod.py"}", line 2, in <module>',
+                         "    import a_dependency_that_is_missing_xyz"]
+
+
+# A user module per probe: (file text, function, the first error line, a line of the user's frames).
+BROKEN_USER_CODE = {
+    "syntax": ("def f(prompts, completions):\n    return [1.0 for c in completions\n", "f",
+               "importing {file!r} raised SyntaxError: '[' was never closed", "    return [1.0 for c in completions"),
+    "import": ("import no_such_dependency_xyz\n", "f",
+               "importing {file!r} raised ModuleNotFoundError: No module named 'no_such_dependency_xyz'",
+               "    import no_such_dependency_xyz"),
+    "missing": ("def g(prompts, completions):\n    return [1.0] * len(completions)\n", "f",
+                "module {file!r} has no attribute 'f' (its functions: g)", None),
+    "raises": ("import json\n\ndef helper(c):\n    return json.loads(c) / 0\n\n"
+               "def f(prompts, completions):\n    return [helper('1') for c in completions]\n", "f",
+               "raised ZeroDivisionError: division by zero", "    return json.loads(c) / 0"),
+}
+
+
+def _user_file(tmp_path, probe):
+    text, fn, first, frame = BROKEN_USER_CODE[probe]
+    f = tmp_path / f"pa_user_{probe}.py"
+    f.write_text(text)
+    spec = f"python:{f}:{fn}"
+    return spec, f"objective {spec!r}" + (" " if first.startswith("raised") else ": ") + first.format(file=str(f)), frame
+
+
+def _check_error_lines(err: str, first: str, frame: str | None, file) -> None:
+    """One ``error:`` line naming the objective, then only the user's own frames (none of paretoalign's,
+    the standard library's or an installed package's)."""
+    assert "Traceback" not in err, err
+    lines = err.rstrip("\n").splitlines()
+    assert lines[0] == f"error: {first}", err
+    if frame is None:
+        assert len(lines) == 1, err
+        return
+    assert frame in lines and f'  File "{file}", line' in err, err
+    files = [ln for ln in lines[1:] if ln.startswith("  File ")]
+    assert files and all(ln.startswith(f'  File "{file}"') for ln in files), err
+
+
+@pytest.mark.parametrize("probe", sorted(BROKEN_USER_CODE))
+def test_python_objective_broken_user_code_is_an_error_line_with_the_users_frames(tmp_path, monkeypatch, capsys, probe):
+    from paretoalign.cli import main
+
+    monkeypatch.setenv("PARETOALIGN_CACHE", str(tmp_path / "cache"))
+    spec, first, frame = _user_file(tmp_path, probe)
+    rc = main(["evaluate", "tiny", "--objectives", f"{spec},length", "--num-prompts", "2", "--max-new-tokens", "4",
+               "--baseline", "none", "--output", str(tmp_path / "eval.json")])
+    assert rc == 2
+    _check_error_lines(capsys.readouterr().err, first, frame, tmp_path / f"pa_user_{probe}.py")
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_python_objective_raising_during_training_is_an_error_line_with_the_users_frames(tmp_path, capsys):
+    from paretoalign.cli import main
+
+    spec, first, frame = _user_file(tmp_path, "raises")
+    rc = main(["train", "--method", "pama", "--objectives", f"{spec},length", "--max-steps", "1", "--model", "tiny",
+               "--batch-size", "2", "--num-generations", "2", "--max-new-tokens", "4", "--progress", "false",
+               "--output-dir", str(tmp_path / "run")])
+    assert rc == 2
+    _check_error_lines(capsys.readouterr().err, first, frame, tmp_path / "pa_user_raises.py")
+
+
+def test_python_objective_error_names_its_spec_and_keeps_multiline_messages(user_module, tmp_path, monkeypatch):
+    (tmp_path / "pa_multiline.py").write_text("def f(p, c):\n    raise ValueError('bad input\\nsecond line')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    obj = build_objective("python:pa_multiline:f(name=judge)")
+    with pytest.raises(ObjectiveError) as e:
+        obj.score(["p"], ["c"])
+    lines = str(e.value).splitlines()
+    assert lines[:2] == ["objective 'python:pa_multiline:f(name=judge)' raised ValueError: bad input", "  second line"]
+    assert lines[2].startswith('  File "') and "pa_multiline.py" in lines[2]
+    assert e.value.__suppress_context__
 
 
 def test_reward_model_bad_device(tiny_rm):

@@ -88,6 +88,8 @@ class FrontConfig:
                 self.reference_point = [float(x) for x in split_list(self.reference_point)]
             except (TypeError, ValueError):
                 raise ConfigError(f"reference_point must be numbers; got {self.reference_point!r}") from None
+            if not np.isfinite(self.reference_point).all():
+                raise ConfigError(f"reference_point must be finite numbers; got {self.reference_point}")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
 
@@ -254,6 +256,8 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
     specs = _objective_specs(train)
     if len(specs) < 2:
         raise ConfigError(f"a front needs at least 2 objectives; got {len(specs)}: {specs}")
+    if front.reference_point is not None and len(front.reference_point) != len(specs):  # before any training
+        raise ConfigError(f"reference_point has {len(front.reference_point)} value(s) for {len(specs)} objectives: {specs}")
     prefs = parse_preferences(front.preferences, len(specs), seed=int(train.get("seed", 0)))
     acc = accelerator or Accelerator()
     out = Path(front.output_dir)
@@ -448,8 +452,11 @@ def _reference(all_oriented: list[np.ndarray], objectives: list[dict], user_ref,
 
     if user_ref is not None:
         ref = np.asarray(user_ref, dtype=float)
+        names = ", ".join(str(o.get("name")) for o in objectives)
         if ref.shape != (len(signs),):
-            raise ConfigError(f"reference_point has {ref.size} values for {len(signs)} objectives")
+            raise FrontError(f"reference point {ref.tolist()} has {ref.size} value(s) for {len(signs)} objectives ({names})")
+        if not np.isfinite(ref).all():
+            raise FrontError(f"reference point {ref.tolist()} holds NaN/inf; give a finite value per objective ({names})")
         return ref * signs, "given"
     lb = _oriented_lower_bounds(objectives)
     return reference_point(*all_oriented, lower_bounds=lb), "automatic (metrics.reference_point: worst point minus 10% of the range, or the objective's known lower bound)"
@@ -479,14 +486,18 @@ def _load_reference_front(path: str, k: int) -> np.ndarray:
     if not p.is_file():
         raise ConfigError(f"reference front {path!r} does not exist")
     try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"reference front {path!r} is not valid JSON: {exc}") from None
-    if isinstance(data, dict) and "points" in data:
-        data = [q["mean"] for q in data["points"]]
-    arr = np.asarray(data, dtype=float)
+    if isinstance(data, dict) and isinstance(data.get("points"), list):  # a front.json
+        data = [q.get("mean") if isinstance(q, dict) else q for q in data["points"]]
+    try:
+        arr = np.asarray(data, dtype=float)
+    except (TypeError, ValueError):  # ragged rows, strings
+        arr = np.zeros((0,))
     if arr.ndim != 2 or arr.shape[1] != k or len(arr) == 0:
-        raise ConfigError(f"reference front {path!r} must be a non-empty list of {k}-value points; got shape {arr.shape}")
+        raise ConfigError(f"reference front {path!r} must be a non-empty list of {k}-value points; got "
+                          + (f"shape {arr.shape}" if arr.size else f"{json.dumps(data)[:60]}"))
     if not np.isfinite(arr).all():
         raise ConfigError(f"reference front {path!r} holds NaN/inf")
     return arr
@@ -569,14 +580,125 @@ def compare_fronts(fronts: list[dict], base: dict | None = None, reference_point
 
 
 def load_front(path: str | Path) -> dict:
-    """A front.json (file or folder holding one)."""
+    """A front.json (file or folder holding one), checked: a damaged file is one FrontError naming it."""
     p = Path(path)
     f = p / FRONT_FILE if p.is_dir() else p
     if not f.is_file():
         raise FrontError(f"{str(path)!r} holds no {FRONT_FILE}; run `paretoalign front` there first")
-    data = json.loads(f.read_text())
+    data = _read_result(f)
+    if "fronts" in data:
+        raise FrontError(f"{f}: holds a comparison of fronts, not one front; compare the fronts it was made from")
     data["_dir"] = str(f.parent)
     return data
+
+
+def load_front_result(folder: str | Path) -> dict:
+    """The comparison.json, else the front.json, of a folder (what ``paretoalign report`` redraws), checked."""
+    out = Path(folder)
+    if not out.is_dir():
+        raise FrontError(f"{str(out)!r} is not a folder; give the folder holding {FRONT_FILE} or {COMPARISON_FILE}")
+    for name in (COMPARISON_FILE, FRONT_FILE):
+        if (out / name).is_file():
+            return _read_result(out / name)
+    raise FrontError(f"{str(out)!r} holds neither {FRONT_FILE} nor {COMPARISON_FILE}")
+
+
+def _read_result(f: Path) -> dict:
+    """A front.json or comparison.json as written by this module, or one FrontError naming the file and what is wrong."""
+    try:
+        text = f.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FrontError(f"{f}: not UTF-8 text (byte {e.start}); the file is damaged") from None
+    except OSError as e:
+        raise FrontError(f"{f}: cannot be read ({e.strerror or e})") from None
+    if not text.strip():
+        raise FrontError(f"{f}: the file is empty (an interrupted write?)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FrontError(f"{f}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}); the file is damaged "
+                         "or cut short") from None
+    if not isinstance(data, dict):
+        raise FrontError(f"{f}: expected a JSON object, got {type(data).__name__}")
+    _Checker(f).result(data)
+    return data
+
+
+class _Checker:
+    """Checks the fields that compare, report and the plots read; the first problem is one FrontError
+    naming the file and the field (``fronts[1].points[0].mean``)."""
+
+    def __init__(self, f: Path):
+        self.f = f
+
+    def need(self, d: dict, key: str, where: str, ok, expected: str):
+        v = d.get(key)
+        if not ok(v):
+            got = "nothing" if key not in d else f"{json.dumps(v)[:60]}"
+            raise FrontError(f"{self.f}: {where}{key} must be {expected}; got {got}")
+        return v
+
+    @staticmethod
+    def numbers(k: int):
+        return lambda v: isinstance(v, list) and len(v) == k and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+    def result(self, d: dict) -> None:
+        names = self.need(d, "names", "", lambda v: isinstance(v, list) and len(v) >= 1 and all(
+            isinstance(n, str) for n in v), "a non-empty list of objective names")
+        if "fronts" not in d:
+            return self.front(d, "", names)
+        self.need(d, "reference_point", "", self.numbers(len(names)), f"a list of {len(names)} numbers")
+        self.base(d, "", len(names))
+        fronts = self.need(d, "fronts", "", lambda v: isinstance(v, list) and v and all(isinstance(x, dict) for x in v),
+                           "a non-empty list of fronts")
+        for i, fr in enumerate(fronts):
+            self.front(fr, f"fronts[{i}].", names)
+
+    def base(self, d: dict, where: str, k: int) -> None:
+        b = self.need(d, "base", where, lambda v: v is None or isinstance(v, dict), "an object or null")
+        if b is not None:
+            self.need(b, "mean", f"{where}base.", self.numbers(k), f"a list of {k} numbers")
+
+    def front(self, d: dict, where: str, names: list) -> None:
+        k = len(names)
+        self.need(d, "names", where, lambda v: v == names, f"the comparison's objective names {names}")
+        self.need(d, "objectives", where, lambda v: isinstance(v, list) and len(v) == k and all(
+            isinstance(o, dict) for o in v), f"a list of {k} objects")
+        for key in ("name", "method", "prompts_sha256"):
+            self.need(d, key, where, lambda v: isinstance(v, str), "a string")
+        self.need(d, "decoding", where, lambda v: isinstance(v, dict), "an object")
+        self.need(d, "hypervolume", where, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+        self.need(d, "reference_point", where, self.numbers(k), f"a list of {k} numbers")
+        self.base(d, where, k)
+        points = self.need(d, "points", where, lambda v: isinstance(v, list) and v and all(
+            isinstance(p, dict) for p in v), "a non-empty list of points")
+        for i, p in enumerate(points):
+            here = f"{where}points[{i}]."
+            for key in ("label", "run_dir"):
+                self.need(p, key, here, lambda v: isinstance(v, str), "a string")
+            for key in ("mean", "stderr"):
+                self.need(p, key, here, self.numbers(k), f"a list of {k} numbers")
+            self.need(p, "samples", here, lambda v: v is None or isinstance(v, list) and all(
+                isinstance(x, dict) for x in v), "a list of objects")
+            self.need(p, "win_rate", here, lambda v: v is None or isinstance(v, dict), "an object or null")
+
+
+def parse_reference_point(value) -> list[float] | None:
+    """``--reference-point 0,1.5`` as numbers (``None``: automatic); words, NaN or inf are one FrontError."""
+    if value is None:
+        return None
+    items = split_list(value)
+    try:
+        ref = [float(x) for x in items]
+    except (TypeError, ValueError):
+        raise FrontError(f"--reference-point {value!r}: expected numbers separated by commas, one per objective "
+                         "(e.g. 0,0)") from None
+    bad = [x for x, r in zip(items, ref) if not np.isfinite(r)]
+    if bad or not ref:
+        raise FrontError(f"--reference-point {value!r}: {'every value must be a finite number' if ref else 'no values'}"
+                         + (f"; got {bad[0]!r}" if bad else ""))
+    return ref
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -653,8 +775,7 @@ def compare_dirs(dirs: list[str], output_dir: str, reference_point=None, referen
         if len(labels) != len(fronts):
             raise ConfigError(f"--labels has {len(labels)} names for {len(fronts)} fronts")
         fronts = [dict(f, name=lab) for f, lab in zip(fronts, labels)]
-    if reference_point is not None:
-        reference_point = [float(x) for x in split_list(reference_point)]
+    reference_point = parse_reference_point(reference_point)
     result = compare_fronts(fronts, reference_point=reference_point, reference_front=reference_front)
     out = Path(output_dir)
     _write_json(out / COMPARISON_FILE, result)
@@ -663,5 +784,5 @@ def compare_dirs(dirs: list[str], output_dir: str, reference_point=None, referen
     return result
 
 
-__all__ = ["FrontConfig", "build_front_config", "run_front", "make_front", "compare_fronts", "compare_dirs", "load_front",
+__all__ = ["FrontConfig", "build_front_config", "run_front", "make_front", "compare_fronts", "compare_dirs", "load_front", "load_front_result",
            "write_outputs", "print_front", "POINT_MAKERS"]

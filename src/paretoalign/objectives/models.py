@@ -37,6 +37,48 @@ def _looks_like_path(s: str) -> bool:
         or os.sep != "/" and os.sep in s
 
 
+def _library_roots() -> tuple[str, ...]:
+    """Folders whose frames are not the user's: paretoalign, the standard library, installed packages."""
+    import site
+    import sysconfig
+
+    paths = {str(Path(__file__).resolve().parents[1])}
+    paths.update(v for k, v in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib"))
+    paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    paths.add(site.getusersitepackages() if hasattr(site, "getusersitepackages") else "")
+    return tuple(str(Path(q).resolve()) + os.sep for q in paths if q)
+
+
+def _user_traceback(exc: BaseException, own_file: str | None = None) -> str:
+    """The frames of ``exc``'s traceback that run the user's code (plus a syntax error's location),
+    formatted like Python's own traceback and indented, so one error line can show where it broke."""
+    import traceback
+
+    roots = _library_roots()
+    own = str(Path(own_file).resolve()) if own_file else None
+
+    def users(filename: str) -> bool:
+        if filename.startswith("<"):  # importlib's frozen frames, <string>
+            return False
+        f = str(Path(filename).resolve())
+        return f == own or not f.startswith(roots)
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if users(f.filename)]
+    lines = traceback.StackSummary.from_list(frames).format()
+    if isinstance(exc, SyntaxError) and exc.filename:  # where the parser stopped; the last line repeats the message
+        lines += traceback.format_exception_only(type(exc), exc)[:-1]
+    return "".join(lines).rstrip("\n")
+
+
+def _user_error(header: str, exc: BaseException, own_file: str | None = None) -> ObjectiveError:
+    """``header`` + the exception's first line, then the user's frames (and the rest of its message)."""
+    text = str(exc.msg if isinstance(exc, SyntaxError) else exc).strip().splitlines()
+    first = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    rest = "".join(f"\n  {line}" for line in text[1:])
+    frames = _user_traceback(exc, own_file)
+    return ObjectiveError(f"{header} {first}{rest}" + (f"\n{frames}" if frames else ""))
+
+
 def _hub_cache() -> str:
     try:
         from huggingface_hub import constants
@@ -123,6 +165,7 @@ class RewardModelObjective(Objective):
         if folder.is_dir():
             if not (folder / "config.json").is_file():
                 raise self._not_found()
+            self._check_weights(folder)
             return str(folder.resolve())
         if _looks_like_path(self.model_id):
             raise self._not_found()
@@ -137,6 +180,27 @@ class RewardModelObjective(Objective):
                 raise self._not_found()
         return self.model_id
 
+    def _check_weights(self, folder: Path) -> None:
+        """Only safetensors are read (pickled ``pytorch_model.bin`` can run code when loaded); each one's
+        header is checked now, so that a damaged file is named before any model loads."""
+        from safetensors import safe_open
+
+        from paretoalign.reward_model.model import PICKLE_SUFFIXES
+
+        weights = sorted(folder.glob("*.safetensors"))
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if not weights and pickles:
+            raise ObjectiveError(f"objective {self.name!r}: {str(folder)!r} holds {', '.join(pickles)} but no "
+                                 "*.safetensors weights; pickle files are never loaded (they can run code): "
+                                 "save the model with save_pretrained(safe_serialization=True)")
+        for f in weights:
+            try:
+                with safe_open(str(f), framework="pt"):
+                    pass
+            except Exception as e:  # truncated, corrupt, or not safetensors at all (never unpickled)
+                raise ObjectiveError(f"objective {self.name!r}: {f}: not a valid safetensors file "
+                                     f"[{_first_line(e)}]; the file is damaged or cut short") from None
+
     def _load(self) -> None:
         if self._model is not None:
             return
@@ -145,7 +209,9 @@ class RewardModelObjective(Objective):
         kw = {"local_files_only": not self.allow_download}
         try:
             tok = AutoTokenizer.from_pretrained(self.source, **kw)
-            model = AutoModelForSequenceClassification.from_pretrained(self.source, dtype=self.DTYPES[self.dtype], **kw)
+            # safetensors only: a pickled checkpoint (pytorch_model.bin) is refused, never unpickled
+            model = AutoModelForSequenceClassification.from_pretrained(self.source, dtype=self.DTYPES[self.dtype],
+                                                                       use_safetensors=True, **kw)
         except Exception as e:  # one line, never a deep traceback (the cause is in the message)
             if Path(self.source).is_dir():
                 raise ObjectiveError(
@@ -242,8 +308,9 @@ class PythonObjective(Objective):
     rule.  Extra options in the spec (``python:m:f(alpha=2)``) become keyword arguments of ``f``
     and are checked against its signature.  The default name is the function's name.
 
-    Exceptions raised inside the function propagate unchanged (they are bugs in user code and keep
-    their traceback).
+    An exception raised while importing the module or inside the function becomes one
+    :class:`~paretoalign.errors.ObjectiveError` naming the objective, followed by the user's own
+    traceback frames (those of paretoalign, the standard library and installed packages are left out).
     """
 
     def __init__(self, target: str, name: str | None = None, **options: Any):
@@ -253,6 +320,7 @@ class PythonObjective(Objective):
             raise ConfigError(f"objective 'python:{target}': expected python:<module>:<function>, "
                               "e.g. python:mypkg.rewards:politeness")
         label = f"python:{target}"
+        self._label = label
         module = self._import(module_name, label)
         if not hasattr(module, func_name):
             names = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
@@ -282,6 +350,9 @@ class PythonObjective(Objective):
             sys.modules[mod_name] = module
             try:
                 spec.loader.exec_module(module)
+            except Exception as e:  # the user's module is broken: where, in their code
+                sys.modules.pop(mod_name, None)
+                raise _user_error(f"objective {label!r}: importing {str(path)!r} raised", e, str(path)) from None
             except BaseException:
                 sys.modules.pop(mod_name, None)
                 raise
@@ -292,7 +363,10 @@ class PythonObjective(Objective):
             if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
                 raise ObjectiveError(f"objective {label!r}: cannot import module {module_name!r} ({e}); install it, "
                                      "or put its folder on PYTHONPATH, or give a .py file path") from None
-            raise  # a module the user's module imports is missing: keep the traceback
+            # a module the user's module imports is missing: show where in their code
+            raise _user_error(f"objective {label!r}: importing module {module_name!r} raised", e) from None
+        except Exception as e:  # a syntax error or an exception at the module's top level
+            raise _user_error(f"objective {label!r}: importing module {module_name!r} raised", e) from None
 
     @staticmethod
     def _check_signature(fn: Callable, options: dict, label: str) -> None:
@@ -307,7 +381,12 @@ class PythonObjective(Objective):
                               f"f(prompts, completions{''.join(', ' + k + '=...' for k in options)}): {e}") from None
 
     def _score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
-        out = self.fn(prompts, completions, **self.options)
+        try:
+            out = self.fn(prompts, completions, **self.options)
+        except Exception as e:  # a bug in the user's function: one error line plus their frames
+            label = getattr(self, "spec", None) or self._label
+            own = getattr(getattr(self.fn, "__code__", None), "co_filename", None)
+            raise _user_error(f"objective {label!r} raised", e, own) from None
         if isinstance(out, torch.Tensor):
             return out.detach().float().cpu().reshape(-1) if out.dim() else self._bad(out)
         if hasattr(out, "tolist") and not isinstance(out, (list, tuple)):  # NumPy arrays

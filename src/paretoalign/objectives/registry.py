@@ -482,13 +482,17 @@ def _relevance(model: str | None = None, max_length: int | None = None, batch_si
 def _reward_model(model: str, index: int = 0, batch_size: int = 8, max_length: int = 1024, device: str = "auto",
                   format: str = "auto", dtype: str = "auto", allow_download: bool = False, name: str | None = None,
                   debiased: bool = False):
+    from pathlib import Path
+
     from paretoalign.objectives.models import RewardModelObjective
-    from paretoalign.reward_model.model import is_reward_model_folder
+    from paretoalign.reward_model.model import CONFIG_FILE, MARKER, read_config
 
     folder, _, head = str(model).partition("#")
     from paretoalign.errors import ConfigError
 
-    if is_reward_model_folder(folder):  # a paretoalign multi-objective reward model: its score or one head
+    path = Path(folder).expanduser()
+    # a damaged config.json is one error naming it, whichever kind of folder it belongs to
+    if (path / CONFIG_FILE).is_file() and MARKER in read_config(path):  # paretoalign's: its score or one head
         from paretoalign.objectives.mo_reward_model import MultiObjectiveRewardObjective
 
         unused = [f"{k}={v!r}" for k, v, d in (("index", index, 0), ("max_length", max_length, 1024), ("format", format, "auto"),

@@ -9,6 +9,7 @@ the way the label says; "overall" is the gated score on the pairs' preference la
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -67,3 +68,37 @@ def head_correlations(predicted: torch.Tensor, targets: torch.Tensor, names: Seq
         out[name] = {"n": n, "pearson": float(pc @ yc) / den if den > 0 else math.nan,
                      "spearman": spearman(p, y), "mse": float(((p - y) ** 2).mean())}
     return out
+
+
+def read_score_input(path: str | Path):
+    """What ``reward-model score --input`` reads: ``("rows", [(prompt, response), ...])`` from a JSONL file of
+    ``{prompt, response}`` rows, else ``("pairs", PreferenceData)`` from anything ``train --pairs`` reads.
+    Every problem is a :class:`~paretoalign.errors.DataError` naming the file and the row."""
+    from paretoalign.errors import DataError
+    from paretoalign.preference_data import HELPSTEER2_ATTRIBUTES, load_preference_data, read_jsonl
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"--input {str(path)!r} does not exist")
+    lines = read_jsonl(path) if path.is_file() and path.suffix not in (".json", ".parquet", ".csv") else None
+    if lines == []:
+        raise DataError(f"{path}: no rows (the file is empty)")
+    first = lines[0][1] if lines else None
+    if isinstance(first, dict) and "response" in first and "prompt" in first and "chosen" not in first \
+            and not all(a in first for a in HELPSTEER2_ATTRIBUTES):  # plain rows, not HelpSteer2's rated ones
+        return "rows", [_score_row(r, f"{path}, line {n}") for n, r in lines]
+    return "pairs", load_preference_data(str(path))
+
+
+def _score_row(r, where: str) -> tuple:
+    from paretoalign.errors import DataError
+    from paretoalign.preference_data import _prompt
+
+    if not isinstance(r, dict):
+        raise DataError(f"{where}: expected an object with 'prompt' and 'response', got {type(r).__name__}")
+    for key in ("prompt", "response"):
+        if r.get(key) is None:
+            raise DataError(f"{where}: missing field {key!r} (fields present: {', '.join(map(repr, r)) or 'none'})")
+    if not isinstance(r["response"], str):
+        raise DataError(f"{where}, field 'response': expected a string, got {type(r['response']).__name__}")
+    return _prompt(r["prompt"], where, "prompt"), r["response"]

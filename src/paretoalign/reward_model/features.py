@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from paretoalign.errors import ConfigError
+from paretoalign.errors import ConfigError, ModelNotFoundError
 
 ENCODER_ALIASES = ("minilm",)
 
@@ -34,8 +34,12 @@ def _is_encoder(name: str) -> bool:
         return True
     cfg = Path(name).expanduser() / "config.json"
     if cfg.is_file():
-        archs = json.loads(cfg.read_text()).get("architectures") or []
-        return not any("CausalLM" in a for a in archs)
+        try:
+            data = json.loads(cfg.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:  # not UTF-8, not JSON, unreadable
+            raise ConfigError(f"backbone {name!r}: {cfg} cannot be read as JSON ({e}); the model folder is damaged") from None
+        archs = (data.get("architectures") if isinstance(data, dict) else None) or []
+        return not any("CausalLM" in str(a) for a in archs)
     return False
 
 
@@ -75,8 +79,14 @@ class FeatureExtractor:
             from paretoalign.objectives.embedding import minilm_path
 
             folder = str(minilm_path()) if self.backbone == "minilm" else self.backbone
-            self._tokenizer = self._tokenizer or AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            self._model = self._model or AutoModel.from_pretrained(folder, local_files_only=True)
+            try:
+                self._tokenizer = self._tokenizer or AutoTokenizer.from_pretrained(folder, local_files_only=True)
+                # safetensors only: a pickled checkpoint is refused, never unpickled
+                self._model = self._model or AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+            except (OSError, ValueError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ModelNotFoundError(f"backbone {self.backbone!r}: cannot load an encoder and its tokenizer from "
+                                         f"{folder!r} ({first})") from None
         else:
             from paretoalign.models import load_causal_lm, load_tokenizer
 

@@ -17,12 +17,14 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from paretoalign.errors import ConfigError
+from paretoalign.errors import ConfigError, ModelNotFoundError
 from paretoalign.reward_model.armo import GatingNetwork, debias, moe_score
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MARKER = "paretoalign_reward_model"
+# weights saved with pickle (torch.save): loading them can run arbitrary code, so they are refused
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 @dataclass
@@ -42,9 +44,10 @@ def is_reward_model_folder(path) -> bool:
     if not f.is_file():
         return False
     try:
-        return MARKER in json.loads(f.read_text())
+        cfg = json.loads(f.read_text(encoding="utf-8"))
     except (ValueError, OSError):
         return False
+    return isinstance(cfg, dict) and MARKER in cfg
 
 
 class MultiObjectiveRewardModel(nn.Module):
@@ -133,16 +136,108 @@ class MultiObjectiveRewardModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "MultiObjectiveRewardModel":
-        from safetensors.torch import load_file
-
         path = Path(str(folder)).expanduser()
-        if not is_reward_model_folder(path):
+        cfg = read_config(path)
+        if MARKER not in cfg:
             raise ConfigError(f"{str(folder)!r} is not a paretoalign reward model (no {CONFIG_FILE} with {MARKER!r}); "
                               "train one with `paretoalign reward-model train`")
-        cfg = json.loads((path / CONFIG_FILE).read_text())
-        g = cfg["gate"]
-        model = cls(cfg["objectives"], cfg["feature_dim"], cfg["backbone"], cfg.get("rating_ranges"), cfg.get("verbosity"),
-                    g["hidden"], g["layers"], g["temperature"], g["dropout"])
-        model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-        model.extra = cfg.get("report", {})
+        model = _from_config(cls, cfg, path / CONFIG_FILE)
+        state = _read_weights(path)
+        _check_tensors(model.state_dict(), state, path / WEIGHTS_FILE)
+        model.load_state_dict(state)
+        model.extra = cfg.get("report") or {}
         return model.eval()
+
+
+def read_config(path: Path) -> dict:
+    """``config.json`` of a model folder as a dict, or one clear error naming the folder and the file."""
+    f = path / CONFIG_FILE
+    if not path.is_dir():
+        raise ConfigError(f"{str(path)!r} is not a paretoalign reward model: no such folder")
+    if not f.is_file():
+        raise ConfigError(f"{str(path)!r} is not a paretoalign reward model (no {CONFIG_FILE} with {MARKER!r}); "
+                          "train one with `paretoalign reward-model train`")
+    try:
+        text = f.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{f}: not UTF-8 text (byte {e.start}); the model folder is damaged") from None
+    except OSError as e:
+        raise ConfigError(f"{f}: cannot be read ({e.strerror or e})") from None
+    if not text.strip():
+        raise ConfigError(f"{f}: the file is empty; the model folder is damaged (an interrupted copy?)")
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{f}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}); the file is damaged "
+                          "or cut short") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{f}: expected a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
+def _from_config(cls, cfg: dict, f: Path) -> "MultiObjectiveRewardModel":
+    """The model (random weights) that ``cfg`` describes; every field checked first, naming ``f``."""
+    def need(key, ok, expected, value):
+        if not ok(value):
+            got = "nothing" if value is None else f"{value!r:.60}"
+            raise ConfigError(f"{f}: field {key!r} must be {expected}; got {got}")
+        return value
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    objectives = need("objectives", lambda v: isinstance(v, list) and v and all(isinstance(o, str) for o in v),
+                      "a non-empty list of names", cfg.get("objectives"))
+    dim = need("feature_dim", is_int, "an integer >= 1", cfg.get("feature_dim"))
+    backbone = need("backbone", lambda v: isinstance(v, dict) and isinstance(v.get("backbone"), str),
+                    "an object naming its 'backbone'", cfg.get("backbone"))
+    g = need("gate", lambda v: isinstance(v, dict), "an object {hidden, layers, temperature, dropout}", cfg.get("gate"))
+    for k, ok, what in (("hidden", is_int, "an integer >= 1"), ("layers", is_int, "an integer >= 1"),
+                        ("temperature", is_num, "a number"), ("dropout", is_num, "a number")):
+        need(f"gate.{k}", ok, what, g.get(k))
+    ranges = need("rating_ranges", lambda v: v is None or isinstance(v, dict), "an object", cfg.get("rating_ranges"))
+    verbosity = need("verbosity", lambda v: v is None or isinstance(v, str), "a name or null", cfg.get("verbosity"))
+    need("report", lambda v: v is None or isinstance(v, dict), "an object", cfg.get("report"))
+    try:
+        return cls(objectives, dim, backbone, ranges, verbosity, g["hidden"], g["layers"], g["temperature"], g["dropout"])
+    except (ValueError, TypeError, RuntimeError) as e:  # a verbosity that is no objective, a dropout > 1, ...
+        raise ConfigError(f"{f}: {_first_line(e)}") from None
+
+
+def _read_weights(path: Path) -> dict:
+    """The tensors of ``model.safetensors``, read with safetensors only: nothing is ever unpickled."""
+    from safetensors.torch import load_file
+
+    f = path / WEIGHTS_FILE
+    if not f.is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise ModelNotFoundError(f"{str(path)!r} holds {', '.join(pickles)} but no {WEIGHTS_FILE}; pickle files "
+                                     "are never loaded (they can run code): save the weights as safetensors")
+        raise ModelNotFoundError(f"{f}: no such file; the reward-model folder is incomplete (an interrupted copy?)")
+    try:
+        return load_file(str(f))
+    except Exception as e:  # SafetensorError: truncated, corrupt, or another format (never unpickled)
+        raise ModelNotFoundError(f"{f}: not a valid safetensors file ({_first_line(e)}); the file is damaged or cut "
+                                 "short, or not safetensors at all: train the model again") from None
+
+
+def _check_tensors(expected: dict, state: dict, f: Path) -> None:
+    """Every tensor that ``config.json`` implies, with its shape, and no other: else one line naming the first."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} has shape {tuple(state[k].shape)}, config.json implies {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems = ([f"missing tensor(s) {', '.join(missing[:3])}"] if missing else []) + shapes[:1] + \
+        ([f"unexpected tensor(s) {', '.join(unexpected[:3])}"] if unexpected else [])
+    if problems:
+        raise ModelNotFoundError(f"{f}: does not match {CONFIG_FILE} ({'; '.join(problems)}); the folder is damaged "
+                                 "or mixed from two models: train it again")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] + (" ..." if len(lines) > 1 else "")) if lines else type(e).__name__
