@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from paretoalign.errors import RunDirError
+from paretoalign.errors import ParetoAlignError, RunDirError
 
 MARKER_FILE = "paretoalign-run.json"
 LOCK_FILE = ".paretoalign.lock"
@@ -367,6 +367,27 @@ def final_step(path: Path) -> int | None:
         return None
 
 
+def decide_on_main(acc, fn):
+    """Run ``fn`` on the main process only and give its result (or its user error) to every process,
+    so all processes stop together on a refusal instead of waiting at a barrier for a dead peer."""
+    result = [None, None]
+    if acc.is_main_process:
+        try:
+            result = [fn(), None]
+        except ParetoAlignError as exc:
+            result = [None, (type(exc).__name__, str(exc))]
+    if acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(result, from_process=0)  # our own objects, between our own processes
+    if result[1] is not None:
+        import paretoalign.errors as errors
+
+        kind, msg = result[1]
+        raise getattr(errors, kind, ParetoAlignError)(msg)
+    return result[0]
+
+
 def save_config(path: Path, config: dict) -> None:
     atomic_write_text(Path(path) / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
@@ -375,6 +396,11 @@ def load_config(path: str | Path) -> dict:
     f = Path(path) / CONFIG_FILE
     if not f.is_file():
         raise RunDirError(f"{str(path)!r} has no {CONFIG_FILE}; is it a paretoalign run folder?")
+    return load_config_file(f)
+
+
+def load_config_file(f: Path) -> dict:
+    """A YAML mapping we wrote (config.yaml, front_config.yaml); damage is one RunDirError naming the file."""
     try:
         cfg = yaml.safe_load(f.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

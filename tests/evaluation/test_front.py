@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from paretoalign import run_dir
 from paretoalign.cli import main
 from paretoalign.errors import ConfigError, FrontError, RunDirError
 from paretoalign.evaluation import front as front_mod
@@ -300,3 +301,31 @@ def test_front_refuses_a_bad_reference_point_before_training(tmp_path, capsys, v
     err = capsys.readouterr().err
     assert err.startswith(f"error: {says}") and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_front_and_compare_never_replace_a_folder_paretoalign_did_not_write(tmp_path, capsys):
+    a, b = _front_dir(tmp_path, "a", [[1, 2], [2, 1]]), _front_dir(tmp_path, "b", [[1.5, 1.5]])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my own report")
+    assert main(["compare", str(a), str(b), "--output-dir", str(mine)]) == 2
+    assert "not a paretoalign folder" in capsys.readouterr().err
+    assert (mine / "report.html").read_text() == "my own report"
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--output-dir", str(out)]) == 0
+    assert main(["compare", str(a), str(b), "--output-dir", str(out)]) == 0  # our own comparison: replaced
+    assert run_dir.read_marker(out)["kind"] == "comparison"
+    cfg = dict(method=["pama"], preferences="grid:2", output_dir=str(mine), report=False, overwrite=True, **FAST_EVAL)
+    with pytest.raises(RunDirError, match="not a paretoalign folder"):
+        run_front(FrontConfig(**cfg), TRAIN, progress=lambda s: None)
+    assert sorted(p.name for p in mine.iterdir()) == ["report.html"]
+
+
+def test_front_overwrite_keeps_the_users_own_files(tmp_path):
+    out = tmp_path / "front"
+    cfg = dict(method=["pama"], preferences="1,0", output_dir=str(out), report=False, **FAST_EVAL)
+    run_front(FrontConfig(**cfg), TRAIN, progress=lambda s: None)
+    assert run_dir.read_marker(out)["kind"] == "front"
+    (out / "notes.md").write_text("keep")
+    run_front(FrontConfig(**cfg, overwrite=True), TRAIN, progress=lambda s: None)
+    assert (out / "notes.md").read_text() == "keep" and (out / "front.json").is_file()

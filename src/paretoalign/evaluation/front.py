@@ -36,6 +36,7 @@ from typing import Callable, Optional
 import numpy as np
 import yaml
 
+from paretoalign import run_dir
 from paretoalign.config_utils import config_to_dict, field, split_list
 from paretoalign.errors import ConfigError, FrontError, RunDirError
 
@@ -209,37 +210,42 @@ def _eval_config(front: FrontConfig, target: str, output: Path, train: dict):
     )
 
 
-def _prepare_front_dir(out: Path, saved: dict, front: FrontConfig, is_main: bool, barrier) -> None:
-    """Validate on every process, then (after ``barrier``) let the main process write."""
-    import shutil
+# What a sweep and a comparison write at their top level (``--overwrite`` removes these, nothing else).
+REPORT_ENTRIES = ("front.png", "front_parallel.png", "curves.png", "report.html", "report.png")
+COMPARE_ENTRIES = (COMPARISON_FILE, *REPORT_ENTRIES)
+FRONT_ENTRIES = (FRONT_CONFIG, FRONT_FILE, *COMPARE_ENTRIES, "base", "points", "model")
 
+
+def _prepare_front_dir(out: Path, saved: dict, front: FrontConfig) -> None:
+    """Claim, lock and validate the sweep folder (one process; see run_dir.decide_on_main)."""
     cfg_file = out / FRONT_CONFIG
-    if cfg_file.is_file():
-        if not front.resume and not front.overwrite:
-            raise RunDirError(
-                f"front folder {str(out)!r} already holds a sweep; pass --resume to continue it "
-                "or --overwrite to replace it"
-            )
-        if front.resume:
-            old = yaml.safe_load(cfg_file.read_text()) or {}
-            diffs = []
-            for part in ("front", "train"):
-                a, b = old.get(part, {}), saved[part]
-                for k in sorted(set(a) | set(b)):
-                    if k not in _MUTABLE and a.get(k) != b.get(k):
-                        diffs.append(f"{part}.{k}: sweep has {a.get(k)!r}, now {b.get(k)!r}")
-            if diffs:
-                raise RunDirError(f"--resume: the options differ from the sweep in {str(out)!r} ({'; '.join(diffs)})")
-    elif front.resume:
-        raise RunDirError(f"--resume: {str(out)!r} holds no sweep to resume; drop --resume to start one")
-    elif out.is_dir() and any(out.iterdir()) and not front.overwrite:
-        raise RunDirError(f"{str(out)!r} exists and is not empty; choose another --output-dir or pass --overwrite")
-    barrier()
-    if is_main:
-        if front.overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / FRONT_CONFIG).write_text(yaml.safe_dump(saved, sort_keys=False))
+    marker = run_dir.read_marker(out) if out.is_dir() else None
+    ours = (marker or {}).get("kind") == "front" or (marker is None and cfg_file.is_file())  # or from before markers
+    if front.resume:
+        if not (ours and cfg_file.is_file()):
+            raise RunDirError(f"--resume: {str(out)!r} holds no sweep to resume; drop --resume to start one")
+        run_dir.lock(out)
+        old = run_dir.load_config_file(cfg_file)
+        diffs = []
+        for part in ("front", "train"):
+            a, b = old.get(part, {}), saved[part]
+            for k in sorted(set(a) | set(b)):
+                if k not in _MUTABLE and a.get(k) != b.get(k):
+                    diffs.append(f"{part}.{k}: sweep has {a.get(k)!r}, now {b.get(k)!r}")
+        if diffs:
+            raise RunDirError(f"--resume: the options differ from the sweep in {str(out)!r} ({'; '.join(diffs)})")
+        if marker is None:
+            run_dir.write_marker(out, "front")
+    else:
+        if ours and cfg_file.is_file() and not front.overwrite:
+            raise RunDirError(f"front folder {str(out)!r} already holds a sweep; pass --resume to continue it "
+                              "or --overwrite to replace it")
+        if marker is None and cfg_file.is_file():
+            run_dir.write_marker(out, "front")  # a sweep from before markers: ours to replace
+        methods = tuple(POINT_MAKERS)
+        run_dir.claim(out, "front", front.overwrite, FRONT_ENTRIES + methods)
+        run_dir.lock(out)
+    run_dir.atomic_write_text(cfg_file, yaml.safe_dump(saved, sort_keys=False))
 
 
 def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Callable[[str], None] = print) -> dict:
@@ -262,8 +268,7 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
     acc = accelerator or Accelerator()
     out = Path(front.output_dir)
     saved = {"front": config_to_dict(front), "train": train, "preferences": np.asarray(prefs).tolist()}
-    _prepare_front_dir(out, saved, front, acc.is_main_process, acc.wait_for_everyone)
-    acc.wait_for_everyone()
+    run_dir.decide_on_main(acc, lambda: _prepare_front_dir(out, saved, front))
 
     t0 = time.perf_counter()
     base = None
@@ -293,14 +298,13 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
         _write_json(out / COMPARISON_FILE, result)
     if front.report:
         write_outputs(result, out, runs=_runs_of(result, out), screenshot=front.screenshot)
+    run_dir.unlock(out)
     return result
 
 
 def _sweep_method(method, prefs, front: FrontConfig, train: dict, mdir: Path, acc, base, progress) -> dict:
     from paretoalign.evaluation.evaluate import evaluate_target
     from paretoalign.preferences import preference_label, preference_slug
-
-    from paretoalign import run_dir
 
     make = POINT_MAKERS[method]
     evals, t_train = [], {}
@@ -348,8 +352,6 @@ def _sweep_steering(method, prefs, front: FrontConfig, train: dict, mdir: Path, 
     """One model trained once (``mdir/model``), evaluated at every preference's direction."""
     from paretoalign.evaluation.evaluate import evaluate_target
     from paretoalign.preferences import preference_label
-
-    from paretoalign import run_dir
 
     model_dir = mdir / "model"
     state = "done" if _point_done(model_dir) else "resume" if run_dir.holds_run(model_dir) else "new"
@@ -778,6 +780,8 @@ def compare_dirs(dirs: list[str], output_dir: str, reference_point=None, referen
     reference_point = parse_reference_point(reference_point)
     result = compare_fronts(fronts, reference_point=reference_point, reference_front=reference_front)
     out = Path(output_dir)
+    # a folder we did not write is refused; our own comparison there is replaced
+    run_dir.claim(out, "comparison", True, COMPARE_ENTRIES)
     _write_json(out / COMPARISON_FILE, result)
     if report:
         write_outputs(result, out, runs=_runs_of(result, out), screenshot=screenshot)

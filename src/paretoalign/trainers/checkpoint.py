@@ -33,34 +33,13 @@ def checkpoint_dir(out: Path, step: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# one decision for every process
-
-
-def main_decides(acc, fn: Callable[[], object]):
-    """Run ``fn`` on the main process only and give its result (or its user error) to every process,
-    so all processes stop together on a refusal instead of waiting at a barrier for a dead peer."""
-    result = [None, None]
-    if acc.is_main_process:
-        try:
-            result = [fn(), None]
-        except ParetoAlignError as exc:
-            result = [None, f"{type(exc).__name__}\x00{exc}"]
-    if acc.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        broadcast_object_list(result, from_process=0)  # our own objects, between our own processes
-    if result[1] is not None:
-        import paretoalign.errors as errors
-
-        kind, msg = result[1].split("\x00", 1)
-        raise getattr(errors, kind, ParetoAlignError)(msg)
-    return result[0]
+# starting a run
 
 
 def start_run(acc, out: Path, config: dict, resume: bool, overwrite: bool, planned_steps: int,
               steps_key: str = "max_steps") -> run_dir.Start:
     """Claim, lock and validate the run folder (main process), print its notices, share the decision."""
-    start = main_decides(acc, lambda: run_dir.prepare(out, config, resume, overwrite, planned_steps, steps_key))
+    start = run_dir.decide_on_main(acc, lambda: run_dir.prepare(out, config, resume, overwrite, planned_steps, steps_key))
     if acc.is_main_process:
         for line in start.notices:
             print(f"[paretoalign] {line}")

@@ -24,7 +24,6 @@ run resumes after its last completed round, with the same prompts and directions
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path

@@ -13,7 +13,6 @@ al. 2025 (MOPO); Liu et al. 2025 (AMoPO, ACL Findings).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 import time
