@@ -182,11 +182,14 @@ def load_target(t: Target, allow_download: bool = False):
         from peft import PeftModel
 
         base = load_causal_lm(t.base_model, tok, seed=t.seed, allow_download=allow_download)
-        model = PeftModel.from_pretrained(base, str(t.policy_dir))
+        try:
+            model = PeftModel.from_pretrained(base, str(t.policy_dir))
+        except Exception as exc:  # a truncated or garbled adapter: the folder's fault, named in one line
+            raise RunDirError(f"{t.policy_dir / 'adapter_model.safetensors'}: cannot load the saved adapter, damaged or "
+                              f"unreadable ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(t.policy_dir, dtype=torch.float32)
+        model = load_causal_lm(str(t.policy_dir), tok)  # a damaged folder is one error line
         model.generation_config.pad_token_id = tok.pad_token_id
         model.generation_config.eos_token_id = tok.eos_token_id
     return model.eval(), tok
