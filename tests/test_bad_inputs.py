@@ -34,7 +34,7 @@ import subprocess
 import sys
 import textwrap
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -481,6 +481,8 @@ CASES = [
     C("train-reward-model-objective-not-a-folder",
       lambda c: train(c, "--objectives", f"reward_model:{c.write('rmfile', 'not a model')},length"), r"rmfile"),
     # --- evaluate ---------------------------------------------------------------------------------
+    C("evaluate-batch-size-10M-memory", lambda c: evaluate(c, c.run(), "--batch-size", "10000000"), r"memory",
+      subprocess_mem_gb=8),
     C("evaluate-folder-that-is-not-a-run",
       lambda c: evaluate(c, c.write("notarun/notes.txt", "hello\n").parent), r"notarun"),
     C("evaluate-folder-that-is-not-a-run-with-objectives",
@@ -557,6 +559,8 @@ CASES = [
       lambda c: (["report", str(c.write("cmpdir/comparison.json", '{"fronts": [{"name": "a", "poi').parent)], None),
       r"comparison\.json"),
     # --- pairs ------------------------------------------------------------------------------------
+    C("pairs-batch-size-10M-memory", lambda c: pairs_cmd(c, "--batch-size", "10000000"), r"memory",
+      subprocess_mem_gb=8),
     C("pairs-num-completions-1", lambda c: pairs_cmd(c, "--num-completions", "1"), r"num.completions"),
     C("pairs-temperature-0", lambda c: pairs_cmd(c, "--temperature", "0"), r"temperature"),
     C("pairs-yaml-num-completions-string",

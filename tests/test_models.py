@@ -80,3 +80,28 @@ def test_local_folder_round_trip(tmp_path, tok):
     assert torch.equal(next(loaded.parameters()), next(model.parameters()))
     t2 = load_tokenizer(str(tmp_path / "m"))
     assert t2.padding_side == "left" and len(t2) == len(tok)
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_any_model_loads(monkeypatch):
+    from paretoalign.errors import ConfigError
+    from paretoalign.models import check_batch_fits, kv_bytes_per_token, logit_bytes_per_token
+
+    assert kv_bytes_per_token("tiny") == 2 * 2 * 2 * 16 * 4  # K and V, 2 layers, 2 KV heads of 16, float32
+    assert logit_bytes_per_token(100) == 800
+    monkeypatch.setattr("paretoalign.models.memory_bytes", lambda device=None: 2**30)
+    check_batch_fits(16, 64, 1024, "--batch-size")  # 1 MiB of 1 GiB: fine
+    with pytest.raises(ConfigError, match=r"--batch-size: 100000 sequences of up to 300 tokens need at least 29 GiB"
+                                          r".*this machine has 1 GiB; lower the batch size"):
+        check_batch_fits(100_000, 300, 1024, "--batch-size")
+
+
+def test_kv_bytes_come_from_the_config_without_reading_weights(tmp_path):
+    import json
+
+    from paretoalign.models import kv_bytes_per_token
+
+    (tmp_path / "config.json").write_text(json.dumps({"num_attention_heads": 9, "num_key_value_heads": 3,
+                                                      "num_hidden_layers": 30, "hidden_size": 576}))
+    assert kv_bytes_per_token(str(tmp_path)) == 2 * 30 * 3 * 64 * 4  # SmolLM2-135M's shape
+    (tmp_path / "config.json").write_text("{not json")
+    assert kv_bytes_per_token(str(tmp_path)) == 0  # unknown: no bound rather than a wrong one

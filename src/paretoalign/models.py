@@ -225,19 +225,43 @@ def memory_bytes(device: str | None = None) -> int:
         return 0
 
 
-def check_batch_fits(rows: int, seq_len: int, vocab: int, what: str, device: str | None = None) -> None:
-    """Refuse, before any model loads, a batch whose logits alone cannot fit in memory.
+def check_batch_fits(rows: int, seq_len: int, bytes_per_token: int, what: str, device: str | None = None) -> None:
+    """Refuse, before any model loads, a batch that cannot fit in memory.
 
-    A lower bound: ``rows`` sequences of ``seq_len`` tokens produce float32 logits over ``vocab``
-    and their log-softmax (the loss's gradient doubles it again; weights, activations and the KV
-    cache come on top), so a batch refused here could never run, and one accepted may still be tight.
+    ``bytes_per_token``: a lower bound of what each token of each row needs, e.g. its float32 logits
+    and their log-softmax (:func:`logit_bytes_per_token`) in a training forward pass, or its KV cache
+    while generating (:func:`kv_bytes_per_token`).  Weights, other activations and gradients come on
+    top, so a batch refused here could never run, and one accepted may still be tight.
     """
-    need = 2 * rows * seq_len * vocab * 4
+    need = rows * seq_len * bytes_per_token
     have = memory_bytes(device)
     if have and need > have:
         raise ConfigError(
-            f"{what}: {rows} sequences of up to {seq_len} tokens need at least {need / 2**30:,.0f} GiB of memory for "
-            f"their logits alone (vocabulary {vocab}); this machine has {have / 2**30:,.0f} GiB; lower the batch size")
+            f"{what}: {rows} sequences of up to {seq_len} tokens need at least {need / 2**30:,.0f} GiB of memory "
+            f"({bytes_per_token:,} bytes a token); this machine has {have / 2**30:,.0f} GiB; lower the batch size")
+
+
+def logit_bytes_per_token(vocab: int) -> int:
+    """float32 logits and their log-softmax over the vocabulary."""
+    return 2 * 4 * vocab
+
+
+def kv_bytes_per_token(name: str, allow_download: bool = False) -> int:
+    """float32 keys and values of every layer for one token, from the model's config.json (no weights
+    are read); 0 where the config does not say."""
+    if name == TINY_NAME:
+        layers, kv_heads, head_dim = 2, 2, 16  # build_tiny_model's shape
+    else:
+        import json
+
+        try:
+            cfg = json.loads((Path(resolve_model_path(name, allow_download)) / "config.json").read_text())
+            heads = int(cfg["num_attention_heads"])
+            layers, kv_heads = int(cfg["num_hidden_layers"]), int(cfg.get("num_key_value_heads") or heads)
+            head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError, ModelNotFoundError):
+            return 0
+    return 2 * layers * kv_heads * head_dim * 4
 
 
 class MultiValueHead(nn.Module):

@@ -99,13 +99,15 @@ def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
     """Sample, score and pair; returns the card (also written to ``card.json``)."""
     from paretoalign import __version__
     from paretoalign.data import load_prompts, prompts_hash, split_prompts
-    from paretoalign.models import load_causal_lm, load_tokenizer
+    from paretoalign.models import check_batch_fits, kv_bytes_per_token, load_causal_lm, load_tokenizer
     from paretoalign.objectives import build_objective_set
     from paretoalign.preference_data import PAIRS_FILE, PreferencePair, save_preference_data
     from paretoalign.rollout import generate
 
     out = Path(cfg.output_dir)
     tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
+    check_batch_fits(cfg.batch_size * cfg.num_completions, cfg.max_prompt_length + cfg.max_new_tokens,
+                     kv_bytes_per_token(cfg.model, cfg.allow_download), "--batch-size x --num-completions")
     run_dir.claim(out, "pairs", cfg.overwrite, (PAIRS_FILE, CARD_FILE, README_FILE))
     objectives = build_objective_set(cfg.objectives, tokenizer, nan_policy="skip")
     train, _held = split_prompts(load_prompts(cfg.prompts, column=cfg.prompt_column), cfg.heldout_fraction, cfg.seed)

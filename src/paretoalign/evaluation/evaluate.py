@@ -351,8 +351,13 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         if long:
             warnings.warn(f"{long} of {len(prompts)} prompts with the direction exceed {MAX_PROMPT_LENGTH} tokens; "
                           "truncation cuts their direction (the model is not steered on them)", RuntimeWarning, stacklevel=2)
-    fingerprint = target_fingerprint(t, cfg.allow_download)
     decoding = settings["decoding"]
+    from paretoalign.models import check_batch_fits, kv_bytes_per_token
+    from paretoalign.rollout import MAX_PROMPT_LENGTH
+
+    check_batch_fits(decoding["batch_size"], MAX_PROMPT_LENGTH + decoding["max_new_tokens"],
+                     kv_bytes_per_token(t.base_model, cfg.allow_download), "--batch-size (generation)")
+    fingerprint = target_fingerprint(t, cfg.allow_download)
     gen_key = _sha({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,
                     "decoding": {k: decoding[k] for k in _GEN_KEYS}})
     cache = _Cache(gen_key, cfg.cache)

@@ -42,7 +42,14 @@ from paretoalign.directions import (
     sample_directions,
 )
 from paretoalign.errors import ParetoAlignError
-from paretoalign.models import TINY_NAME, check_batch_fits, load_causal_lm, load_tokenizer
+from paretoalign.models import (
+    TINY_NAME,
+    check_batch_fits,
+    kv_bytes_per_token,
+    load_causal_lm,
+    load_tokenizer,
+    logit_bytes_per_token,
+)
 from paretoalign.objectives import build_objective_set
 from paretoalign.rollout import count_overlong, generate
 from paretoalign.sequences import ResponseBatch, response_token_logps
@@ -87,8 +94,12 @@ class DPATrainer:
         self.accelerator = acc = accelerator or Accelerator()
         self.out = Path(cfg.output_dir)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
-        check_batch_fits(cfg.batch_size, cfg.max_prompt_length + cfg.max_new_tokens, len(self.tokenizer),
-                         "--batch-size", acc.device.type)
+        seq = cfg.max_prompt_length + cfg.max_new_tokens
+        check_batch_fits(cfg.prompts_per_round * cfg.num_candidates, seq,
+                         kv_bytes_per_token(cfg.model, cfg.allow_download),
+                         "--prompts-per-round x --num-candidates (generation)", acc.device.type)
+        check_batch_fits(cfg.batch_size, seq, logit_bytes_per_token(len(self.tokenizer)), "--batch-size",
+                         acc.device.type)
         self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
                                               cfg.rounds, "rounds").checkpoint
         self.objectives = objectives or build_objective_set(cfg.objectives, self.tokenizer, cfg.nan_policy)

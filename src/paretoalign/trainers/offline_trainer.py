@@ -31,7 +31,7 @@ from paretoalign.losses import mopo as M
 from paretoalign.losses.amopo import amopo_adaptive_weights, amopo_loss, average_logps
 from paretoalign.losses.dpo import dpo_loss
 from paretoalign.losses.modpo import check_modpo_weights, modpo_loss
-from paretoalign.models import TINY_NAME, check_batch_fits, load_causal_lm, load_tokenizer
+from paretoalign.models import TINY_NAME, check_batch_fits, load_causal_lm, load_tokenizer, logit_bytes_per_token
 from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import render_prompt
 from paretoalign.sequences import encode_responses, response_token_logps
@@ -96,8 +96,9 @@ class OfflineTrainer:
         if data is None and not cfg.pairs:
             raise ConfigError("--pairs is required: a preference dataset (see `paretoalign pairs` to make one)")
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
-        check_batch_fits(2 * cfg.batch_size, cfg.max_prompt_length + cfg.max_response_length, len(self.tokenizer),
-                         "--batch-size (chosen and rejected)", acc.device.type)
+        check_batch_fits(2 * cfg.batch_size, cfg.max_prompt_length + cfg.max_response_length,
+                         logit_bytes_per_token(len(self.tokenizer)), "--batch-size (chosen and rejected)",
+                         acc.device.type)
         self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
                                               cfg.max_steps).checkpoint
         if data is None:

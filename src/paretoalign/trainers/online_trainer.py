@@ -50,6 +50,8 @@ from paretoalign.models import (
     TINY_NAME,
     PolicyWithValueHeads,
     check_batch_fits,
+    kv_bytes_per_token,
+    logit_bytes_per_token,
     completion_logits,
     load_causal_lm,
     load_tokenizer,
@@ -93,9 +95,12 @@ class OnlineTrainer:
         self.out = Path(cfg.output_dir)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
         self.tokenizer.padding_side = "left"
-        check_batch_fits(cfg.batch_size * cfg.num_generations // cfg.num_mini_batches,
-                         cfg.max_prompt_length + cfg.max_new_tokens, len(self.tokenizer),
-                         "--batch-size x --num-generations / --num-mini-batches", acc.device.type)
+        seq = cfg.max_prompt_length + cfg.max_new_tokens
+        check_batch_fits(cfg.batch_size * cfg.num_generations, seq, kv_bytes_per_token(cfg.model, cfg.allow_download),
+                         "--batch-size x --num-generations (generation)", acc.device.type)
+        check_batch_fits(cfg.batch_size * cfg.num_generations // cfg.num_mini_batches, seq,
+                         logit_bytes_per_token(len(self.tokenizer)),
+                         "--batch-size x --num-generations / --num-mini-batches (loss)", acc.device.type)
         # Claim and validate the run folder before any expensive loading: a mistake costs nothing.
         self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
                                               cfg.max_steps).checkpoint
