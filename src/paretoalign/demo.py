@@ -57,14 +57,10 @@ def check_demo_args(model, method, steps, eval_prompts, samples, output_dir, see
 
 def _check_output_dir(out: Path) -> None:
     """The demo starts a new run: its folder must be new or empty, and not a file or under one."""
-    for p in (out, *out.parents):
-        if p.exists() and not p.is_dir():
-            where = "is a file" if p == out else f"is under {str(p)!r}, which is a file"
-            raise RunDirError(f"--output-dir {str(out)!r} {where}; choose another folder")
-        if p.exists():
-            break
+    from paretoalign import run_dir
+
+    run_dir.check_dir_path(out)
     if out.is_dir() and any(out.iterdir()):
-        from paretoalign import run_dir
 
         what = "already holds a run" if run_dir.holds_run(out) else "is not empty"
         raise RunDirError(f"--output-dir {str(out)!r} {what}; the demo starts a new run (it does not resume or "

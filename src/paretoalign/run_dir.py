@@ -76,6 +76,26 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp.replace(path)
 
 
+def read_json_object(f: Path, error=RunDirError, what: str = "the file is damaged") -> dict:
+    """A JSON object from ``f``, or one ``error`` naming the file and what is wrong with it."""
+    try:
+        text = Path(f).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{f}: not UTF-8 text (byte {e.start}); {what}") from None
+    except OSError as e:
+        raise error(f"{f}: cannot be read ({e.strerror or e})") from None
+    if not text.strip():
+        raise error(f"{f}: the file is empty; {what} (an interrupted write or copy?)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{f}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}); the file is damaged "
+                    "or cut short") from None
+    if not isinstance(data, dict):
+        raise error(f"{f}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def write_json(path: str | Path, obj, **kwargs) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, **kwargs))
 
@@ -143,7 +163,7 @@ def claim(path: str | Path, kind: str, overwrite: bool, entries: tuple[str, ...]
     True when the folder held a previous result that was removed.
     """
     path = Path(path)
-    _check_dir_path(path)
+    check_dir_path(path)
     if path.is_dir() and any(path.iterdir()):
         marker = read_marker(path)
         if marker is None or marker.get("kind") != kind:
@@ -174,7 +194,7 @@ def remove_entries(path: Path, entries) -> None:
             p.unlink()
 
 
-def _check_dir_path(path: Path) -> None:
+def check_dir_path(path: Path) -> None:
     for p in (path, *path.parents):
         if p.exists() and not p.is_dir():
             where = "is a file" if p == path else f"is under {str(p)!r}, which is a file"
@@ -308,7 +328,7 @@ def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, plann
     (or rounds) the config asks for, refused when fewer than a resumed checkpoint has done.
     """
     path = Path(path)
-    _check_dir_path(path)
+    check_dir_path(path)
     start = Start()
     if resume:
         if not holds_run(path):

@@ -607,21 +607,7 @@ def load_front_result(folder: str | Path) -> dict:
 
 def _read_result(f: Path) -> dict:
     """A front.json or comparison.json as written by this module, or one FrontError naming the file and what is wrong."""
-    try:
-        text = f.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise FrontError(f"{f}: not UTF-8 text (byte {e.start}); the file is damaged") from None
-    except OSError as e:
-        raise FrontError(f"{f}: cannot be read ({e.strerror or e})") from None
-    if not text.strip():
-        raise FrontError(f"{f}: the file is empty (an interrupted write?)")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FrontError(f"{f}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}); the file is damaged "
-                         "or cut short") from None
-    if not isinstance(data, dict):
-        raise FrontError(f"{f}: expected a JSON object, got {type(data).__name__}")
+    data = run_dir.read_json_object(f, FrontError)
     _Checker(f).result(data)
     return data
 

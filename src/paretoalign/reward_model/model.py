@@ -157,22 +157,9 @@ def read_config(path: Path) -> dict:
     if not f.is_file():
         raise ConfigError(f"{str(path)!r} is not a paretoalign reward model (no {CONFIG_FILE} with {MARKER!r}); "
                           "train one with `paretoalign reward-model train`")
-    try:
-        text = f.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{f}: not UTF-8 text (byte {e.start}); the model folder is damaged") from None
-    except OSError as e:
-        raise ConfigError(f"{f}: cannot be read ({e.strerror or e})") from None
-    if not text.strip():
-        raise ConfigError(f"{f}: the file is empty; the model folder is damaged (an interrupted copy?)")
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{f}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}); the file is damaged "
-                          "or cut short") from None
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{f}: expected a JSON object, got {type(cfg).__name__}")
-    return cfg
+    from paretoalign.run_dir import read_json_object
+
+    return read_json_object(f, ConfigError, "the model folder is damaged")
 
 
 def _from_config(cls, cfg: dict, f: Path) -> "MultiObjectiveRewardModel":
