@@ -14,7 +14,7 @@ concave in π, so linear scalarisation traces the whole Pareto front, and the ma
 
 Methods.  Each trains one tabular policy per preference vector, from π_ref, with the same steps,
 samples per step, optimiser and learning rate, through the same functions as real training
-(:mod:`paretoalign.losses`, :mod:`paretoalign.trainers.online_methods`): sample G responses per
+(:mod:`paretoalign.losses`, :mod:`paretoalign.losses.online`): sample G responses per
 prompt, per-objective KL-shaped rewards (:func:`~paretoalign.losses.token_rewards`, one token),
 a per-prompt group-mean baseline in place of the value heads, GAE (:func:`~paretoalign.losses.gae`),
 whitening as the trainer does (MORLHF: after the weighted sum; PAMA / MGDA-UB: per objective),
@@ -51,7 +51,7 @@ from paretoalign.combiners import linear_scalarize
 from paretoalign.evaluation.metrics import hypervolume, igd_plus, pareto_mask
 from paretoalign.losses import gae, token_rewards, whiten
 from paretoalign.preferences import simplex_grid
-from paretoalign.trainers.online_methods import mgda_ub_loss, morlhf_loss, pama_loss
+from paretoalign.losses.online import mgda_ub_loss, morlhf_loss, pama_loss
 
 OUT = Path(__file__).resolve().parent / "out" / "exact_front.json"
 

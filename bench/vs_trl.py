@@ -134,7 +134,7 @@ def _completion_text(c) -> str:
 def make_reward_funcs(objectives) -> list:
     """One TRL reward function per objective, calling that objective's own ``score`` on the
     stripped completion text, exactly what our ObjectiveSet does."""
-    from paretoalign.data import prompt_text
+    from paretoalign.data.prompts import prompt_text
 
     funcs = []
     for obj in objectives:
@@ -244,7 +244,7 @@ def instrument_trl(trainer, sink: dict) -> None:
 
 
 def load_prompts_train():
-    from paretoalign.data import builtin_prompts
+    from paretoalign.data.prompts import builtin_prompts
 
     return builtin_prompts("train")
 

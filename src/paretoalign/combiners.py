@@ -333,7 +333,7 @@ def pama_weights(terms: torch.Tensor) -> torch.Tensor:
 
     Args:
         terms: ``[..., K]`` per-objective scalar terms I_k (e.g. the slope of the Noon-PPO
-            surrogate times the advantage; see :func:`paretoalign.trainers.online_methods.pama_loss`).
+            surrogate times the advantage; see :func:`paretoalign.losses.online.pama_loss`).
 
     Returns:
         ``[..., K]``: non-negative, summing to 1 along the last axis.

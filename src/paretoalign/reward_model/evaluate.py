@@ -75,7 +75,7 @@ def read_score_input(path: str | Path):
     ``{prompt, response}`` rows, else ``("pairs", PreferenceData)`` from anything ``train --pairs`` reads.
     Every problem is a :class:`~paretoalign.errors.DataError` naming the file and the row."""
     from paretoalign.errors import DataError
-    from paretoalign.preference_data import HELPSTEER2_ATTRIBUTES, load_preference_data, read_jsonl
+    from paretoalign.data.preference_pairs import HELPSTEER2_ATTRIBUTES, load_preference_data, read_jsonl
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -92,7 +92,7 @@ def read_score_input(path: str | Path):
 
 def _score_row(r, where: str) -> tuple:
     from paretoalign.errors import DataError
-    from paretoalign.preference_data import _prompt
+    from paretoalign.data.preference_pairs import _prompt
 
     if not isinstance(r, dict):
         raise DataError(f"{where}: expected an object with 'prompt' and 'response', got {type(r).__name__}")

@@ -51,7 +51,7 @@ class FeatureExtractor:
                  batch_size: int = 8, device: str = "auto", cache_dir: str | Path | None = None,
                  use_chat_template: bool = True, allow_download: bool = False, model=None, tokenizer=None,
                  keep_in_memory: bool = True):
-        from paretoalign.objectives.embedding import resolve_device
+        from paretoalign.models import resolve_device
 
         self.backbone = str(backbone)
         self.encoder = _is_encoder(self.backbone)
@@ -76,7 +76,7 @@ class FeatureExtractor:
         if self.encoder:
             from transformers import AutoModel, AutoTokenizer
 
-            from paretoalign.objectives.embedding import minilm_path
+            from paretoalign.models import minilm_path
 
             folder = str(minilm_path()) if self.backbone == "minilm" else self.backbone
             try:
@@ -112,7 +112,7 @@ class FeatureExtractor:
 
     # -- texts ------------------------------------------------------------------------------------
     def conversation_text(self, prompt, response: str) -> str:
-        from paretoalign.data import prompt_text
+        from paretoalign.data.prompts import prompt_text
 
         tok = self.tokenizer
         if not self.encoder and self.use_chat_template and getattr(tok, "chat_template", None):
@@ -121,7 +121,7 @@ class FeatureExtractor:
         return f"{prompt_text(prompt)}\n\n{response}"
 
     def prompt_only_text(self, prompt) -> str:
-        from paretoalign.data import prompt_text
+        from paretoalign.data.prompts import prompt_text
 
         tok = self.tokenizer
         if not self.encoder and self.use_chat_template and getattr(tok, "chat_template", None):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from paretoalign.config_utils import check_fields, check_choice, field, split_list
-from paretoalign.directions import DEFAULT_DIRECTION_TEMPLATE
+from paretoalign.preferences import DEFAULT_DIRECTION_TEMPLATE
 from paretoalign.errors import ConfigError
 from paretoalign.trainers.adaptation import LoraOptions
 

@@ -4,7 +4,7 @@ Reference: Wang et al. 2024, "Arithmetic Control of LLMs for Diverse User Prefer
 Preference Alignment with Multi-Objective Rewards" (arXiv 2402.18571).  Each round:
 
 1. draw training prompts and, for each, a direction v (a unit vector in objective space,
-   :func:`paretoalign.directions.sample_directions`), written into a system message;
+   :func:`paretoalign.preferences.sample_directions`), written into a system message;
 2. sample ``num_candidates`` completions of the current policy for each conditioned prompt;
 3. score them with the K objectives (on the user's prompt, without the direction) and keep the
    one maximising vᵀr(x, y);
@@ -33,8 +33,8 @@ import torch
 
 from paretoalign import run_dir
 from paretoalign.config_utils import config_to_dict
-from paretoalign.data import load_prompts, split_prompts
-from paretoalign.directions import (
+from paretoalign.data.prompts import load_prompts, split_prompts
+from paretoalign.preferences import (
     check_direction_template,
     conditioned_prompt,
     direction_from_angle,
@@ -85,7 +85,7 @@ def select_best(scores: torch.Tensor, valid: torch.Tensor, directions: torch.Ten
 
 
 class DPATrainer:
-    """Orchestrates DPA's rounds; the direction maths is in :mod:`paretoalign.directions`."""
+    """Orchestrates DPA's rounds; the direction maths is in :mod:`paretoalign.preferences`."""
 
     def __init__(self, config: DPAConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
         from accelerate import Accelerator

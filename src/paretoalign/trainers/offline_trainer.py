@@ -83,7 +83,7 @@ class OfflineTrainer:
     Args:
         config: an :class:`OfflineConfig`.
         model, tokenizer: optional pre-built policy and tokenizer.
-        data: optional :class:`~paretoalign.preference_data.PreferenceData` (default: ``config.pairs``).
+        data: optional :class:`~paretoalign.data.preference_pairs.PreferenceData` (default: ``config.pairs``).
         accelerator: optional ``accelerate.Accelerator``.
     """
 
@@ -102,7 +102,7 @@ class OfflineTrainer:
         self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
                                               cfg.max_steps).checkpoint
         if data is None:
-            from paretoalign.preference_data import load_preference_data
+            from paretoalign.data.preference_pairs import load_preference_data
 
             data = load_preference_data(cfg.pairs, format=cfg.pairs_format, max_rows=cfg.max_pairs)
         self.data = data
@@ -281,7 +281,7 @@ class OfflineTrainer:
                     cols_c.append(beta * (lc - ref_c[sel]))
                     cols_r.append(beta * (lr - ref_r[sel]))
                 elif e.scorer is not None:
-                    from paretoalign.data import prompt_text
+                    from paretoalign.data.prompts import prompt_text
 
                     prompts = [prompt_text(p.prompt) for p in sub]
                     sc = e.scorer.score(prompts, [p.chosen for p in sub])

@@ -3,7 +3,7 @@ multi-objective GRPO.
 
 Each step: sample prompts -> generate completions -> score every objective (reward vector
 ``[N, K]``) -> per-objective advantages (GAE with one value head per objective, or group
-baselines) -> the method's combiner (:mod:`paretoalign.trainers.online_methods`) -> one optimiser
+baselines) -> the method's combiner (:mod:`paretoalign.losses.online`) -> one optimiser
 step.  Scaling goes through accelerate: under ``accelerate launch`` each process draws its own
 prompts, gradients are averaged by DDP/FSDP/DeepSpeed, and the combiners' inputs that must agree
 across processes (PAMA's batch terms, MGDA's Gram matrix) are reduced first.
@@ -36,7 +36,7 @@ from paretoalign.combiners import (
     sum_then_normalize,
 )
 from paretoalign.config_utils import config_to_dict
-from paretoalign.data import load_prompts, split_prompts
+from paretoalign.data.prompts import load_prompts, split_prompts
 from paretoalign.errors import RunDirError
 from paretoalign.losses import (
     gae,
@@ -62,7 +62,7 @@ from paretoalign.rollout import Rollout, generate, token_logprobs
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import add_lora, epoch_indices
 from paretoalign.trainers.online_config import LINEAR_METHODS, OnlineConfig
-from paretoalign.trainers.online_methods import mgda_ub_loss, morlhf_loss, pama_loss
+from paretoalign.losses.online import mgda_ub_loss, morlhf_loss, pama_loss
 
 
 def standardize_valid(adv: torch.Tensor, pool: torch.Tensor, pool_valid: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 
 from paretoalign import run_dir
 from paretoalign.errors import ConfigError, DataError
-from paretoalign.preference_data import prompt_key
+from paretoalign.data.preference_pairs import prompt_key
 from paretoalign.reward_model.armo import bradley_terry_loss, debias_lambdas, fit_ridge_heads, scale_ratings
 from paretoalign.reward_model.evaluate import evaluate_reward_model, head_correlations
 from paretoalign.reward_model.features import FeatureExtractor
@@ -46,7 +46,7 @@ def heldout_prompts(keys: list[str], fraction: float, seed: int) -> set[str]:
 
 def _load_pairs(paths: list, fmt: str, max_rows):
     """Preference pairs from one or several files: 'objective=path' sets, or plain paths merged."""
-    from paretoalign.preference_data import load_preference_data, merge_preference_data
+    from paretoalign.data.preference_pairs import load_preference_data, merge_preference_data
 
     if len(paths) == 1 or all("=" in str(p) for p in paths):
         return load_preference_data(paths if len(paths) > 1 else paths[0], format=fmt, max_rows=max_rows)
@@ -71,7 +71,7 @@ def _log(cfg, msg: str) -> None:
 
 def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | None = None) -> tuple[MultiObjectiveRewardModel, dict]:
     """Both stages; writes the model and ``report.json`` to ``cfg.output_dir``; returns (model, report)."""
-    from paretoalign.preference_data import load_ratings
+    from paretoalign.data.preference_pairs import load_ratings
 
     out = Path(cfg.output_dir)
     # Refuse a folder we did not write before any work; --overwrite removes only our files.

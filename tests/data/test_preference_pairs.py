@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from paretoalign.errors import DataError
-from paretoalign.preference_data import PreferencePair, load_preference_data, save_preference_data
+from paretoalign.data.preference_pairs import PreferencePair, load_preference_data, save_preference_data
 
-FIX = Path(__file__).parent / "fixtures" / "preferences"
+FIX = Path(__file__).parent.parent / "fixtures" / "preferences"
 
 
 def test_hh_rlhf_transcripts_become_conversations():

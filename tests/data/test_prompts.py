@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from paretoalign.data import (
+from paretoalign.data.prompts import (
     builtin_prompts,
     load_prompts,
     prompt_text,

@@ -5,7 +5,7 @@ import torch
 
 from paretoalign.combiners import linear_scalarize, min_norm_weights, pama_weights
 from paretoalign.losses import gae, masked_mean, ppo_surrogate, surrogate_slope, token_rewards
-from paretoalign.trainers.online_methods import mgda_ub_loss, morlhf_loss, pama_loss
+from paretoalign.losses.online import mgda_ub_loss, morlhf_loss, pama_loss
 
 
 def _batch(seed=0, N=4, T=5, K=3):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from paretoalign.data import Prompt, _validate_conversation, prompt_text
+from paretoalign.data.prompts import Prompt, _validate_conversation, prompt_text
 from paretoalign.errors import DataError
 
 FORMATS = ("trl", "hh-rlhf", "pku-saferlhf", "helpsteer2", "ultrafeedback")
@@ -176,7 +176,7 @@ def _finite(v) -> bool:
 def read_jsonl(path: Path, max_rows: int | None = None) -> list[tuple[int, Any]]:
     """(line number, value) of every non-blank line of a JSONL file; a line that is not UTF-8 or not
     JSON is a :class:`DataError` naming it."""
-    from paretoalign.data import decode_text
+    from paretoalign.data.prompts import decode_text
 
     rows = []
     try:
@@ -198,7 +198,7 @@ def read_jsonl(path: Path, max_rows: int | None = None) -> list[tuple[int, Any]]
 
 
 def _read_json(path: Path) -> Any:
-    from paretoalign.data import _read_text
+    from paretoalign.data.prompts import _read_text
 
     text = _read_text(path)
     if not text.strip():
@@ -220,7 +220,7 @@ def _read_dataset(path: Path):
         raise DataError(f"{path.name}: unsupported file type {path.suffix!r} (use .jsonl, .json, .parquet, "
                         ".csv or a datasets folder)")
     if path.suffix == ".csv":
-        from paretoalign.data import _read_text
+        from paretoalign.data.prompts import _read_text
 
         _read_text(path)  # bytes that are not UTF-8 (or a binary file) named by line, before pandas sees them
     # quiet: datasets' own "Failed to read" log line and progress bar would come before our one error line
@@ -235,7 +235,7 @@ def _read_dataset(path: Path):
             return ds
         return datasets.load_dataset(path.suffix[1:], data_files=str(path), split="train")
     except Exception as e:  # pyarrow/pandas errors, often wrapped in datasets' own
-        from paretoalign.data import first_line
+        from paretoalign.data.prompts import first_line
 
         cause = (e.__cause__ or e.__context__ or e) if type(e).__name__ == "DatasetGenerationError" else e
         raise DataError(f"{path}: cannot read it as a dataset ({first_line(cause)})") from None

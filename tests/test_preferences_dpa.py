@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from paretoalign.directions import (
+from paretoalign.preferences import (
     DEFAULT_DIRECTION_TEMPLATE,
     check_direction_template,
     direction_from_angle,
