@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from paretoalign.combiners import linear_scalarize
-from paretoalign.evaluation.metrics import hypervolume, igd_plus, pareto_mask
+from paretoalign.fronts.metrics import hypervolume, igd_plus, pareto_mask
 from paretoalign.losses import gae, token_rewards, whiten
 from paretoalign.preferences import simplex_grid
 from paretoalign.losses.online import mgda_ub_loss, morlhf_loss, pama_loss

@@ -99,7 +99,8 @@ def train_options(a, out: Path) -> dict:
 
 
 def run_fronts(a, out: Path, train: dict) -> tuple[list[dict], dict]:
-    from paretoalign.evaluation.front import FrontConfig, compare_fronts, load_front, run_front, write_outputs
+    from paretoalign.fronts.front import compare_fronts, load_front, write_outputs
+    from paretoalign.fronts.sweep import FrontConfig, run_front
     from paretoalign.run_dir import read_metrics
 
     rows, fronts = [], []
@@ -132,7 +133,7 @@ def run_fronts(a, out: Path, train: dict) -> tuple[list[dict], dict]:
 
 def length_adapter(out: Path) -> Path:
     """The DPO sweep's (0, 1) vertex: a LoRA adapter trained by DPO on the second objective's labels."""
-    from paretoalign.evaluation.front import load_front
+    from paretoalign.fronts.front import load_front
 
     front = load_front(out / "dpo")
     for p in front["points"]:

@@ -66,7 +66,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     from paretoalign.config_utils import config_to_dict
-    from paretoalign.evaluation.front import FrontConfig, compare_fronts, load_front, run_front, write_outputs
+    from paretoalign.fronts.front import compare_fronts, load_front, write_outputs
+    from paretoalign.fronts.sweep import FrontConfig, run_front
     from paretoalign.run_dir import read_metrics
     from paretoalign.trainers.online_config import OnlineConfig
 

@@ -8,7 +8,7 @@ Same as ``paretoalign report FOLDER --screenshot`` for an existing page.  Needs 
 
 import argparse
 
-from paretoalign.evaluation.html_report import screenshot
+from paretoalign.fronts.html_report import screenshot
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from paretoalign.cli import train_config
-from paretoalign.evaluation.front import build_front_config
+from paretoalign.fronts.sweep import build_front_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 

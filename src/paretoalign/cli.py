@@ -63,7 +63,7 @@ def train_config(yaml_path=None, overrides: dict | None = None):
 
 
 def _cmd_train(args) -> int:
-    from paretoalign.report import print_summary
+    from paretoalign.console import print_summary
     from paretoalign.trainers.offline_config import OfflineConfig
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
@@ -118,7 +118,7 @@ def _cmd_evaluate(args) -> int:
 
 def _front_parser(sub) -> None:
     from paretoalign.config_utils import add_dataclass_arguments
-    from paretoalign.evaluation.front import FRONT_SETS, FrontConfig
+    from paretoalign.fronts.sweep import FRONT_SETS, FrontConfig
     from paretoalign.trainers.online_config import OnlineConfig
 
     p = sub.add_parser(
@@ -147,7 +147,8 @@ def _front_parser(sub) -> None:
 
 
 def _cmd_front(args) -> int:
-    from paretoalign.evaluation.front import build_front_config, print_front, run_front
+    from paretoalign.fronts.front import print_front
+    from paretoalign.fronts.sweep import build_front_config, run_front
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
     front, train = build_front_config(args.config, overrides)
@@ -174,7 +175,7 @@ def _compare_parser(sub) -> None:
 
 
 def _cmd_compare(args) -> int:
-    from paretoalign.evaluation.front import compare_dirs, print_front
+    from paretoalign.fronts.front import compare_dirs, print_front
 
     result = compare_dirs(args.fronts, args.output_dir, reference_point=args.reference_point,
                           reference_front=args.reference_front, labels=args.labels, screenshot=args.screenshot)
@@ -193,11 +194,11 @@ def _report_parser(sub) -> None:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from paretoalign.evaluation.front import _runs_of, load_front_result, write_outputs
+    from paretoalign.fronts.front import runs_of, load_front_result, write_outputs
 
     out = Path(args.folder)
     result = load_front_result(out)
-    files = write_outputs(result, out, runs=_runs_of(result, out), screenshot=args.screenshot)
+    files = write_outputs(result, out, runs=runs_of(result, out), screenshot=args.screenshot)
     for k, v in files.items():
         print(f"{k}: {v}")
     return 0
@@ -262,7 +263,7 @@ def _pairs_parser(sub) -> None:
 def _cmd_pairs(args) -> int:
     from paretoalign.config_utils import build_config
     from paretoalign.pairs import PairsConfig, make_pairs
-    from paretoalign.report import table
+    from paretoalign.console import table
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
     cfg = build_config(PairsConfig, args.config, overrides)
@@ -303,7 +304,7 @@ def _reward_model_parser(sub) -> None:
 
 def _cmd_reward_model_train(args) -> int:
     from paretoalign.config_utils import build_config
-    from paretoalign.report import table
+    from paretoalign.console import table
     from paretoalign.trainers.reward_model_config import RewardModelConfig
     from paretoalign.trainers.reward_model_trainer import train_reward_model
 
@@ -329,7 +330,7 @@ def _cmd_reward_model_score(args) -> int:
     from pathlib import Path
 
     from paretoalign.errors import DataError
-    from paretoalign.report import table
+    from paretoalign.console import table
     from paretoalign.reward_model.evaluate import evaluate_reward_model, read_score_input
     from paretoalign.reward_model.model import MultiObjectiveRewardModel
 

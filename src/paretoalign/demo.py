@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from paretoalign.errors import ConfigError, RunDirError
-from paretoalign.report import table
+from paretoalign.console import table
 
 METHODS = ("pama", "morlhf", "mgda-ub", "mo-grpo")
 ADVANTAGES = ("gae", "group")

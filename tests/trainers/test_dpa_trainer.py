@@ -184,7 +184,7 @@ def test_bad_template_and_existing_run_fail_before_training(tmp_path, prompt_fil
 
 def test_cli_and_front_sweep_directions_of_one_model(tmp_path, prompt_file, monkeypatch, capsys):
     from paretoalign.cli import main
-    from paretoalign.evaluation.front import build_front_config, run_front
+    from paretoalign.fronts.sweep import build_front_config, run_front
 
     monkeypatch.setenv("PARETOALIGN_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "cli"

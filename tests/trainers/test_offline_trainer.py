@@ -239,7 +239,7 @@ def test_two_processes_under_accelerate(tmp_path, pairs_file):
 
 
 def test_modpo_front_sweep_relabels_the_zero_weight_vertex(tmp_path, monkeypatch):
-    from paretoalign.evaluation.front import build_front_config, run_front
+    from paretoalign.fronts.sweep import build_front_config, run_front
 
     monkeypatch.setenv("PARETOALIGN_CACHE", str(tmp_path / "cache"))
     data = []

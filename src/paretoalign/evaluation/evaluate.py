@@ -490,7 +490,7 @@ def _evaluate_tiny_base(bcfg: EvalConfig, seed: int, quiet: bool) -> dict:
 
 def print_eval(result: dict) -> None:
     """The per-objective table of an evaluation (with win rates when there is a baseline)."""
-    from paretoalign.report import table
+    from paretoalign.console import table
 
     rows = []
     for name in result["names"]:

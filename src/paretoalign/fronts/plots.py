@@ -1,6 +1,6 @@
 """Pictures of fronts: the K = 2 staircase, pairwise panels, parallel coordinates, training curves.
 
-Inputs are front dicts (the content of ``front.json``, see :mod:`paretoalign.evaluation.front`).
+Inputs are front dicts (the content of ``front.json``, see :mod:`paretoalign.fronts.front`).
 Values are plotted in each objective's own units; dominance and the staircase use oriented
 values (a minimised objective is negated), and its axis says "(lower is better)".
 Matplotlib's Agg backend: no display needed.
@@ -52,7 +52,7 @@ def _axis_label(name: str, sign: float) -> str:
 
 
 def _dominated(front: dict, signs: np.ndarray) -> np.ndarray:
-    from paretoalign.evaluation.metrics import pareto_mask
+    from paretoalign.fronts.metrics import pareto_mask
 
     if all("dominated" in p for p in front["points"]):
         return np.array([bool(p["dominated"]) for p in front["points"]])
@@ -66,7 +66,7 @@ def staircase(points_oriented, ref=None) -> np.ndarray:
     joined by horizontal-then-vertical steps; with ``ref`` the line starts at (ref_x, y_first)
     and ends at (x_last, ref_y), closing the dominated region.
     """
-    from paretoalign.evaluation.metrics import pareto_mask
+    from paretoalign.fronts.metrics import pareto_mask
 
     p = np.asarray(points_oriented, dtype=float).reshape(-1, 2)
     nd = p[pareto_mask(p)]

@@ -8,9 +8,11 @@ import pytest
 from paretoalign import run_dir
 from paretoalign.cli import main
 from paretoalign.errors import ConfigError, FrontError, RunDirError
-from paretoalign.evaluation import front as front_mod
-from paretoalign.evaluation.front import FrontConfig, compare_fronts, make_front, run_front
-from paretoalign.evaluation.metrics import hypervolume, pareto_mask
+from paretoalign.fronts import front as front_mod
+from paretoalign.fronts import sweep as sweep_mod
+from paretoalign.fronts.front import compare_fronts, make_front
+from paretoalign.fronts.sweep import FrontConfig, run_front
+from paretoalign.fronts.metrics import hypervolume, pareto_mask
 
 OBJ = ["length(name=chars,scale=10,low=0,high=100)", "length(name=words,unit=words,scale=1,low=0,high=100,direction=minimize)"]
 TRAIN = dict(model="tiny", objectives=OBJ, batch_size=2, num_generations=2, max_new_tokens=8, progress=False,
@@ -121,7 +123,7 @@ def test_a_sweep_trains_one_run_per_preference_evaluates_them_and_draws_the_fron
 def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path, monkeypatch):
     out = tmp_path / "front"
     calls = []
-    real = front_mod._train_online
+    real = sweep_mod._train_online
 
     def flaky(method, pref, train, folder, resume, acc):
         calls.append((tuple(pref), resume))
@@ -129,7 +131,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(method, pref, train, folder, resume, acc)
 
-    monkeypatch.setitem(front_mod.POINT_MAKERS, "pama", flaky)
+    monkeypatch.setitem(sweep_mod.POINT_MAKERS, "pama", flaky)
     cfg = dict(method=["pama"], preferences="grid:2", output_dir=str(out), report=False, **FAST_EVAL)
     with pytest.raises(KeyboardInterrupt):
         run_front(FrontConfig(**cfg), TRAIN, progress=lambda s: None)
@@ -211,7 +213,7 @@ def _front_dir(tmp_path, name, means):
     """A front folder as `paretoalign front` writes it (without the runs and plots)."""
     points = [dict(p, run_dir=f"points/{p['label']}", win_rate=None) for p in _points(means)]
     d = tmp_path / name
-    front_mod._write_json(d / front_mod.FRONT_FILE, make_front(points, name, "morlhf", _meta()))
+    front_mod.save_result(d / front_mod.FRONT_FILE, make_front(points, name, "morlhf", _meta()))
     return d
 
 

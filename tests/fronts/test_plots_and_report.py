@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from paretoalign.errors import ConfigError, ParetoAlignError
-from paretoalign.evaluation.html_report import find_browser, screenshot, write_report
-from paretoalign.evaluation.plots import (
+from paretoalign.fronts.html_report import find_browser, screenshot, write_report
+from paretoalign.fronts.plots import (
     curves_from_metrics,
     parallel_coordinates,
     plot_front,

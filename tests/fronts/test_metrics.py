@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from paretoalign.errors import ConfigError, FrontError
-from paretoalign.evaluation.metrics import (
+from paretoalign.fronts.metrics import (
     hypervolume,
     hypervolume_contributions,
     igd,
