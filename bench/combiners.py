@@ -67,10 +67,10 @@ def bench_weights(reps: int = 5, ks=KS, d: int | None = None, seed: int = 0) -> 
         grads = torch.randn(K, d, generator=gen)  # float32, like the gradients of a float32 LoRA
         # all K use the same repetition count: the largest Gram matrix (K=32: 625 MB of float32
         # gradients, 10 GFLOP) takes about a second here, so no reduction is needed
-        t_pama = _median_time(lambda: pama_weights(terms), reps, inner=200)
-        t_gram = _median_time(lambda: gram_matrix(grads), reps)
+        t_pama = _median_time(lambda t=terms: pama_weights(t), reps, inner=200)
+        t_gram = _median_time(lambda g=grads: gram_matrix(g), reps)
         gram = gram_matrix(grads)
-        t_solve = _median_time(lambda: min_norm_weights_from_gram(gram), reps, inner=20)
+        t_solve = _median_time(lambda g=gram: min_norm_weights_from_gram(g), reps, inner=20)
         t_mgda = t_gram + t_solve
         rows.append(
             {

@@ -48,13 +48,13 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
+    import torch
+
     from paretoalign.config_utils import config_to_dict
     from paretoalign.fronts.sweep import FrontConfig, run_front
     from paretoalign.objectives.registry import split_objective_specs
     from paretoalign.reward_model.armo import spearman
     from paretoalign.trainers.dpa_config import DPAConfig
-
-    import torch
 
     a = parse_args(argv)
     out = Path(a.out)

@@ -50,8 +50,8 @@ import torch
 from paretoalign.combiners import linear_scalarize
 from paretoalign.fronts.metrics import hypervolume, igd_plus, pareto_mask
 from paretoalign.losses import gae, token_rewards, whiten
-from paretoalign.preferences import simplex_grid
 from paretoalign.losses.online import mgda_ub_loss, morlhf_loss, pama_loss
+from paretoalign.preferences import simplex_grid
 
 OUT = Path(__file__).resolve().parent / "out" / "exact_front.json"
 

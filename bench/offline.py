@@ -77,7 +77,8 @@ def parse_args(argv=None):
 
 
 def make_pairs(a, out: Path) -> dict:
-    from paretoalign.pairs import CARD_FILE, PairsConfig, make_pairs as _make
+    from paretoalign.pairs import CARD_FILE, PairsConfig
+    from paretoalign.pairs import make_pairs as _make
 
     folder = out / "pairs"
     if a.resume and (folder / CARD_FILE).is_file():

@@ -119,6 +119,94 @@ def test_group_aggregations_with_constant_objective():
     assert torch.allclose(out, 0.5 * group_normalize(r[:, 0]), atol=1e-12)
 
 
+# --- valid-sample statistics and TRL's scale_rewards -----------------------------------------
+# 2 groups of 3, K = 2, w = (½, ½); the third sample of group 0 was not scored (NaN, invalid).
+NAN = float("nan")
+R_NAN = [[[1.0, 3.0], [3.0, 5.0], [NAN, NAN]], [[0.0, 2.0], [2.0, 2.0], [4.0, 6.0]]]
+V_NAN = [[True, True, False], [True, True, True]]
+# weighted sums: group 0 (2, 4, —), group 1 (1, 2, 5)
+S26 = np.sqrt(26.0)  # group 1: mean 8/3, population std √26/3
+G1_DEV = [-5 / 3, -2 / 3, 7 / 3]
+
+
+def test_sum_then_normalize_group_stats_use_valid_samples_only_hand_computed():
+    r, v, w = t(R_NAN), torch.tensor(V_NAN), t([0.5, 0.5])
+    out = sum_then_normalize(r, w, valid=v)
+    # group 0: (2, 4) -> mean 3, std 1; the unscored sample gets 0 and is not in the std
+    want = t([[-1.0, 1.0, 0.0], [-5 / S26, -2 / S26, 7 / S26]])
+    assert torch.allclose(out, want, atol=1e-12)
+    # the old rule (unscored sample replaced by its group mean 3 and counted) shrinks the std to √(2/3)
+    # and inflates the valid samples' advantages by √(3/2); TRL's nan-aware statistics do not
+    filled = torch.where(v.unsqueeze(-1), r, t([[3.0, 3.0]]))
+    old = sum_then_normalize(filled, w)
+    assert torch.allclose(old[0], t([-1.0, 1.0, 0.0]) * np.sqrt(1.5), atol=1e-12)
+    # the same as dropping the sample: group 0 as a group of two
+    assert torch.allclose(out[0, :2], sum_then_normalize(r[0, :2], w), atol=1e-12)
+
+
+@pytest.mark.parametrize("scale, want", [
+    ("group", [[-1.0, 1.0, 0.0], [-5 / S26, -2 / S26, 7 / S26]]),
+    # batch: std of the valid weighted sums (2, 4, 1, 2, 5): mean 2.8, variance 10.8 / 5 = 2.16
+    ("batch", [[-1 / np.sqrt(2.16), 1 / np.sqrt(2.16), 0.0], [d / np.sqrt(2.16) for d in G1_DEV]]),
+    ("none", [[-1.0, 1.0, 0.0], G1_DEV]),  # centred on the valid group mean only
+])
+def test_sum_then_normalize_scale_rewards_hand_computed_with_nan_samples(scale, want):
+    out = sum_then_normalize(t(R_NAN), t([0.5, 0.5]), valid=torch.tensor(V_NAN), scale_rewards=scale)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, t(want), atol=1e-12)
+
+
+def test_normalize_then_sum_valid_samples_only_hand_computed():
+    out = normalize_then_sum(t(R_NAN), t([0.5, 0.5]), valid=torch.tensor(V_NAN))
+    # group 0: each objective over its two valid samples -> (−1, 1); group 1: objective 0 (0, 2, 4):
+    # std √(8/3); objective 1 (2, 2, 6): mean 10/3, std √32/3
+    g1 = 0.5 * t([-2.0, 0.0, 2.0]) / np.sqrt(8 / 3) + 0.5 * t([-4.0, -4.0, 8.0]) / np.sqrt(32.0)
+    assert torch.allclose(out, torch.stack([t([-1.0, 1.0, 0.0]), g1]), atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_group_normalize_with_valid_mask_equals_dropping_the_invalid_samples(scale):
+    """Brute force: per group, the statistics of the valid samples alone (batch: of all valid samples)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 6, generator=g, dtype=D) * 3 + 1
+    v = torch.rand(5, 6, generator=g) > 0.35
+    v[0] = False  # a group with no valid sample
+    v[1] = torch.tensor([True] + [False] * 5)  # and one with a single valid sample
+    x = torch.where(v, x, torch.full_like(x, NAN))  # what sits in an invalid slot must not matter
+    out = group_normalize(x, valid=v, scale_rewards=scale)
+    allv = x[v]
+    batch_std = ((allv - allv.mean()) ** 2).mean().sqrt()
+    for i in range(5):
+        xi = x[i][v[i]]
+        want = torch.zeros(6, dtype=D)
+        if xi.numel() >= 2:
+            dev = xi - xi.mean()
+            scale_by = {"group": (dev ** 2).mean().sqrt(), "batch": batch_std, "none": torch.tensor(1.0, dtype=D)}[scale]
+            want[v[i]] = dev / scale_by
+        assert torch.allclose(out[i], want, atol=1e-12), (i, out[i], want)
+    # objectives are normalised separately (batch: each objective's own batch std)
+    r = torch.stack([x, 10 * x + 3], -1)
+    from paretoalign.combiners import group_normalize_objectives
+
+    per = group_normalize_objectives(r, valid=v, scale_rewards=scale)
+    assert torch.allclose(per[..., 0], out, atol=1e-12)
+    k = 1.0 if scale != "none" else 10.0  # standardising removes the x10 scale; centring keeps it
+    assert torch.allclose(per[..., 1], k * out, atol=1e-9)
+
+
+def test_scale_rewards_defaults_and_bad_value():
+    r = t([[[1.0, 10.0], [2.0, 30.0], [3.0, 20.0]]])
+    w = t([0.5, 0.5])
+    assert torch.equal(sum_then_normalize(r, w), sum_then_normalize(r, w, valid=torch.ones(1, 3, dtype=torch.bool),
+                                                                    scale_rewards="group"))
+    with pytest.raises(ConfigError, match="scale_rewards"):
+        sum_then_normalize(r, w, scale_rewards="global")
+    # a constant group gives exact zeros whatever the scale, a constant batch too
+    c = torch.full((2, 4), 0.1, dtype=D)
+    for scale in ("group", "batch", "none"):
+        assert torch.equal(group_normalize(c, scale_rewards=scale), torch.zeros_like(c))
+
+
 # ---------------------------------------------------------------------------------------------
 # Tchebycheff
 # ---------------------------------------------------------------------------------------------

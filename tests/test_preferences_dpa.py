@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from paretoalign.errors import ConfigError
 from paretoalign.preferences import (
     DEFAULT_DIRECTION_TEMPLATE,
     check_direction_template,
@@ -14,7 +15,6 @@ from paretoalign.preferences import (
     sample_directions,
     validate_direction,
 )
-from paretoalign.errors import ConfigError
 
 
 def test_validate_normalises_and_rejects_bad_directions():

@@ -25,61 +25,43 @@ from paretoalign.errors import ParetoAlignError
 
 
 def _train_parser(sub) -> None:
-    import dataclasses
+    from paretoalign.config_utils import add_config_arguments
+    from paretoalign.trainers.methods import FAMILY_CLASSES, METHODS, _load
+    from paretoalign.trainers.options import GROUP_ORDER
 
-    from paretoalign.config_utils import add_dataclass_arguments
-    from paretoalign.trainers.dpa_config import DPAConfig
-    from paretoalign.trainers.offline_config import OFFLINE_METHODS, OfflineConfig
-    from paretoalign.trainers.online_config import METHODS, OnlineConfig
-
+    listing = "; ".join(f"{fam}: {', '.join(m.name for m in METHODS if m.family == fam)}" for fam in FAMILY_CLASSES)
     p = sub.add_parser(
         "train",
-        help="Train a policy on several objectives: online (pama, morlhf, mgda-ub, mo-grpo), offline from "
-        "preference pairs (modpo, mopo, amopo, dpo), or steerable by a direction (dpa).",
+        help=f"Train a policy on several objectives ({listing}).",
         description="Train a policy on several objectives. Flags override values from --config. Online "
-        "methods generate and score; offline methods read --pairs (the flags under each method's docs).",
+        "methods generate and score; offline methods read --pairs; steerable methods train one model for "
+        "every preference. Methods: " + "; ".join(f"{m.name} ({m.summary})" for m in METHODS) + ".",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", default=None, help="YAML file of options (flags given here override it).")
-    add_dataclass_arguments(p, OnlineConfig)
-    add_dataclass_arguments(p, OfflineConfig, exclude={f.name for f in dataclasses.fields(OnlineConfig)})
-    add_dataclass_arguments(p, DPAConfig, exclude={f.name for c in (OnlineConfig, OfflineConfig) for f in dataclasses.fields(c)})
-    p._option_string_actions["--method"].choices = (*METHODS, *OFFLINE_METHODS, "dpa")
+    add_config_arguments(p, [_load(cfg) for cfg, _ in FAMILY_CLASSES.values()],
+                         choices={"method": tuple(m.name for m in METHODS)}, own_heading=_family_heading,
+                         group_order=GROUP_ORDER, helps={"method": _method_help()})
     p.set_defaults(func=_cmd_train)
 
 
 def train_config(yaml_path=None, overrides: dict | None = None):
-    """The online or offline config, chosen by ``method`` (flag, else YAML, else 'pama')."""
+    """The config of the method's family (the method from the flag, else the YAML, else 'pama')."""
     from paretoalign.config_utils import build_config, load_yaml
-    from paretoalign.trainers.offline_config import OFFLINE_METHODS, OfflineConfig
-    from paretoalign.trainers.online_config import OnlineConfig
-
-    from paretoalign.trainers.dpa_config import DPAConfig
+    from paretoalign.trainers.methods import get_method
 
     overrides = overrides or {}
     method = overrides.get("method") or (load_yaml(yaml_path).get("method") if yaml_path else None) or "pama"
-    cls = DPAConfig if method == "dpa" else OfflineConfig if method in OFFLINE_METHODS else OnlineConfig
-    return build_config(cls, yaml_path, overrides)
+    return build_config(get_method(str(method)).config_class, yaml_path, overrides)
 
 
 def _cmd_train(args) -> int:
     from paretoalign.console import print_summary
-    from paretoalign.trainers.offline_config import OfflineConfig
+    from paretoalign.trainers.methods import get_method
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
     cfg = train_config(args.config, overrides)
-    if getattr(cfg, "method", None) == "dpa":
-        from paretoalign.trainers.dpa_trainer import DPATrainer
-
-        trainer = DPATrainer(cfg)
-    elif isinstance(cfg, OfflineConfig):
-        from paretoalign.trainers.offline_trainer import OfflineTrainer
-
-        trainer = OfflineTrainer(cfg)
-    else:
-        from paretoalign.trainers.online_trainer import OnlineTrainer
-
-        trainer = OnlineTrainer(cfg)
+    trainer = get_method(cfg.method).trainer_class(cfg)
     summary = trainer.train()
     if trainer.accelerator.is_main_process:
         print_summary(summary, cfg.output_dir)
@@ -116,10 +98,27 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _method_help() -> str:
+    from paretoalign.trainers.methods import METHODS
+
+    return "The method (default: pama): " + "; ".join(f"'{m.name}' ({m.family}): {m.summary}" for m in METHODS) + "."
+
+
+def _family_heading(cls) -> str:
+    """``--help`` heading of the options only one family's config has."""
+    from paretoalign.trainers.methods import FAMILY_CLASSES, METHODS
+
+    for fam, (cfg, _) in FAMILY_CLASSES.items():
+        if cfg.endswith(":" + cls.__name__):
+            return f"{fam} methods ({', '.join(m.name for m in METHODS if m.family == fam)})"
+    return f"{cls.__name__} options"
+
+
 def _front_parser(sub) -> None:
-    from paretoalign.config_utils import add_dataclass_arguments
+    from paretoalign.config_utils import add_config_arguments
     from paretoalign.fronts.sweep import FRONT_SETS, FrontConfig
-    from paretoalign.trainers.online_config import OnlineConfig
+    from paretoalign.trainers.methods import FAMILY_CLASSES, _load
+    from paretoalign.trainers.options import GROUP_ORDER
 
     p = sub.add_parser(
         "front",
@@ -130,19 +129,11 @@ def _front_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", default=None, help="YAML file of front and training options (flags given here override it).")
-    add_dataclass_arguments(p, FrontConfig)
-    add_dataclass_arguments(p, OnlineConfig, exclude=FRONT_SETS)
-    import dataclasses
-
-    from paretoalign.trainers.offline_config import OfflineConfig
-
-    taken = {f.name for f in dataclasses.fields(OnlineConfig)} | set(FRONT_SETS) | {
-        f.name for f in dataclasses.fields(FrontConfig)}
-    add_dataclass_arguments(p, OfflineConfig, exclude=taken)
-    from paretoalign.trainers.dpa_config import DPAConfig
-
-    taken |= {f.name for f in dataclasses.fields(OfflineConfig)}
-    add_dataclass_arguments(p, DPAConfig, exclude=taken)
+    add_config_arguments(p, [FrontConfig], own_heading=lambda c: "front sweep")
+    front_fields = {f for f in FrontConfig.__dataclass_fields__}
+    add_config_arguments(p, [_load(cfg) for cfg, _ in FAMILY_CLASSES.values()],
+                         exclude=set(FRONT_SETS) | front_fields, own_heading=_family_heading,
+                         group_order=GROUP_ORDER[1:])
     p.set_defaults(func=_cmd_front)
 
 
@@ -194,7 +185,7 @@ def _report_parser(sub) -> None:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from paretoalign.fronts.front import runs_of, load_front_result, write_outputs
+    from paretoalign.fronts.front import load_front_result, runs_of, write_outputs
 
     out = Path(args.folder)
     result = load_front_result(out)
@@ -207,7 +198,7 @@ def _cmd_report(args) -> int:
 def _demo_parser(sub) -> None:
     import inspect
 
-    from paretoalign.demo import run_demo
+    from paretoalign.demo import METHODS, run_demo
 
     # run_demo's signature is the one place the demo's defaults live
     D = {k: v.default for k, v in inspect.signature(run_demo).parameters.items()}
@@ -217,7 +208,7 @@ def _demo_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default=D["model"], help="Policy to align.")
-    p.add_argument("--method", default=D["method"], choices=["pama", "morlhf", "mgda-ub", "mo-grpo"], help="Online method.")
+    p.add_argument("--method", default=D["method"], choices=METHODS, help="Online method (from the method table).")
     p.add_argument("--steps", type=int, default=D["steps"], help="Training steps.")
     p.add_argument("--eval-prompts", type=int, default=D["eval_prompts"], help="Held-out prompts evaluated before and after.")
     p.add_argument("--samples", type=int, default=D["samples"], help="Sample completions shown before/after.")
@@ -262,8 +253,8 @@ def _pairs_parser(sub) -> None:
 
 def _cmd_pairs(args) -> int:
     from paretoalign.config_utils import build_config
-    from paretoalign.pairs import PairsConfig, make_pairs
     from paretoalign.console import table
+    from paretoalign.pairs import PairsConfig, make_pairs
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
     cfg = build_config(PairsConfig, args.config, overrides)
@@ -329,8 +320,8 @@ def _cmd_reward_model_score(args) -> int:
     import json
     from pathlib import Path
 
-    from paretoalign.errors import DataError
     from paretoalign.console import table
+    from paretoalign.errors import DataError
     from paretoalign.reward_model.evaluate import evaluate_reward_model, read_score_input
     from paretoalign.reward_model.model import MultiObjectiveRewardModel
 

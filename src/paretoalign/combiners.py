@@ -6,7 +6,8 @@ tested exactly against a brute-force solve.  Shapes use ``K`` for the number of 
 
 ========================================  =======================================================
 :func:`linear_scalarize`                  Σ_k w_k r_k  (MORLHF)
-:func:`group_normalize`                   standardise along the last axis (GRPO's group baseline)
+:func:`group_normalize`                   standardise along the last axis (GRPO's group baseline;
+                                          valid-sample statistics, TRL's ``scale_rewards``)
 :func:`normalize_then_sum`                standardise each objective in its group, then Σ_k w_k·
                                           (GDPO)
 :func:`sum_then_normalize`                Σ_k w_k r_k, then standardise in the group (TRL's
@@ -35,6 +36,7 @@ __all__ = [
     "normalize_then_sum",
     "group_normalize_objectives",
     "sum_then_normalize",
+    "SCALE_REWARDS",
     "tchebycheff_scalarize",
     "smooth_tchebycheff_scalarize",
     "tchebycheff_weights",
@@ -80,6 +82,25 @@ def _check_positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
 
 
+SCALE_REWARDS = ("group", "batch", "none")  # TRL GRPOConfig.scale_rewards (default "group")
+
+
+def _check_scale(scale_rewards: str) -> None:
+    if scale_rewards not in SCALE_REWARDS:
+        raise ConfigError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}; got {scale_rewards!r}")
+
+
+def _valid_mask(valid, like: torch.Tensor) -> torch.Tensor:
+    """``valid`` ([..., n], or None: all valid) as a bool tensor broadcast to ``like``'s shape."""
+    if valid is None:
+        return torch.ones(like.shape, dtype=torch.bool, device=like.device)
+    v = torch.as_tensor(valid, device=like.device).bool()
+    try:
+        return v.expand(like.shape)
+    except RuntimeError:
+        raise ValueError(f"valid has shape {tuple(v.shape)}, expected {tuple(like.shape)}") from None
+
+
 # --------------------------------------------------------------------------------------------
 # linear scalarisation and group normalisation
 # --------------------------------------------------------------------------------------------
@@ -107,7 +128,8 @@ def linear_scalarize(rewards: torch.Tensor, weights: torch.Tensor) -> torch.Tens
     return (rewards * weights.to(rewards.dtype)).sum(-1)
 
 
-def group_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def group_normalize(x: torch.Tensor, eps: float = 1e-6, valid: torch.Tensor | None = None,
+                    scale_rewards: str = "group") -> torch.Tensor:
     """Standardise along the last axis: (x − mean) / std, the group baseline of GRPO.
 
     (Shao et al. 2024, "DeepSeekMath", §4.1.2: the advantage of each of the n completions of a
@@ -123,24 +145,57 @@ def group_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     * A group whose entries are all equal (max == min, tested exactly) gives exact zeros — never
       NaN, and never rounding noise blown up by a small divisor.
 
+    ``valid`` (bool, ``[..., n]``; default all valid) marks the samples that were scored: the mean
+    and std are taken over the valid samples of each group only, and invalid entries give exactly
+    0 (whatever ``x`` holds there, NaN included).  This is TRL's ``GRPOTrainer`` (``grpo_trainer.py``,
+    ``_generate_and_score_completions``): an unscorable completion's reward is NaN, the group
+    statistics are ``torch.nanmean`` / ``nanstd`` (so it is not counted, in the mean or the std),
+    and its advantage is set to 0 by ``nan_to_num``.  A group with fewer than two valid samples
+    gives zeros (TRL: a NaN std, then 0).
+
+    ``scale_rewards`` is TRL's ``GRPOConfig.scale_rewards`` (default ``"group"``): always centre on
+    the valid-sample group mean, then divide by
+
+    * ``"group"``: the group's std (the GRPO paper);
+    * ``"batch"``: the std of *all* valid entries of ``x`` (every group: all leading axes, so pass
+      the whole batch; TRL gathers it from every process first) — PPO-Lite's recommendation;
+    * ``"none"``: nothing (Dr. GRPO: scaling by the std biases towards easy/hard prompts).
+
     Args:
         x: ``[..., n]``.
         eps: floor of the divisor, > 0.
+        valid: optional bool ``[..., n]``.
+        scale_rewards: ``"group"``, ``"batch"`` or ``"none"``.
 
     Returns:
         ``[..., n]``, same dtype as ``x``.
     """
     _check_positive("eps", eps)
+    _check_scale(scale_rewards)
     x = _as_float(x)
-    mean = x.mean(-1, keepdim=True)
-    centered = x - mean
-    std = centered.pow(2).mean(-1, keepdim=True).sqrt()
-    out = centered / std.clamp(min=eps)
-    constant = x.amax(-1, keepdim=True) == x.amin(-1, keepdim=True)
-    return torch.where(constant, torch.zeros_like(out), out)
+    v = _valid_mask(valid, x)
+    xv = torch.where(v, x, torch.zeros_like(x))  # invalid entries (possibly NaN) never reach a statistic
+    vf = v.to(x.dtype)
+    count = vf.sum(-1, keepdim=True)
+    mean = xv.sum(-1, keepdim=True) / count.clamp(min=1)
+    centered = torch.where(v, xv - mean, torch.zeros_like(x))
+    if scale_rewards == "group":
+        std = (centered.pow(2).sum(-1, keepdim=True) / count.clamp(min=1)).sqrt()
+        out = centered / std.clamp(min=eps)
+    elif scale_rewards == "batch":
+        n_all = vf.sum()
+        dev = torch.where(v, xv - xv.sum() / n_all.clamp(min=1), torch.zeros_like(x))
+        out = centered / (dev.pow(2).sum() / n_all.clamp(min=1)).sqrt().clamp(min=eps)
+    else:
+        out = centered
+    hi = torch.where(v, xv, torch.full_like(x, -float("inf"))).amax(-1, keepdim=True)
+    lo = torch.where(v, xv, torch.full_like(x, float("inf"))).amin(-1, keepdim=True)
+    constant = hi <= lo  # all valid entries equal, or fewer than two valid entries
+    return torch.where(constant | ~v, torch.zeros_like(out), out)
 
 
-def normalize_then_sum(rewards: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def normalize_then_sum(rewards: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6,
+                       valid: torch.Tensor | None = None) -> torch.Tensor:
     """Standardise each objective within its group, then take the weighted sum (GDPO).
 
     A_i = Σ_k w_k · (r_ik − mean_j r_jk) / std_j r_jk, the group statistics taken over the n
@@ -153,41 +208,60 @@ def normalize_then_sum(rewards: torch.Tensor, weights: torch.Tensor, eps: float 
     Reference: Liu et al. 2026, "GDPO: Group reward-Decoupled Normalization Policy Optimization for
     Multi-reward RL Optimization" (arXiv 2601.05242).  GDPO then standardises the summed advantage
     over the whole batch; that step is the trainer's advantage whitening, not part of this function.
+    TRL's ``normalize_then_sum`` ignores ``scale_rewards``, and so does this function.
 
     Args:
         rewards: ``[..., n, K]``.
         weights: ``[K]``.
         eps: see :func:`group_normalize`.
+        valid: optional bool ``[..., n]``: a sample's validity (all its objectives scored); the
+            group statistics use the valid samples only and invalid samples give 0 (see
+            :func:`group_normalize`).  TRL decides per reward function (``nanmean`` per column);
+            a sample here is valid or not as a whole.
 
     Returns:
         ``[..., n]``.
     """
-    return linear_scalarize(group_normalize_objectives(rewards, eps), weights)
+    return linear_scalarize(group_normalize_objectives(rewards, eps, valid), weights)
 
 
-def group_normalize_objectives(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def group_normalize_objectives(rewards: torch.Tensor, eps: float = 1e-6, valid: torch.Tensor | None = None,
+                               scale_rewards: str = "group") -> torch.Tensor:
     """Standardise each objective within its group: ``[..., n, K] -> [..., n, K]`` (per-objective
-    group baselines, the first half of :func:`normalize_then_sum`)."""
+    group baselines, the first half of :func:`normalize_then_sum`).  ``valid`` (``[..., n]``) and
+    ``scale_rewards`` as in :func:`group_normalize`, applied to each objective separately
+    (``"batch"``: each objective's std over the whole batch)."""
     rewards = _as_group(rewards)
-    return group_normalize(rewards.transpose(-1, -2), eps).transpose(-1, -2)
+    v = None if valid is None else torch.as_tensor(valid, device=rewards.device).bool()
+    cols = [group_normalize(rewards[..., k], eps, v, scale_rewards) for k in range(rewards.shape[-1])]
+    return torch.stack(cols, -1)
 
 
-def sum_then_normalize(rewards: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def sum_then_normalize(rewards: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6,
+                       valid: torch.Tensor | None = None, scale_rewards: str = "group") -> torch.Tensor:
     """Weighted sum first, then standardise within the group: group_normalize(Σ_k w_k r_k).
 
     What TRL's ``GRPOTrainer`` does with ``reward_weights`` (multi-reward GRPO; Shao et al. 2024
-    for the group baseline), up to the population-vs-unbiased std (see :func:`group_normalize`).
+    for the group baseline; ``multi_objective_aggregation="sum_then_normalize"``, its default), up
+    to the population-vs-unbiased std and ``max(std, eps)`` vs ``std + 1e-4`` (see
+    :func:`group_normalize`), including ``scale_rewards`` (``"group"``, ``"batch"``, ``"none"``)
+    and valid-only group statistics (``valid [..., n]``; invalid samples give 0).
 
     Args:
         rewards: ``[..., n, K]``.
         weights: ``[K]``.
         eps: see :func:`group_normalize`.
+        valid: optional bool ``[..., n]``.
+        scale_rewards: see :func:`group_normalize`.
 
     Returns:
         ``[..., n]``.
     """
     rewards = _as_group(rewards)
-    return group_normalize(linear_scalarize(rewards, weights), eps)
+    if valid is not None:
+        v = torch.as_tensor(valid, device=rewards.device).bool().unsqueeze(-1)
+        rewards = torch.where(v, rewards, torch.zeros_like(rewards))
+    return group_normalize(linear_scalarize(rewards, weights), eps, valid, scale_rewards)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,10 +20,12 @@ import yaml
 from paretoalign.errors import ConfigError
 
 
-def field(default: Any = dataclasses.MISSING, help: str = "", cli: bool = True, **kwargs) -> Any:  # noqa: A002
+def field(default: Any = dataclasses.MISSING, help: str = "", cli: bool = True, group: str | None = None,  # noqa: A002
+          **kwargs) -> Any:
     """A dataclass field with its help text (lists need a default factory); ``cli=False`` keeps it
-    out of the generated flags (e.g. a positional argument)."""
-    meta = {"help": help, "cli": cli}
+    out of the generated flags (e.g. a positional argument); ``group`` is the ``--help`` heading it
+    is listed under (default: the option group class that declares it, else the config's own)."""
+    meta = {"help": help, "cli": cli, "group": group}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta, **kwargs)
@@ -169,37 +171,73 @@ def check_fields(cfg) -> None:
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, exclude=()) -> None:
-    """Add one flag per field of ``cls`` (except ``exclude``); unset flags are absent from the
-    parsed namespace."""
-    hints = typing.get_type_hints(cls)
-    own = set(cls.__dict__.get("__annotations__", {}))
-    fields = dataclasses.fields(cls)
-    # a config's own options first, then those it shares through a mixin (e.g. LoRA)
-    for f in [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]:
-        if not f.init or f.metadata.get("cli") is False or f.name in exclude:
-            continue
-        tp, _optional = _unwrap_optional(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-        )
-        help_text = f.metadata.get("help", "")
-        if f.name in BOUNDS:
-            help_text = f"{help_text} [{_range_text(BOUNDS[f.name])}]"
-        help_text = f"{help_text} (default: {default!r})" if help_text else f"default: {default!r}"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        if tp is bool:
-            kwargs.update(nargs="?", const=True, type=_str2bool, metavar="BOOL")
-        elif get_origin(tp) is Literal:
-            choices = get_args(tp)
-            kwargs.update(choices=choices, type=type(choices[0]))
-        elif get_origin(tp) in (list, tuple):
-            # Comma-separated on the command line; the config class parses the string.
-            kwargs.update(type=str, metavar="A,B,...")
-        elif tp in (int, float, str):
-            kwargs.update(type=tp)
+    """Flags for one config class (see :func:`add_config_arguments`)."""
+    add_config_arguments(parser, [cls], exclude=exclude, own_heading=lambda c: "options")
+
+
+def option_group(cls):
+    """Class decorator for a dataclass of shared options: its fields are listed in ``--help`` under
+    the class's ``GROUP`` heading wherever a config composes it."""
+    for f in dataclasses.fields(cls):
+        if f.name in cls.__dict__.get("__annotations__", {}) and f.metadata.get("group") is None:
+            f.metadata = types.MappingProxyType({**f.metadata, "group": cls.GROUP})
+    return cls
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, classes, choices: dict | None = None,
+                         exclude=(), own_heading=None, group_order=(), helps: dict | None = None) -> None:
+    """Flags for the union of the fields of ``classes`` (config dataclasses), each once, listed under
+    its group heading; unset flags are absent from the parsed namespace.  A field whose default
+    differs between the classes says so in its help.  ``choices`` overrides a field's choices (e.g.
+    ``--method`` from the method table); ``own_heading(cls)`` names the group of fields that belong
+    to one class only (default: the class's name); ``group_order`` lists the headings that come
+    first, in that order; ``helps`` overrides a field's help text."""
+    groups: dict[str, argparse._ArgumentGroup] = {heading: parser.add_argument_group(heading) for heading in group_order}
+    seen: dict[str, list] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.init and f.metadata.get("cli") is not False and f.name not in exclude:
+                seen.setdefault(f.name, []).append((cls, f))
+    for name, owners in seen.items():
+        cls, f = owners[0]
+        heading = f.metadata.get("group") or (own_heading(cls) if own_heading else f"{cls.__name__} options")
+        if heading not in groups:
+            groups[heading] = parser.add_argument_group(heading)
+        defaults = {c.__name__: _default_of(g) for c, g in owners}
+        if len({repr(v) for v in defaults.values()}) > 1:
+            shown = ", ".join(f"{v!r} for {c}" for c, v in defaults.items())
         else:
-            kwargs.update(type=str)
-        parser.add_argument(_flag(f.name), **kwargs)
+            shown = repr(next(iter(defaults.values())))
+        _add_flag(groups[heading], f, typing.get_type_hints(cls)[name], shown, (choices or {}).get(name),
+                  (helps or {}).get(name))
+
+
+def _default_of(f):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def _add_flag(parser, f, hint, shown_default: str, choices=None, help_text=None) -> None:
+    tp, _optional = _unwrap_optional(hint)
+    help_text = help_text or f.metadata.get("help", "")
+    if f.name in BOUNDS:
+        help_text = f"{help_text} [{_range_text(BOUNDS[f.name])}]"
+    help_text = f"{help_text} (default: {shown_default})" if help_text else f"default: {shown_default}"
+    kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+    if tp is bool:
+        kwargs.update(nargs="?", const=True, type=_str2bool, metavar="BOOL")
+    elif choices is not None or get_origin(tp) is Literal:
+        choices = tuple(choices) if choices is not None else get_args(tp)
+        kwargs.update(choices=choices, type=type(choices[0]))
+    elif get_origin(tp) in (list, tuple) or tp is list:
+        # Comma-separated on the command line; the config class parses the string.
+        kwargs.update(type=str, metavar="A,B,...")
+    elif tp in (int, float, str):
+        kwargs.update(type=tp)
+    else:
+        kwargs.update(type=str)
+    parser.add_argument(_flag(f.name), **kwargs)
 
 
 def load_yaml(path: str | Path) -> dict:

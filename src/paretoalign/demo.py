@@ -19,10 +19,11 @@ import math
 import time
 from pathlib import Path
 
-from paretoalign.errors import ConfigError, RunDirError
 from paretoalign.console import table
+from paretoalign.errors import ConfigError, RunDirError
+from paretoalign.trainers.methods import method_names
 
-METHODS = ("pama", "morlhf", "mgda-ub", "mo-grpo")
+METHODS = method_names("online")  # the demo trains online: it generates, scores and updates
 ADVANTAGES = ("gae", "group")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from paretoalign import run_dir
-from paretoalign.config_utils import check_fields, check_choice, config_to_dict, field
+from paretoalign.config_utils import check_choice, check_fields, config_to_dict, field
 from paretoalign.errors import ConfigError, RunDirError
 
 CARD_FILE = "card.json"
@@ -98,10 +98,10 @@ def _pair_indices(scores: np.ndarray, pairing: str) -> list[tuple[int, int]]:
 def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
     """Sample, score and pair; returns the card (also written to ``card.json``)."""
     from paretoalign import __version__
+    from paretoalign.data.preference_pairs import PAIRS_FILE, PreferencePair, save_preference_data
     from paretoalign.data.prompts import load_prompts, prompts_hash, split_prompts
     from paretoalign.models import check_batch_fits, kv_bytes_per_token, load_causal_lm, load_tokenizer
     from paretoalign.objectives import build_objective_set
-    from paretoalign.data.preference_pairs import PAIRS_FILE, PreferencePair, save_preference_data
     from paretoalign.rollout import generate
 
     out = Path(cfg.output_dir)

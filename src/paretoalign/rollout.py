@@ -13,7 +13,6 @@ import torch
 
 from paretoalign.data.prompts import Prompt, prompt_text
 
-
 MAX_PROMPT_LENGTH = 256  # generate()'s default: longer rendered prompts are cut from the left
 
 

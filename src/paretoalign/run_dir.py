@@ -50,6 +50,8 @@ METRICS_CORRUPT_FILE = "metrics.corrupt.jsonl"
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 FINAL = "final"
+POLICY = "policy"            # the saved model inside a checkpoint or final/
+FINAL_META = "paretoalign.json"  # final/: what was trained (method, objectives, step)
 SUMMARY_FILE = "summary.json"
 TMP_SUFFIX = ".tmp"
 # Everything a training run writes at its top level (``--overwrite`` removes these and nothing else).

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from paretoalign.errors import DataError
 from paretoalign.data.preference_pairs import PreferencePair, load_preference_data, save_preference_data
+from paretoalign.errors import DataError
 
 FIX = Path(__file__).parent.parent / "fixtures" / "preferences"
 

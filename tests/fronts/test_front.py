@@ -11,8 +11,8 @@ from paretoalign.errors import ConfigError, FrontError, RunDirError
 from paretoalign.fronts import front as front_mod
 from paretoalign.fronts import sweep as sweep_mod
 from paretoalign.fronts.front import compare_fronts, make_front
-from paretoalign.fronts.sweep import FrontConfig, run_front
 from paretoalign.fronts.metrics import hypervolume, pareto_mask
+from paretoalign.fronts.sweep import FrontConfig, run_front
 
 OBJ = ["length(name=chars,scale=10,low=0,high=100)", "length(name=words,unit=words,scale=1,low=0,high=100,direction=minimize)"]
 TRAIN = dict(model="tiny", objectives=OBJ, batch_size=2, num_generations=2, max_new_tokens=8, progress=False,

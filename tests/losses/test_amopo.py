@@ -1,5 +1,7 @@
-"""AMoPO pieces: length normalisation, the margin loss, adaptive weights (softmax over dimensions, detached)."""
+"""AMoPO pieces: length normalisation, the margin loss, adaptive weights (softmax over dimensions, detached),
+the reduction over dimensions and the softmax scope, each against the reference code's formula."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -7,6 +9,7 @@ from paretoalign.losses.amopo import (
     amopo_adaptive_weights,
     amopo_dimension_losses,
     amopo_loss,
+    amopo_weight_softmax,
     average_logps,
     token_probability_stats,
 )
@@ -64,9 +67,99 @@ def test_amopo_loss_weights_and_sft_term():
     r = torch.tensor([[-2.0, -1.0]])
     w = torch.tensor([[0.25, 0.75]])
     L = amopo_dimension_losses(c, r)
-    got = amopo_loss(c, r, w, sft_nll=torch.tensor([3.0]), sft_coef=0.1)
+    got = amopo_loss(c, r, w, sft_nll=torch.tensor([3.0]), sft_coef=0.1, reduction="sum")
     assert torch.allclose(got, (w * L).sum(1) + 0.3)
-    masked = amopo_loss(c, r, torch.tensor([[1.0, 0.0]]), valid=torch.tensor([[True, False]]))
+    # the default is the mean over the D dimension rows; the SFT term is added after it, not divided
+    assert torch.allclose(amopo_loss(c, r, w, sft_nll=torch.tensor([3.0]), sft_coef=0.1), (w * L).sum(1) / 2 + 0.3)
+    masked = amopo_loss(c, r, torch.tensor([[1.0, 0.0]]), valid=torch.tensor([[True, False]]), reduction="sum")
     assert torch.allclose(masked, L[:, 0])
+    # an unlabelled dimension is a row with zero loss: the mean still divides by D
+    masked_mean = amopo_loss(c, r, torch.tensor([[1.0, 0.0]]), valid=torch.tensor([[True, False]]))
+    assert torch.allclose(masked_mean, L[:, 0] / 2)
     got.sum().backward()
     assert c.grad[0, 0] < 0  # descending raises the chosen response's likelihood
+
+
+def _reference_rows(x):
+    """[B, D] -> the reference code's row order: torch.cat of the per-dimension chunks, dimension-major."""
+    return torch.cat([x[:, d] for d in range(x.shape[1])])
+
+
+def _reference_total(c, r, scores, beta, gamma):
+    """The reference code's loss, written as it computes it (trainer_multi_obj.py, get_batch_loss_metrics):
+    per row SimPO losses, one softmax over all D·B row scores (dim=0), losses * softmax, then .mean()."""
+    rows_c, rows_r, rows_s = _reference_rows(c), _reference_rows(r), _reference_rows(scores)
+    losses = torch.stack([-F.logsigmoid(beta * (rows_c[i] - rows_r[i] - gamma / beta)) for i in range(len(rows_c))])
+    return (losses * F.softmax(rows_s, dim=0)).mean()
+
+
+@pytest.mark.parametrize("B, D", [(1, 4), (3, 4), (5, 2)])
+def test_mean_reduction_with_batch_scope_is_the_reference_formula_and_sum_is_d_times_it(B, D):
+    g = torch.Generator().manual_seed(B * 10 + D)
+    c, r = -3 * torch.rand(B, D, generator=g, dtype=torch.float64), -3 * torch.rand(B, D, generator=g, dtype=torch.float64)
+    scores = 2 * torch.rand(B, D, generator=g, dtype=torch.float64)
+    want = _reference_total(c, r, scores, 0.8, 2.0)
+    w = amopo_weight_softmax(scores, scope="batch")
+    mean = amopo_loss(c, r, w, beta=0.8, gamma=2.0, reduction="mean").mean()  # the trainer's batch mean
+    total = amopo_loss(c, r, w, beta=0.8, gamma=2.0, reduction="sum").mean()
+    torch.testing.assert_close(mean, want)
+    torch.testing.assert_close(total, D * want)
+    # example scope agrees with the reference at B = 1 (its per-device batch size) only
+    w_ex = amopo_weight_softmax(scores, scope="example")
+    ex = amopo_loss(c, r, w_ex, beta=0.8, gamma=2.0).mean()
+    if B == 1:
+        torch.testing.assert_close(ex, want)
+    else:
+        assert not torch.allclose(ex, want)
+        # per example: (1/D) Σ_d softmax_d(scores_b)·L_bd, averaged over the batch
+        L = -F.logsigmoid(0.8 * (c - r) - 2.0)
+        brute = sum(sum(torch.softmax(scores[b], 0)[d] * L[b, d] for d in range(D)) / D for b in range(B)) / B
+        torch.testing.assert_close(ex, brute)
+
+
+def test_weight_softmax_scopes_brute_force_with_masks():
+    g = torch.Generator().manual_seed(3)
+    B, D = 4, 3
+    s = torch.randn(B, D, generator=g, dtype=torch.float64)
+    valid = torch.tensor([[True, True, True], [True, False, True], [False, False, False], [False, True, False]])
+    wb = amopo_weight_softmax(s, valid, scope="batch")
+    we = amopo_weight_softmax(s, valid, scope="example")
+    # batch: one softmax over all valid (example, dimension) entries of the D x B rows
+    z = sum(float(torch.exp(s[b, d])) for b in range(B) for d in range(D) if valid[b, d])
+    for b in range(B):
+        for d in range(D):
+            want_b = float(torch.exp(s[b, d])) / z if valid[b, d] else 0.0
+            assert float(wb[b, d]) == pytest.approx(want_b, rel=1e-12, abs=1e-15)
+            zb = sum(float(torch.exp(s[b, k])) for k in range(D) if valid[b, k])
+            want_e = float(torch.exp(s[b, d])) / zb if valid[b, d] else 0.0
+            assert float(we[b, d]) == pytest.approx(want_e, rel=1e-12, abs=1e-15)
+    assert float(wb.sum()) == pytest.approx(1.0) and torch.allclose(we.sum(1), torch.tensor([1.0, 1, 0, 1], dtype=s.dtype))
+    # per row, the batch weights renormalised are the example weights
+    rows = wb.sum(1, keepdim=True)
+    torch.testing.assert_close(torch.where(rows > 0, wb / rows.clamp(min=1e-300), wb), we)
+    assert torch.equal(amopo_weight_softmax(s, torch.zeros(B, D, dtype=torch.bool), scope="batch"), torch.zeros(B, D))
+    with pytest.raises(ValueError, match="scope"):
+        amopo_weight_softmax(s, scope="dimension")
+    with pytest.raises(ValueError, match="reduction"):
+        amopo_loss(s, s, we, reduction="none")
+
+
+@pytest.mark.parametrize("scope", ["example", "batch"])
+def test_adaptive_weights_hand_computed_draw_for_each_scope(scope):
+    """The Gaussian draws by hand (μ + s·ε per response, the same ε for both scopes), then the scope's softmax."""
+    B, D, T = 3, 2, 4
+    g = torch.Generator().manual_seed(5)
+    lpc = torch.log(torch.rand(B, D, T, generator=g, dtype=torch.float64))
+    lpr = torch.log(torch.rand(B, D, T, generator=g, dtype=torch.float64))
+    m = torch.ones(B, D, T)
+    m[0, 1, 2:] = 0
+    w = amopo_adaptive_weights(lpc, m, lpr, m, generator=torch.Generator().manual_seed(9), scope=scope)
+    eps = torch.randn((2, B, D), generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    draw = torch.zeros(B, D, dtype=torch.float64)
+    for b in range(B):
+        for d in range(D):
+            for k, lp in enumerate((lpc, lpr)):
+                p = lp[b, d][m[b, d].bool()].exp()
+                draw[b, d] += p.mean() + p.std() * eps[k, b, d]  # unbiased std, as torch.std in the reference
+    want = torch.softmax(draw.flatten(), 0).view(B, D) if scope == "batch" else torch.softmax(draw, 1)
+    torch.testing.assert_close(w, want)

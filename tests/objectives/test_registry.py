@@ -21,9 +21,9 @@ from paretoalign.objectives import (
     check_scores,
     parse_objective_spec,
     register_objective,
+    registry,
     split_objective_specs,
 )
-from paretoalign.objectives import registry
 from paretoalign.objectives.rules import KeywordObjective, LengthObjective
 
 BUILTIN = ["keywords", "length", "python", "readability", "relevance", "reward_model", "sentiment"]

@@ -12,8 +12,8 @@ from paretoalign.errors import ConfigError, RunDirError
 from paretoalign.evaluation.evaluate import EvalConfig, evaluate_target
 from paretoalign.objectives.base import Objective
 from paretoalign.objectives.registry import register_objective
-from paretoalign.trainers.dpa_config import DPAConfig
 from paretoalign.preferences import conditioned_prompt
+from paretoalign.trainers.dpa_config import DPAConfig
 from paretoalign.trainers.dpa_trainer import DPATrainer, select_best
 
 

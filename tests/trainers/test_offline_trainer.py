@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from paretoalign import run_dir
-from paretoalign.errors import ConfigError, DataError, RunDirError
 from paretoalign.data.preference_pairs import PreferencePair, save_preference_data
+from paretoalign.errors import ConfigError, DataError, RunDirError
 from paretoalign.trainers.offline_config import OfflineConfig
 from paretoalign.trainers.offline_trainer import OfflineTrainer
 
@@ -191,6 +191,68 @@ def test_amopo_dimension_prompt_rewrites_the_last_user_turn(tmp_path, pairs_file
         _cfg(tmp_path, pairs_file, name="d", method="amopo", dimension_template="{prompt} only")
 
 
+def test_amopo_integrate_all_prompt_is_built_and_trained_when_on(tmp_path, pairs_file, monkeypatch):
+    """--amopo-integrate-all adds the reference code's "integrate all dimensions" row: its prompt is the
+    template on the last user turn, it is encoded with the pair's own chosen over rejected, weighted and in
+    the loss; off, no such prompt is built; --amopo-reduction sum is D times the (default) mean."""
+    import paretoalign.trainers.offline_trainer as ot
+    from paretoalign.trainers.offline_config import DEFAULT_INTEGRATE_TEMPLATE
+
+    dims = ["helpful", "short"]
+    on = OfflineTrainer(_cfg(tmp_path, pairs_file, name="on", method="amopo", objectives=dims, amopo_integrate_all=True))
+    text = on.integrate_prompt("How do I boil an egg?")
+    assert text == DEFAULT_INTEGRATE_TEMPLATE.format(dimensions="helpful, short", prompt="How do I boil an egg?")
+    assert text.startswith("You are an expert in question answering, and you need to respond to me by integrating "
+                           "the dimensions of helpful, short.") and text.endswith("\n\nHow do I boil an egg?")
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Egg?"}]
+    out = on.integrate_prompt(chat)
+    assert out[:2] == chat[:2] and chat[2]["content"] == "Egg?"  # the input is not mutated
+    assert out[2]["content"] == DEFAULT_INTEGRATE_TEMPLATE.format(dimensions="helpful, short", prompt="Egg?")
+
+    def spy(trainer):
+        seen = {}
+        real_encode, real_loss = trainer._encode, ot.amopo_loss
+
+        def encode(prompts, responses):
+            seen.setdefault("prompts", prompts)
+            seen.setdefault("responses", responses)
+            return real_encode(prompts, responses)
+
+        def loss(c, r, w, valid, *a, **k):
+            seen.update(c=c, w=w, valid=valid)
+            return real_loss(c, r, w, valid, *a, **k)
+
+        monkeypatch.setattr(trainer, "_encode", encode)
+        monkeypatch.setattr(ot, "amopo_loss", loss)
+        return seen
+
+    seen = spy(on)
+    pairs = [on.examples[i] for i in on.indices_for_step(1)]
+    B, R = len(pairs), len(dims) + 1
+    row = on.step(1)
+    prompts, responses = seen["prompts"], seen["responses"]
+    assert len(prompts) == 2 * B * R
+    for b, p in enumerate(pairs):
+        assert prompts[b * R + R - 1] == on.integrate_prompt(p.prompt)
+        assert responses[b * R + R - 1] == p.chosen and responses[B * R + b * R + R - 1] == p.rejected
+    assert seen["w"].shape == (B, R) and bool(seen["valid"][:, -1].all()) and bool((seen["w"][:, -1] > 0).all())
+    assert seen["c"].shape == (B, R) and seen["c"].requires_grad  # the row is in the graph: it is trained
+    assert math.isfinite(row["weight/integrate_all"]) and math.isfinite(row["accuracy/integrate_all"])
+
+    off = OfflineTrainer(_cfg(tmp_path, pairs_file, name="off", method="amopo", objectives=dims))
+    seen_off = spy(off)
+    assert "weight/integrate_all" not in off.step(1)
+    assert len(seen_off["prompts"]) == 2 * B * len(dims)
+    assert not any("integrating the dimensions" in str(q) for q in seen_off["prompts"])
+
+    # same seed, same first batch and weights: the 'sum' loss is D (= 3 rows) times the 'mean' loss
+    summed = OfflineTrainer(_cfg(tmp_path, pairs_file, name="sum", method="amopo", objectives=dims,
+                                 amopo_integrate_all=True, amopo_reduction="sum"))
+    assert summed.step(1)["loss"] == pytest.approx(R * row["loss"], rel=1e-4)
+    with pytest.raises(ConfigError, match="integrate_template"):
+        _cfg(tmp_path, pairs_file, name="e", method="amopo", integrate_template="{dimensions} only")
+
+
 @pytest.mark.parametrize("kw, err, match", [
     ({"method": "modpo", "objectives": ["helpful", "short"], "weights": [0.0, 1.0]}, ConfigError, "w_k"),
     ({"method": "modpo", "objectives": ["helpful", "short"], "weights": [0.5, 0.3, 0.2]}, ConfigError,
@@ -257,5 +319,5 @@ def test_modpo_front_sweep_relabels_the_zero_weight_vertex(tmp_path, monkeypatch
     assert [p["preference"] for p in result["points"]] == [[0.0, 1.0], [1.0, 0.0]]
     swapped = run_dir.load_config(tmp_path / "front" / "points" / "w0.00-1.00")
     assert swapped["objectives"] == ["keywords(words=yes)", "length(scale=20)"] and swapped["weights"] == [1.0, 0.0]
-    with pytest.raises(ConfigError, match="mixes online and offline"):
+    with pytest.raises(ConfigError, match="mixes method families"):
         build_front_config(None, dict(method="pama,modpo", pairs=[f]))

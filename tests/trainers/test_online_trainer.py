@@ -233,3 +233,36 @@ def test_mo_grpo_is_critic_free_and_its_advantages_follow_the_aggregation_rule(t
             assert torch.allclose(normalize_then_sum(g * torch.tensor([1.0, 0.01]), w), normalize_then_sum(g, w), atol=1e-5)
         torch.testing.assert_close(adv[:, 0], want)
         assert torch.equal(adv[:, 0:1].expand(6, 4), adv)  # one advantage per sequence
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_group_advantages_equal_the_combiners_for_each_scale_rewards_with_an_unscored_sample(tmp_path, scale):
+    """The trainer's group advantages are the combiner's, for mo-grpo (sum_then_normalize) and PAMA's
+    per-objective group baselines; an unscored sample (nan_policy skip) is out of the group statistics."""
+    from paretoalign.combiners import group_normalize_objectives, sum_then_normalize
+    from paretoalign.errors import ConfigError
+
+    # 2 prompts x 3 completions; the third completion of prompt 0 was not scored (its row zeroed, valid False)
+    scores = torch.tensor([[1.0, 100.0], [2.0, 300.0], [0.0, 0.0], [0.0, 10.0], [5.0, 10.0], [1.0, 40.0]])
+    valid = torch.tensor([True, True, False, True, True, True])
+    mask = torch.ones(6, 4) * valid.unsqueeze(1)
+    g, gv, w = scores.view(2, 3, 2), valid.view(2, 3), torch.tensor([0.5, 0.5])
+    tr = make(tmp_path, name=scale, method="mo-grpo", num_generations=3, scale_rewards=scale)
+    adv, returns = tr._advantages(scores, valid, mask, None, None, None)
+    assert returns is None and adv.shape == (6, 4)
+    want = sum_then_normalize(g, w, valid=gv, scale_rewards=scale).reshape(6)
+    torch.testing.assert_close(adv, want.unsqueeze(1).expand(6, 4))
+    assert torch.equal(adv[2], torch.zeros(4))
+    # by hand, prompt 0's scored sums (50.5, 151): mean 100.75, population std 50.25
+    batch_std = torch.tensor([50.5, 151.0, 5.0, 7.5, 20.5]).std(unbiased=False)
+    hand = {"group": torch.tensor([-1.0, 1.0]), "none": torch.tensor([-50.25, 50.25]),
+            "batch": torch.tensor([-50.25, 50.25]) / batch_std}[scale]
+    torch.testing.assert_close(adv[:2, 0], hand)
+
+    pama = make(tmp_path, name=scale + "-pama", method="pama", advantage="group", num_generations=3, scale_rewards=scale)
+    raw, _ = pama._advantages(scores, valid, mask, None, None, None)
+    want_k = group_normalize_objectives(g, valid=gv, scale_rewards=scale).reshape(6, 1, 2).expand(6, 4, 2)
+    torch.testing.assert_close(raw, want_k)
+    if scale != "group":
+        with pytest.raises(ConfigError, match="scale-rewards has no effect"):
+            OnlineConfig(**{**FAST, "method": "mo-grpo", "group_aggregation": "normalize_then_sum", "scale_rewards": scale})

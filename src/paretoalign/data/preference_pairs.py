@@ -606,7 +606,7 @@ def load_ratings(paths, format: str = "auto", max_rows: int | None = None) -> tu
             for items in _helpsteer_groups(rows, path.name):
                 out.extend(RatedResponse(pr, resp, sc, f"{path.name}, {w}", fmt) for w, pr, resp, sc in items)
         elif fmt == "ultrafeedback":
-            for w, _prompt_, items in _ultrafeedback_items(rows, path.name):
+            for w, _, items in _ultrafeedback_items(rows, path.name):
                 out.extend(RatedResponse(pr, resp, sc, f"{w}, {cw}", fmt) for cw, pr, resp, sc in items)
         else:
             data = load_preference_data(str(path), format=fmt, max_rows=max_rows)

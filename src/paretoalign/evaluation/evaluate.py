@@ -121,17 +121,17 @@ def resolve_target(target: str) -> Target:
     path = Path(target).expanduser()
     if path.is_dir() and (path / run_dir.CONFIG_FILE).is_file():
         cfg = run_dir.load_config(path)
-        final = path / "final" / "policy"
+        final = path / run_dir.FINAL / run_dir.POLICY
         if not final.is_dir():
             ckpts = run_dir.list_checkpoints(path)
             hint = (f"; evaluate its last checkpoint ({ckpts[-1][1]}) or finish it with --resume" if ckpts
                     else "; it has no checkpoint yet either")
             raise RunDirError(f"run {str(path)!r} has no final model (final/policy){hint}")
         return Target("run", str(path), str(cfg.get("model", "")), final, path, cfg)
-    if path.is_dir() and (path / run_dir.STATE_FILE).is_file() and (path / "policy").is_dir():
+    if path.is_dir() and (path / run_dir.STATE_FILE).is_file() and (path / run_dir.POLICY).is_dir():
         run = path.parent.parent
         cfg = run_dir.load_config(run)
-        return Target("checkpoint", str(path), str(cfg.get("model", "")), path / "policy", run, cfg)
+        return Target("checkpoint", str(path), str(cfg.get("model", "")), path / run_dir.POLICY, run, cfg)
     if path.is_dir() and (path / run_dir.CHECKPOINTS).is_dir() and not (path / run_dir.CONFIG_FILE).is_file():
         raise RunDirError(f"{str(path)!r} has checkpoints but no {run_dir.CONFIG_FILE}; is it a paretoalign run folder?")
     return Target("model", target, target)
@@ -309,8 +309,8 @@ def direction_system_prompt(cfg: EvalConfig, t: Target, names: list) -> tuple[st
     from paretoalign.preferences import DEFAULT_DIRECTION_TEMPLATE, direction_prompt, validate_direction
 
     meta = {}
-    if t.run is not None and (t.run / "final" / "paretoalign.json").is_file():
-        meta = json.loads((t.run / "final" / "paretoalign.json").read_text())
+    if t.run is not None and (t.run / run_dir.FINAL / run_dir.FINAL_META).is_file():
+        meta = json.loads((t.run / run_dir.FINAL / run_dir.FINAL_META).read_text())
     dnames = meta.get("direction_names") or names
     template = cfg.direction_template or meta.get("direction_template") or (t.run_config or {}).get("direction_template") \
         or DEFAULT_DIRECTION_TEMPLATE

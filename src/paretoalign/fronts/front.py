@@ -327,7 +327,7 @@ def write_outputs(result: dict, out: Path, runs: dict | None = None, screenshot:
         "front": plot_front(fronts, out / "front.png", base=base, reference_point=result.get("reference_point")),
         "parallel coordinates": plot_parallel(fronts, out / "front_parallel.png", base=base),
     }
-    runs = {k: v for k, v in (runs or {}).items() if (Path(v) / "metrics.jsonl").is_file()}
+    runs = {k: v for k, v in (runs or {}).items() if (Path(v) / run_dir.METRICS_FILE).is_file()}
     if runs:
         images["training curves"] = plot_training_curves(runs, out / "curves.png", names=result["names"])
     files = {"images": {k: str(v) for k, v in images.items()}}

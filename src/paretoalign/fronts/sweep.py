@@ -42,10 +42,11 @@ from paretoalign.fronts.front import (
     FRONT_FILE,
     compare_fronts,
     make_front,
-    write_outputs,
     runs_of,
     save_result,
+    write_outputs,
 )
+from paretoalign.trainers.methods import METHODS
 
 FRONT_CONFIG = "front_config.yaml"
 # What a sweep writes at its top level besides its points (``--overwrite`` removes these, nothing else).
@@ -108,7 +109,6 @@ def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[F
     import dataclasses
 
     from paretoalign.config_utils import build_config, load_yaml
-    from paretoalign.trainers.online_config import OnlineConfig
 
     values = load_yaml(yaml_path) if yaml_path else {}
     values.update(overrides or {})
@@ -118,15 +118,17 @@ def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[F
         raise ConfigError(f"option(s) {clash} are set by the front sweep itself (one run per preference)")
     front = build_config(FrontConfig, None, {k: v for k, v in values.items() if k in front_keys})
     train_vals = {k: v for k, v in values.items() if k not in front_keys}
-    from paretoalign.trainers.dpa_config import DPAConfig
-    from paretoalign.trainers.offline_config import OFFLINE_METHODS, OfflineConfig
+    from paretoalign.trainers.methods import get_method
 
-    family = {m: "offline" if m in OFFLINE_METHODS else "dpa" if m == "dpa" else "online" for m in front.method}
+    family = {m: get_method(m).family for m in front.method}
     if len(set(family.values())) > 1:
-        raise ConfigError(f"--method mixes online and offline methods {front.method} ({family}); their training options "
+        raise ConfigError(f"--method mixes method families {front.method} ({family}); their training options "
                           "differ: sweep each family, then `paretoalign compare` the fronts")
-    kind = next(iter(family.values()))
-    cls = OfflineConfig if kind == "offline" else DPAConfig if kind == "dpa" else OnlineConfig
+    unsweepable = [m for m in front.method if not get_method(m).sweepable]
+    if unsweepable:
+        raise ConfigError(f"{unsweepable} cannot be swept over preference vectors (MOPO takes constraints, not "
+                          "weights): train it with `paretoalign train` per constraint")
+    cls = get_method(front.method[0]).config_class
     train = config_to_dict(build_config(cls, None, {**train_vals, "method": front.method[0]}))
     return front, train
 
@@ -175,17 +177,17 @@ def _train_dpa(method: str, preference: list[float], train: dict, out: Path, res
     return out
 
 
-# method name -> function(method, preference, train_options, run_folder, resume, accelerator) -> run folder.
-# Steering methods (one model for every preference, steered at inference) are also in STEERING.
-POINT_MAKERS: dict[str, Callable] = {"pama": _train_online, "morlhf": _train_online, "mgda-ub": _train_online,
-                                     "mo-grpo": _train_online,
-                                     "dpo": _train_offline, "modpo": _train_offline, "amopo": _train_offline,
-                                     "dpa": _train_dpa}
-STEERING = {"dpa"}
+# How one point of a front is made, per family: function(method, preference, train_options,
+# run_folder, resume, accelerator) -> run folder.  Derived from the method table: a steerable
+# method trains one model for the whole front and is evaluated per preference.
+_FAMILY_POINT_MAKERS: dict[str, Callable] = {"online": _train_online, "offline": _train_offline,
+                                             "steerable": _train_dpa}
+POINT_MAKERS: dict[str, Callable] = {m.name: _FAMILY_POINT_MAKERS[m.family] for m in METHODS if m.sweepable}
+STEERING = {m.name for m in METHODS if m.steerable}
 
 
 def _point_done(folder: Path) -> bool:
-    return (folder / "final" / "policy").is_dir() and (folder / "summary.json").is_file()
+    return (folder / run_dir.FINAL / run_dir.POLICY).is_dir() and (folder / run_dir.SUMMARY_FILE).is_file()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +340,7 @@ def _sweep_method(method, prefs, front: FrontConfig, train: dict, mdir: Path, ac
     for w, ev in zip(prefs, evals):
         w = [float(x) for x in w]
         folder = Path(ev["target"])
-        summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+        summary = json.loads((folder / run_dir.SUMMARY_FILE).read_text()) if (folder / run_dir.SUMMARY_FILE).is_file() else {}
         points.append({
             "label": preference_label(w), "preference": w,
             "run_dir": str(folder.relative_to(mdir)) if folder.is_relative_to(mdir) else str(folder),
@@ -379,7 +381,7 @@ def _sweep_steering(method, prefs, front: FrontConfig, train: dict, mdir: Path, 
         ecfg.direction = w  # normalised to w/|w| by the evaluation
         evals.append(evaluate_target(ecfg, quiet=True))
     acc.wait_for_everyone()
-    summary = json.loads((model_dir / "summary.json").read_text()) if (model_dir / "summary.json").is_file() else {}
+    summary = json.loads((model_dir / run_dir.SUMMARY_FILE).read_text()) if (model_dir / run_dir.SUMMARY_FILE).is_file() else {}
     points = [{"label": preference_label([float(x) for x in w]), "preference": [float(x) for x in w],
                "run_dir": str(model_dir.relative_to(mdir)), "direction": ev["direction"],
                **_point_stats(ev, front.num_samples), "win_rate": _win_rates(ev, base),

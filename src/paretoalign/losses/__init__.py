@@ -8,6 +8,7 @@ from paretoalign.losses.amopo import (
     amopo_adaptive_weights,
     amopo_dimension_losses,
     amopo_loss,
+    amopo_weight_softmax,
     average_logps,
     token_probability_stats,
 )
@@ -43,5 +44,5 @@ __all__ = [
     "dpo_loss", "implicit_reward", "modpo_loss", "check_modpo_weights",
     "pairwise_win_probabilities", "win_probabilities", "robust_win_probabilities", "mopo_log_ratio", "mopo_weights",
     "effective_sample_fraction", "mopo_policy_loss", "expected_under_target", "dual_step", "robust_chi_step",
-    "average_logps", "amopo_dimension_losses", "token_probability_stats", "amopo_adaptive_weights", "amopo_loss",
+    "average_logps", "amopo_dimension_losses", "token_probability_stats", "amopo_adaptive_weights", "amopo_loss", "amopo_weight_softmax",
 ]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from paretoalign import run_dir
 from paretoalign.errors import ConfigError, ObjectiveError
 from paretoalign.objectives.base import Objective
 
@@ -29,8 +30,8 @@ class ImplicitRewardObjective(Objective):
                  max_length: int = 512, use_chat_template: bool = True, name: str | None = None):
         folder = Path(str(adapter)).expanduser()
         self.name = name or folder.name or "implicit_dpo"
-        if folder.is_dir() and (folder / "final" / "policy" / "adapter_config.json").is_file():
-            folder = folder / "final" / "policy"  # a run folder: its final adapter
+        if folder.is_dir() and (folder / run_dir.FINAL / run_dir.POLICY / "adapter_config.json").is_file():
+            folder = folder / run_dir.FINAL / run_dir.POLICY  # a run folder: its final adapter
         if not (folder / "adapter_config.json").is_file():
             raise ConfigError(
                 f"objective {self.name!r}: {str(adapter)!r} is not a LoRA adapter folder (no adapter_config.json); "

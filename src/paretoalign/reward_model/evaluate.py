@@ -74,8 +74,8 @@ def read_score_input(path: str | Path):
     """What ``reward-model score --input`` reads: ``("rows", [(prompt, response), ...])`` from a JSONL file of
     ``{prompt, response}`` rows, else ``("pairs", PreferenceData)`` from anything ``train --pairs`` reads.
     Every problem is a :class:`~paretoalign.errors.DataError` naming the file and the row."""
-    from paretoalign.errors import DataError
     from paretoalign.data.preference_pairs import HELPSTEER2_ATTRIBUTES, load_preference_data, read_jsonl
+    from paretoalign.errors import DataError
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -91,8 +91,8 @@ def read_score_input(path: str | Path):
 
 
 def _score_row(r, where: str) -> tuple:
-    from paretoalign.errors import DataError
     from paretoalign.data.preference_pairs import _prompt
+    from paretoalign.errors import DataError
 
     if not isinstance(r, dict):
         raise DataError(f"{where}: expected an object with 'prompt' and 'response', got {type(r).__name__}")

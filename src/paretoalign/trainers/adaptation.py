@@ -1,8 +1,7 @@
 """What the trainers share about adapting a policy and ordering its data.
 
-- :class:`LoraOptions`: the LoRA options of the trainer configs (a mixin).
 - :func:`add_lora`: the PEFT LoRA wrapper every trainer puts on its policy (``use_lora`` and the
-  ``lora_*`` options of the configs).
+  ``lora_*`` options of :class:`paretoalign.trainers.options.LoraOptions`).
 - :func:`epoch_indices`: the seeded order in which a trainer walks its data (prompts, pairs): epochs
   of permutations that depend on (seed, epoch) only, so any step of any process can be recomputed
   and a resumed run sees exactly the data it would have.
@@ -10,26 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-
-from paretoalign.config_utils import field, split_list
-
-
-@dataclass
-class LoraOptions:
-    """The LoRA options every trainer config shares (a mixin: the CLI lists them after a config's own)."""
-
-    use_lora: bool = field(True, help="Train LoRA adapters (PEFT) instead of all weights.")
-    lora_r: int = field(16, help="LoRA rank.")
-    lora_alpha: int = field(32, help="LoRA alpha.")
-    lora_dropout: float = field(0.0, help="LoRA dropout.")
-    lora_target_modules: list = field(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], help="Module names LoRA adapts.")
-
-    def check_lora(self) -> None:
-        self.lora_target_modules = split_list(self.lora_target_modules)
 
 
 def add_lora(policy, cfg):

@@ -281,16 +281,16 @@ def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, po
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         save_model(tmp)
-        tokenizer.save_pretrained(tmp / "policy")
+        tokenizer.save_pretrained(tmp / run_dir.POLICY)
         if rebuild_tiny_base_seed is not None and hasattr(policy, "peft_config"):
             base = build_tiny_model(tokenizer, seed=rebuild_tiny_base_seed)
             base.save_pretrained(tmp / "base")
             tokenizer.save_pretrained(tmp / "base")
-            cfg_file = tmp / "policy" / "adapter_config.json"
+            cfg_file = tmp / run_dir.POLICY / "adapter_config.json"
             adapter_cfg = json.loads(cfg_file.read_text())
             adapter_cfg["base_model_name_or_path"] = str((final / "base").resolve())
             cfg_file.write_text(json.dumps(adapter_cfg, indent=2))
-        (tmp / "paretoalign.json").write_text(json.dumps({**meta, "step": step, "lora": bool(hasattr(policy, "peft_config"))},
+        (tmp / run_dir.FINAL_META).write_text(json.dumps({**meta, "step": step, "lora": bool(hasattr(policy, "peft_config"))},
                                                          indent=2))
         run_dir.replace_dir(tmp, final)
     acc.wait_for_everyone()

@@ -34,13 +34,6 @@ import torch
 from paretoalign import run_dir
 from paretoalign.config_utils import config_to_dict
 from paretoalign.data.prompts import load_prompts, split_prompts
-from paretoalign.preferences import (
-    check_direction_template,
-    conditioned_prompt,
-    direction_from_angle,
-    direction_prompt,
-    sample_directions,
-)
 from paretoalign.errors import ParetoAlignError
 from paretoalign.models import (
     TINY_NAME,
@@ -51,8 +44,16 @@ from paretoalign.models import (
     logit_bytes_per_token,
 )
 from paretoalign.objectives import build_objective_set
+from paretoalign.preferences import (
+    check_direction_template,
+    conditioned_prompt,
+    direction_from_angle,
+    direction_prompt,
+    sample_directions,
+)
 from paretoalign.rollout import count_overlong, generate
 from paretoalign.sequences import ResponseBatch, response_token_logps
+from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import add_lora, epoch_indices
 from paretoalign.trainers.dpa_config import DPAConfig
@@ -117,11 +118,11 @@ class DPATrainer:
             policy = add_lora(policy, cfg)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        self.start_round = 0
+        self.start_step = 0
         if self.resume_from is not None:
-            ckpt_lib.load_policy_state(policy, self.resume_from / "policy")
+            ckpt_lib.load_policy_state(policy, self.resume_from / run_dir.POLICY)
             ckpt_lib.load_optimizer(optimizer, self.resume_from)
-            self.start_round = int(ckpt_lib.read_state(self.resume_from)["step"])
+            self.start_step = int(ckpt_lib.read_state(self.resume_from)["step"])
         self.model, self.optimizer = acc.prepare(policy, optimizer)
 
     @property
@@ -225,38 +226,49 @@ class DPATrainer:
 
     # ------------------------------------------------------------------------------------------
     def train(self) -> dict:
-        cfg, acc = self.config, self.accelerator
-        bar = None
-        if acc.is_main_process and cfg.progress:
-            from tqdm.auto import tqdm
+        """Run every round (one checkpoint per round); returns the summary (also written to summary.json)."""
+        return base.run(self)
 
-            bar = tqdm(total=cfg.rounds, initial=self.start_round, desc="dpa rounds", dynamic_ncols=True)
-        t_start = time.perf_counter()
-        for r in range(self.start_round + 1, cfg.rounds + 1):
-            row = self.round(r)
-            if acc.is_main_process:
-                run_dir.append_metrics(self.out, row)
-            ckpt_lib.check_finite(r, None, self.model)  # a round without selected samples has no loss
-            if bar is not None:
-                bar.set_postfix({"v.r": f"{row['utility/selected']:.3f}", "loss": f"{row['loss']:.3f}"})
-                bar.update(1)
-            ckpt_lib.save_checkpoint(acc, self.out, r, self._save_model, self.optimizer, cfg.save_total_limit)
-        if bar is not None:
-            bar.close()
-        self.save_final()
-        rows = run_dir.read_metrics(self.out) if acc.is_main_process else []
-        summary = {"method": "dpa", "objectives": self.names, "steps": len(rows), "rounds": len(rows),
-                   "seconds": time.perf_counter() - t_start, "direction_template": cfg.direction_template}
+    # the run lifecycle's protocol (trainers/base.py): a step is a round -----------------------------
+    @property
+    def total_steps(self) -> int:
+        return self.config.rounds
+
+    @property
+    def start_round(self) -> int:
+        return self.start_step
+
+    progress_desc = "dpa rounds"
+
+    def step(self, r: int) -> dict:
+        return self.round(r)
+
+    def step_loss(self, row: dict) -> None:
+        return None  # a round without selected samples has no loss; the weights are still checked
+
+    def postfix(self, row: dict) -> dict:
+        return {"v.r": f"{row['utility/selected']:.3f}", "loss": f"{row['loss']:.3f}"}
+
+    def should_save(self, step: int) -> bool:
+        return True
+
+    def save_checkpoint(self, step: int) -> Path:
+        return ckpt_lib.save_checkpoint(self.accelerator, self.out, step, self._save_model, self.optimizer,
+                                        self.config.save_total_limit)
+
+    def summary(self, rows: list[dict], seconds: float) -> dict:
+        cfg = self.config
+        out = {"method": "dpa", "objectives": self.names, "steps": len(rows), "rounds": len(rows),
+               "seconds": seconds, "direction_template": cfg.direction_template}
         if rows:
             for name in self.names:
-                summary[name] = {"first": rows[0][f"reward/{name}"], "last": rows[-1][f"reward/{name}"],
-                                 "weight": float(np.mean([r[f"direction/{name}"] for r in rows]))}
-            summary["utility"] = {"first": rows[0]["utility/selected"], "last": rows[-1]["utility/selected"]}
-        ckpt_lib.finish(acc, self.out, summary)
-        return summary
+                out[name] = {"first": rows[0][f"reward/{name}"], "last": rows[-1][f"reward/{name}"],
+                             "weight": float(np.mean([r[f"direction/{name}"] for r in rows]))}
+            out["utility"] = {"first": rows[0]["utility/selected"], "last": rows[-1]["utility/selected"]}
+        return out
 
     def _save_model(self, folder: Path) -> None:
-        self.unwrapped.save_pretrained(folder / "policy")
+        self.unwrapped.save_pretrained(folder / run_dir.POLICY)
 
     def save_final(self) -> Path:
         cfg = self.config

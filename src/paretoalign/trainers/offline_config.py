@@ -19,9 +19,19 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from paretoalign.config_utils import check_fields, check_choice, field, split_list
+from paretoalign.config_utils import check_fields, field, split_list
 from paretoalign.errors import ConfigError
-from paretoalign.trainers.adaptation import LoraOptions
+from paretoalign.trainers.options import (
+    METHOD,
+    OPTIMISATION,
+    LoggingOptions,
+    ModelOptions,
+    OptimOptions,
+    PreferenceOptions,
+    PromptOptions,
+    RunOptions,
+    StepOptions,
+)
 
 OFFLINE_METHODS = ("dpo", "modpo", "mopo", "amopo")
 # AMoPO's dimension-aware prompt, after its reference code (which prepends this instruction to the
@@ -30,6 +40,13 @@ OFFLINE_METHODS = ("dpo", "modpo", "mopo", "amopo")
 # sentence out by default because generated and binary-labelled pairs have no 1-5 rating.
 DEFAULT_DIMENSION_TEMPLATE = ("You are an expert in question answering, and you need to focus on the {dimension} "
                               "dimension to respond to me.\n\n{prompt}")
+# The reference code's "integrate all dimensions" prompt (its ``no_object`` row, trained with
+# --amopo-integrate-all), with our dimension names in place of its fixed "helpfulness,
+# correctness, instruction following" and the same blank line as above before the prompt (the
+# reference glues the instruction to the prompt with no separator).
+DEFAULT_INTEGRATE_TEMPLATE = ("You are an expert in question answering, and you need to respond to me by integrating "
+                              "the dimensions of {dimensions}.\n\n{prompt}")
+AMOPO_INTEGRATE_ROW = "integrate_all"  # metrics name of that row (weight/integrate_all, accuracy/integrate_all)
 _CONSTRAINT = re.compile(r"^\s*([^<>=\s]+)\s*>=\s*([^\s]+)\s*$")
 
 
@@ -52,7 +69,8 @@ def parse_constraint(text: str) -> tuple[str, float]:
 
 
 @dataclass
-class OfflineConfig(LoraOptions):
+class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions, StepOptions, RunOptions,
+                    LoggingOptions):
     """Options of ``paretoalign train`` for the offline methods."""
 
     # --- what to train -------------------------------------------------------------------------
@@ -60,26 +78,13 @@ class OfflineConfig(LoraOptions):
         "modpo",
         help="'dpo' (one label, or labels scalarised by --weights), 'modpo' (DPO on one objective's pairs with "
         "the others as margin rewards), 'mopo' (primary objective, constraints on the others), 'amopo' "
-        "(dimension-aware prompts, adaptive weights, no reference or reward model).",
-    )
-    model: str = field("tiny", help="Policy: a local folder, a cached Hugging Face id, 'smollm2-135m-instruct' or 'tiny'.")
+        "(dimension-aware prompts, adaptive weights, no reference or reward model).", group=METHOD)
     pairs: list = field(
         [], help="Preference data: a .jsonl/.json/.parquet/.csv file or datasets folder, or several "
         "'objective=path' sets (one per objective). Formats: trl, hh-rlhf, pku-saferlhf, helpsteer2, ultrafeedback.",
     )
     pairs_format: str = field("auto", help="Schema of --pairs ('auto' detects it from the columns).")
     max_pairs: Optional[int] = field(None, help="Use at most this many rows of --pairs.")
-    objectives: list = field(["sentiment", "length"], help="Objectives in weight order; see the module docs for what each method reads.")
-    weights: Optional[list] = field(
-        None, help="Preference vector over --objectives (non-negative, summing to 1; default uniform). "
-        "MODPO: weights[0] (the labelled objective) must be > 0.",
-    )
-    normalize_weights: bool = field(False, help="Divide --weights by their sum instead of requiring a sum of 1.")
-    prompts: str = field("builtin", help="Prompt set whose held-out split evaluation uses (training reads --pairs).")
-    prompt_column: str = field("prompt", help="Column holding the prompt in --prompts.")
-    heldout_fraction: float = field(0.15, help="Fraction of --prompts kept for evaluation.")
-    system_prompt: Optional[str] = field(None, help="Optional system message prepended to every chat prompt.")
-    use_chat_template: bool = field(True, help="Render prompts with the tokenizer's chat template.")
 
     # --- DPO / MODPO ---------------------------------------------------------------------------
     beta: float = field(0.1, help="DPO/MODPO KL temperature beta (MODPO paper: 0.1).")
@@ -109,74 +114,51 @@ class OfflineConfig(LoraOptions):
     dimension_template: str = field(
         DEFAULT_DIMENSION_TEMPLATE, help="AMoPO: dimension-aware prompt; {prompt} and {dimension} are filled in.")
     weight_sign: float = field(1.0, help="AMoPO: +1 weights confidently generated dimensions more, -1 less (see losses/amopo.py).")
+    amopo_reduction: Literal["mean", "sum"] = field(
+        "mean", help="AMoPO: a pair's loss is the 'mean' over its D dimension rows of weight*loss (default: the reference "
+        "code's losses.mean(), so its hyperparameters, e.g. pref_ftx as --sft-coef and its clipping norm, carry over) or "
+        "their 'sum' (D times larger, the scale of one SimPO loss; interacts with --max-grad-norm).")
+    amopo_weight_scope: Literal["example", "batch"] = field(
+        "example", help="AMoPO: softmax the adaptive weights over each pair's dimensions ('example', default: the paper's "
+        "per-pair weights, independent of --batch-size) or over all dimension x example rows of the batch ('batch': the "
+        "reference code; equal at batch size 1, its setting; at B > 1 it scales the loss by about 1/B).")
+    amopo_integrate_all: bool = field(
+        False, help="AMoPO: also train the reference code's 'integrate all dimensions' prompt (--integrate-template) as one "
+        "more weighted row, on the pair's own chosen over rejected (the reference always does; off by default because our "
+        "pairs' chosen side need not be an overall preference when labels are per dimension).")
+    integrate_template: str = field(
+        DEFAULT_INTEGRATE_TEMPLATE, help="AMoPO with --amopo-integrate-all: the integrate-all prompt; {prompt} and "
+        "{dimensions} (the dimension names, comma-separated) are filled in.")
 
     # --- optimisation --------------------------------------------------------------------------
-    max_steps: int = field(20, help="Number of optimisation steps.")
-    batch_size: int = field(4, help="Pairs (MOPO: prompts) per step per process.")
     max_prompt_length: int = field(256, help="Prompts longer than this many tokens are truncated from the left.")
     max_response_length: int = field(256, help="Responses longer than this many tokens are truncated.")
-    learning_rate: float = field(5e-5, help="AdamW learning rate.")
-    weight_decay: float = field(0.0, help="AdamW weight decay.")
-    max_grad_norm: float = field(1.0, help="Gradient clipping norm (<= 0 disables).")
+    learning_rate: float = field(5e-5, help="AdamW learning rate (offline default: 5e-5).", group=OPTIMISATION)
 
 
     # --- run folder ----------------------------------------------------------------------------
-    output_dir: str = field("runs/paretoalign", help="Run folder: config, metrics.jsonl, checkpoints, final model.")
-    save_steps: int = field(10, help="Checkpoint every this many steps (and at the end).")
-    save_total_limit: int = field(2, help="Keep at most this many checkpoints.")
-    resume: bool = field(False, help="Continue the run in --output-dir from its last checkpoint.")
-    overwrite: bool = field(False, help="Delete an existing run in --output-dir and start over.")
-    seed: int = field(0, help="Random seed.")
-    allow_download: bool = field(False, help="Let --model and reward models be fetched from a hub (off: local only).")
-    progress: bool = field(True, help="Show a progress bar.")
 
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
-        from paretoalign.objectives.registry import split_objective_specs
-
-        check_choice("method", self.method, OFFLINE_METHODS)
-        check_choice("mopo_form", self.mopo_form, ("lagrangian", "robust"))
-        check_choice("win_mode", self.win_mode, ("indicator", "bradley_terry"))
-        if isinstance(self.objectives, str):
-            self.objectives = split_objective_specs(self.objectives)
-        self.objectives = list(self.objectives)
-        if not self.objectives:
-            raise ConfigError("--objectives is empty")
-        if self.method in ("modpo", "mopo") and len(self.objectives) < 2:
-            raise ConfigError(f"{self.method} needs at least 2 objectives; got {self.objectives}")
+        self.check_objectives(2 if self.method in ("modpo", "mopo") else 1, self.method)
+        self.check_weights()
+        self.check_lora()
+        self.check_run()
         self.pairs = split_list(self.pairs) if isinstance(self.pairs, str) else list(self.pairs or [])
-        if isinstance(self.weights, str):
-            self.weights = split_list(self.weights)
-        if self.weights is not None:
-            try:
-                self.weights = [float(w) for w in self.weights]
-            except (TypeError, ValueError):
-                raise ConfigError(f"weights must be numbers; got {self.weights!r}") from None
         self.constraints = split_list(self.constraints) if isinstance(self.constraints, str) else list(self.constraints or [])
         self.parsed_constraints()  # malformed or out-of-range thresholds fail now
-        self.check_lora()
-        for name in ("max_steps", "batch_size", "save_steps", "save_total_limit", "max_prompt_length",
-                     "max_response_length", "min_pool"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)!r}")
-        for name in ("beta", "tau", "amopo_beta"):
-            if not float(getattr(self, name)) > 0:
-                raise ConfigError(f"{name} must be > 0; got {getattr(self, name)!r}")
-        for name in ("learning_rate", "dual_lr", "lam_max", "robust_radius", "sft_coef", "refresh_every"):
-            if not float(getattr(self, name)) >= 0:
-                raise ConfigError(f"{name} must be >= 0; got {getattr(self, name)!r}")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise ConfigError(f"label_smoothing must be in [0, 0.5); got {self.label_smoothing!r}")
         if not self.max_weight >= 1:
             raise ConfigError(f"max_weight must be >= 1 (the mean weight is 1); got {self.max_weight!r}")
-        if not 0 < self.bound_relax <= 1:
-            raise ConfigError(f"bound_relax must be in (0, 1]; got {self.bound_relax!r}")
         if "{prompt}" not in self.dimension_template or "{dimension}" not in self.dimension_template:
             raise ConfigError("dimension_template must contain {prompt} and {dimension}")
-        if not 0.0 < self.heldout_fraction < 1.0:
-            raise ConfigError(f"heldout_fraction must be in (0, 1); got {self.heldout_fraction!r}")
-        if self.resume and self.overwrite:
-            raise ConfigError("--resume and --overwrite contradict each other; pick one")
+        try:
+            self.integrate_template.format(prompt="", dimensions="")
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError("integrate_template may only use the fields {prompt} and {dimensions}") from None
+        if "{prompt}" not in self.integrate_template:
+            raise ConfigError("integrate_template must contain {prompt} (and may use {dimensions})")
+        if self.method == "amopo" and self.amopo_integrate_all and AMOPO_INTEGRATE_ROW in self.objectives:
+            raise ConfigError(f"an objective named {AMOPO_INTEGRATE_ROW!r} clashes with --amopo-integrate-all's row")
 
     def parsed_constraints(self) -> list[tuple[str, float]]:
         out = [parse_constraint(c) for c in self.constraints]

@@ -35,9 +35,10 @@ from paretoalign.models import TINY_NAME, check_batch_fits, load_causal_lm, load
 from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import render_prompt
 from paretoalign.sequences import encode_responses, response_token_logps
+from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import add_lora, epoch_indices
-from paretoalign.trainers.offline_config import OfflineConfig
+from paretoalign.trainers.offline_config import AMOPO_INTEGRATE_ROW, OfflineConfig
 
 _IDENT = re.compile(r"^[A-Za-z_][\w\-]*$")
 
@@ -399,10 +400,22 @@ class OfflineTrainer:
             return msgs
         return tpl.format(prompt=prompt, dimension=dimension)
 
+    def integrate_prompt(self, prompt):
+        """AMoPO's "integrate all dimensions" prompt (``--amopo-integrate-all``; the reference code's
+        ``no_object`` row): ``--integrate-template`` applied to the (last) user message."""
+        tpl, dims = self.config.integrate_template, ", ".join(self.names)
+        if isinstance(prompt, list):
+            msgs = [dict(m) for m in prompt]
+            last = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+            msgs[last]["content"] = tpl.format(prompt=msgs[last]["content"], dimensions=dims)
+            return msgs
+        return tpl.format(prompt=prompt, dimensions=dims)
+
     def _loss_amopo(self, idx, step):
         cfg = self.config
         pairs = [self.examples[i] for i in idx]
-        B, D = len(pairs), self.K
+        rows = self.names + ([AMOPO_INTEGRATE_ROW] if cfg.amopo_integrate_all else [])
+        B, D = len(pairs), len(rows)
         prompts, chosen, rejected = [], [], []
         valid = torch.zeros(B, D, dtype=torch.bool)
         for b, p in enumerate(pairs):
@@ -413,6 +426,11 @@ class OfflineTrainer:
                 prompts.append(self.dimension_prompt(p.prompt, name))
                 chosen.append(win)
                 rejected.append(lose)
+            if cfg.amopo_integrate_all:  # the reference trains this row on the pair as given
+                valid[b, D - 1] = True
+                prompts.append(self.integrate_prompt(p.prompt))
+                chosen.append(p.chosen)
+                rejected.append(p.rejected)
         batch = self._encode(prompts * 2, chosen + rejected)
         tok = response_token_logps(self.model, batch)  # [2BD, T]
         mask = batch.response_mask
@@ -421,16 +439,18 @@ class OfflineTrainer:
         mc, mr = mask[: B * D].view(B, D, T), mask[B * D :].view(B, D, T)
         valid = valid.to(tok.device)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        w = amopo_adaptive_weights(tc, mc, tr, mr, valid, generator=g, sign=cfg.weight_sign)
+        w = amopo_adaptive_weights(tc, mc, tr, mr, valid, generator=g, sign=cfg.weight_sign,
+                                   scope=cfg.amopo_weight_scope)
         avg_c, avg_r = average_logps(tc, mc), average_logps(tr, mr)
         sft = None
         if cfg.sft_coef:  # NLL of the chosen response under the plain prompt
             plain = self._encode([p.prompt for p in pairs], [p.chosen for p in pairs])
             sft = -average_logps(response_token_logps(self.model, plain), plain.response_mask)
-        losses = amopo_loss(avg_c, avg_r, w, valid, cfg.amopo_beta, cfg.amopo_gamma, sft, cfg.sft_coef)
+        losses = amopo_loss(avg_c, avg_r, w, valid, cfg.amopo_beta, cfg.amopo_gamma, sft, cfg.sft_coef,
+                            reduction=cfg.amopo_reduction)
         row = {}
         margin = (avg_c - avg_r).detach()
-        for d, name in enumerate(self.names):
+        for d, name in enumerate(rows):
             v = valid[:, d]
             row[f"weight/{name}"] = float(w[:, d].mean())
             row[f"accuracy/{name}"] = float((margin[v, d] > 0).float().mean()) if v.any() else 0.0
@@ -538,43 +558,44 @@ class OfflineTrainer:
 
     # ------------------------------------------------------------------------------------------
     def train(self) -> dict:
-        cfg, acc = self.config, self.accelerator
-        bar = None
-        if acc.is_main_process and cfg.progress:
-            from tqdm.auto import tqdm
+        """Run to ``max_steps`` with checkpoints; returns the summary (also written to summary.json)."""
+        return base.run(self)
 
-            bar = tqdm(total=cfg.max_steps, initial=self.start_step, desc=cfg.method, dynamic_ncols=True)
-        t_start = time.perf_counter()
-        for step in range(self.start_step + 1, cfg.max_steps + 1):
-            row = self.step(step)
-            if acc.is_main_process:
-                run_dir.append_metrics(self.out, row)
-            ckpt_lib.check_finite(step, row["loss"], self.model)
-            if bar is not None:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "rewards/accuracy", "ess_fraction")})
-                bar.update(1)
-            if step % cfg.save_steps == 0 or step == cfg.max_steps:
-                self.save_checkpoint(step)
-        if bar is not None:
-            bar.close()
-        self.save_final()
-        rows = run_dir.read_metrics(self.out) if acc.is_main_process else []
-        summary = {"method": cfg.method, "objectives": self.names, "weights": self.weights.tolist(),
-                   "steps": len(rows), "seconds": time.perf_counter() - t_start, "examples": len(self.examples)}
+    # the run lifecycle's protocol (trainers/base.py) -----------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        return self.config.max_steps
+
+    @property
+    def progress_desc(self) -> str:
+        return self.config.method
+
+    def step_loss(self, row: dict) -> float:
+        return row["loss"]
+
+    def postfix(self, row: dict) -> dict:
+        return {k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "rewards/accuracy", "ess_fraction")}
+
+    def should_save(self, step: int) -> bool:
+        return step % self.config.save_steps == 0
+
+    def summary(self, rows: list[dict], seconds: float) -> dict:
+        cfg = self.config
+        out = {"method": cfg.method, "objectives": self.names, "weights": self.weights.tolist(),
+               "steps": len(rows), "seconds": seconds, "examples": len(self.examples)}
         if rows:
             n = max(1, min(5, len(rows) // 2))
-            summary["loss"] = {"first": float(np.mean([r["loss"] for r in rows[:n]])),
-                               "last": float(np.mean([r["loss"] for r in rows[-n:]]))}
-            summary["window"] = n
-        ckpt_lib.finish(acc, self.out, summary)
-        return summary
+            out["loss"] = {"first": float(np.mean([r["loss"] for r in rows[:n]])),
+                           "last": float(np.mean([r["loss"] for r in rows[-n:]]))}
+            out["window"] = n
+        return out
 
     def _save_model(self, folder: Path) -> None:
         policy = self.unwrapped
         if hasattr(policy, "peft_config"):
-            policy.save_pretrained(folder / "policy", selected_adapters=["default"])
+            policy.save_pretrained(folder / run_dir.POLICY, selected_adapters=["default"])
         else:
-            policy.save_pretrained(folder / "policy")
+            policy.save_pretrained(folder / run_dir.POLICY)
         if self.ref_snapshot is not None:
             from safetensors.torch import save_file
 
@@ -587,7 +608,7 @@ class OfflineTrainer:
                                         self.config.save_total_limit, extra)
 
     def _load_checkpoint(self, ckpt: Path, policy, optimizer) -> None:
-        ckpt_lib.load_policy_state(policy, ckpt / "policy")
+        ckpt_lib.load_policy_state(policy, ckpt / run_dir.POLICY)
         ckpt_lib.load_optimizer(optimizer, ckpt)
         state = ckpt_lib.read_state(ckpt)
         self.start_step = int(state["step"])

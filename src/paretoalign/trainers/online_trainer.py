@@ -12,7 +12,8 @@ References: He & Maghsudi 2025 (PAMA, arXiv 2508.07768); Sener & Koltun 2018 (MG
 Schulman et al. 2017 (PPO); Shao et al. 2024 (GRPO group baselines, for ``--advantage group``).
 ``mo-grpo`` is MORLHF's linear weights on group advantages with a k3 KL term, i.e. GRPO with several
 rewards, as TRL's ``GRPOTrainer`` (``reward_weights`` with ``multi_objective_aggregation``):
-``sum_then_normalize`` (TRL's default) standardises the weighted sum within each group;
+``sum_then_normalize`` (TRL's default) standardises the weighted sum within each group (or, with
+``--scale-rewards batch|none``, divides by the batch's std or not at all, as TRL's ``scale_rewards``);
 ``normalize_then_sum`` (GDPO, Liu et al. 2026, arXiv 2601.05242) standardises each objective within
 its group, sums with the weights, then standardises over the batch.
 """
@@ -46,23 +47,24 @@ from paretoalign.losses import (
     value_loss,
     whiten,
 )
+from paretoalign.losses.online import mgda_ub_loss, morlhf_loss, pama_loss
 from paretoalign.models import (
     TINY_NAME,
     PolicyWithValueHeads,
     check_batch_fits,
-    kv_bytes_per_token,
-    logit_bytes_per_token,
     completion_logits,
+    kv_bytes_per_token,
     load_causal_lm,
     load_tokenizer,
+    logit_bytes_per_token,
 )
 from paretoalign.objectives import build_objective_set
 from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import Rollout, generate, token_logprobs
+from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import add_lora, epoch_indices
 from paretoalign.trainers.online_config import LINEAR_METHODS, OnlineConfig
-from paretoalign.losses.online import mgda_ub_loss, morlhf_loss, pama_loss
 
 
 def standardize_valid(adv: torch.Tensor, pool: torch.Tensor, pool_valid: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -189,23 +191,26 @@ class OnlineTrainer:
             rewards = token_rewards(scores, kl, mask, cfg.kl_coef)
             raw, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         else:
-            G = cfg.num_generations
+            G, acc = cfg.num_generations, self.accelerator
             s = scores.view(N // G, G, self.K)
-            v = valid.view(N // G, G, 1).to(s.dtype)
-            # invalid samples take their group's valid mean: zero advantage, and masked out anyway
-            gmean = (s * v).sum(1, keepdim=True) / v.sum(1, keepdim=True).clamp(min=1)
-            s = torch.where(v > 0, s, gmean)
+            # the group statistics count scored samples only; unscored ones get a zero advantage (and are masked out)
+            v = valid.view(N // G, G).bool()
+            if cfg.method in LINEAR_METHODS and cfg.group_aggregation == "normalize_then_sum":
+                adv = normalize_then_sum(s, self.weights.to(s.device), valid=v).reshape(N)  # [B*G]
+                # GDPO's second step, over the global batch
+                pool = (acc.gather(adv.contiguous()), acc.gather(valid.contiguous())) if acc.num_processes > 1 \
+                    else (adv, valid)
+                return standardize_valid(adv, *pool).reshape(N, 1).expand(N, T), None
+            # --scale-rewards batch divides by the std over every process's batch, as TRL: gather, compute, keep ours
+            full = cfg.scale_rewards == "batch" and acc.num_processes > 1
+            s_all, v_all = (acc.gather(s.contiguous()), acc.gather(v.contiguous())) if full else (s, v)
+            ours = slice(acc.process_index * (N // G), (acc.process_index + 1) * (N // G)) if full else slice(None)
             if cfg.method in LINEAR_METHODS:
-                agg = sum_then_normalize if cfg.group_aggregation == "sum_then_normalize" else normalize_then_sum
-                adv = agg(s, self.weights.to(s.device)).reshape(N)  # [B*G]
-                if cfg.group_aggregation == "normalize_then_sum":  # GDPO's second step, over the global batch
-                    acc = self.accelerator
-                    pool = (acc.gather(adv.contiguous()), acc.gather(valid.contiguous())) if acc.num_processes > 1 \
-                        else (adv, valid)
-                    adv = standardize_valid(adv, *pool)
+                adv = sum_then_normalize(s_all, self.weights.to(s.device), valid=v_all,
+                                         scale_rewards=cfg.scale_rewards)[ours].reshape(N)
                 return adv.reshape(N, 1).expand(N, T), None
-            raw = group_normalize_objectives(s).reshape(N, 1, self.K).expand(N, T, self.K)
-            return raw, None
+            raw = group_normalize_objectives(s_all, valid=v_all, scale_rewards=cfg.scale_rewards)[ours]
+            return raw.reshape(N, 1, self.K).expand(N, T, self.K), None
         if cfg.method in LINEAR_METHODS:
             adv = linear_scalarize(raw, self.weights.to(raw.device))
             adv = whiten(adv, mask) if cfg.whiten_advantages else adv
@@ -357,32 +362,27 @@ class OnlineTrainer:
     # ------------------------------------------------------------------------------------------
     def train(self) -> dict:
         """Run to ``max_steps`` with checkpoints; returns the summary (also written to summary.json)."""
-        cfg, acc = self.config, self.accelerator
-        bar = None
-        if acc.is_main_process and cfg.progress:
-            from tqdm.auto import tqdm
+        return base.run(self)
 
-            bar = tqdm(total=cfg.max_steps, initial=self.start_step, desc=f"{cfg.method}", dynamic_ncols=True)
-        t_start = time.perf_counter()
-        for step in range(self.start_step + 1, cfg.max_steps + 1):
-            row = self.step(step)
-            if acc.is_main_process:
-                run_dir.append_metrics(self.out, row)
-            ckpt_lib.check_finite(step, row["loss"], self.model)
-            if bar is not None:
-                bar.set_postfix({n: f"{row[f'reward/{n}']:.3f}" for n in self.names} | {"kl": f"{row['kl']:.3f}"})
-                bar.update(1)
-            if step % cfg.save_steps == 0 or step == cfg.max_steps:
-                self.save_checkpoint(step)
-        if bar is not None:
-            bar.close()
-        self.save_final()
-        summary = self.summary(time.perf_counter() - t_start)
-        ckpt_lib.finish(acc, self.out, summary)
-        return summary
+    # the run lifecycle's protocol (trainers/base.py) -----------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        return self.config.max_steps
 
-    def summary(self, seconds: float) -> dict:
-        rows = run_dir.read_metrics(self.out) if self.accelerator.is_main_process else []
+    @property
+    def progress_desc(self) -> str:
+        return self.config.method
+
+    def step_loss(self, row: dict) -> float:
+        return row["loss"]
+
+    def postfix(self, row: dict) -> dict:
+        return {n: f"{row[f'reward/{n}']:.3f}" for n in self.names} | {"kl": f"{row['kl']:.3f}"}
+
+    def should_save(self, step: int) -> bool:
+        return step % self.config.save_steps == 0
+
+    def summary(self, rows: list[dict], seconds: float) -> dict:
         out = {"method": self.config.method, "objectives": self.names, "steps": len(rows), "seconds": seconds}
         if rows:
             n = max(1, min(5, len(rows) // 2))
@@ -402,12 +402,12 @@ class OnlineTrainer:
         from safetensors.torch import save_file
 
         m = self.unwrapped
-        m.policy.save_pretrained(folder / "policy")
+        m.policy.save_pretrained(folder / run_dir.POLICY)
         if m.value_head is not None:
             save_file({k: v.contiguous() for k, v in m.value_head.state_dict().items()}, folder / "value_head.safetensors")
 
     def _load_checkpoint(self, ckpt: Path, wrapped: PolicyWithValueHeads, optimizer) -> None:
-        ckpt_lib.load_policy_state(wrapped.policy, ckpt / "policy")
+        ckpt_lib.load_policy_state(wrapped.policy, ckpt / run_dir.POLICY)
         if wrapped.value_head is not None:
             f = ckpt / "value_head.safetensors"
             if not f.is_file():

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from paretoalign import run_dir
-from paretoalign.errors import ConfigError, DataError
 from paretoalign.data.preference_pairs import prompt_key
+from paretoalign.errors import ConfigError, DataError
 from paretoalign.reward_model.armo import bradley_terry_loss, debias_lambdas, fit_ridge_heads, scale_ratings
 from paretoalign.reward_model.evaluate import evaluate_reward_model, head_correlations
 from paretoalign.reward_model.features import FeatureExtractor

@@ -1,0 +1,96 @@
+"""One run lifecycle for every step-based trainer (online, offline, DPA).
+
+A trainer implements the small :class:`Trainer` protocol — what one step does, what it saves, how
+its summary reads — and :func:`run` owns the rest, the same for every method: the progress bar,
+``metrics.jsonl``, the NaN guard, checkpoints, the final model, ``summary.json`` and the run
+folder's lock (claimed, validated and resumed by :func:`paretoalign.trainers.checkpoint.start_run`
+in the trainer's set-up, before any model loads).
+
+In the style of torchtune's recipe protocol: a trainer's ``__init__`` is its set-up (load, adapt,
+restore a checkpoint), :meth:`Trainer.step` its training step, and everything a run folder promises
+lives here and in :mod:`paretoalign.run_dir` once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Protocol
+
+from paretoalign import run_dir
+from paretoalign.trainers import checkpoint as ckpt_lib
+
+
+class Trainer(Protocol):
+    """What :func:`run` needs from a trainer.
+
+    Attributes:
+        config: the run's config (``progress``, ``save_steps`` when it checkpoints by steps).
+        accelerator: the ``accelerate.Accelerator`` the run uses.
+        out: the run folder.
+        start_step: the last step done before this process started (0, or the resumed checkpoint's).
+        total_steps: the step (or round) the run ends at.
+        progress_desc: the progress bar's label.
+        model: the prepared model whose trainable parameters the NaN guard checks.
+    """
+
+    config: object
+    accelerator: object
+    model: object
+    out: Path
+    start_step: int
+    total_steps: int
+    progress_desc: str
+
+    def step(self, step: int) -> dict:
+        """One optimisation step (or round), 1-based; returns its metrics row (with ``step``)."""
+
+    def step_loss(self, row: dict) -> float | None:
+        """The row's loss for the NaN guard (None: the step may have no loss, e.g. an empty round)."""
+
+    def postfix(self, row: dict) -> dict:
+        """Live values for the progress bar."""
+
+    def should_save(self, step: int) -> bool:
+        """Whether to checkpoint after ``step`` (the last step always is)."""
+
+    def save_checkpoint(self, step: int) -> Path:
+        """Write ``checkpoints/step-N`` (every process calls it)."""
+
+    def save_final(self) -> Path:
+        """Write ``final/`` (every process calls it)."""
+
+    def summary(self, rows: list[dict], seconds: float) -> dict:
+        """``summary.json``'s content from the run's metrics rows."""
+
+
+def run(trainer: Trainer) -> dict:
+    """Run ``trainer`` from its start step to its last; returns the summary (also in summary.json)."""
+    acc, out = trainer.accelerator, trainer.out
+    bar = None
+    if acc.is_main_process and getattr(trainer.config, "progress", False):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=trainer.total_steps, initial=trainer.start_step, desc=trainer.progress_desc,
+                   dynamic_ncols=True)
+    t_start = time.perf_counter()
+    for step in range(trainer.start_step + 1, trainer.total_steps + 1):
+        row = trainer.step(step)
+        if acc.is_main_process:
+            run_dir.append_metrics(out, row)
+        ckpt_lib.check_finite(step, trainer.step_loss(row), trainer.model)  # before anything is saved
+        if bar is not None:
+            bar.set_postfix(trainer.postfix(row))
+            bar.update(1)
+        if trainer.should_save(step) or step == trainer.total_steps:
+            trainer.save_checkpoint(step)
+    if bar is not None:
+        bar.close()
+    trainer.save_final()
+    rows = run_dir.read_metrics(out) if acc.is_main_process else []
+    summary = trainer.summary(rows, time.perf_counter() - t_start)
+    ckpt_lib.finish(acc, out, summary)
+    return summary
+
+
+__all__ = ["Trainer", "run"]

@@ -1,0 +1,185 @@
+"""The option groups every trainer config is composed of, each declared once.
+
+A family's config (``OnlineConfig``, ``OfflineConfig``, ``DPAConfig``) inherits the groups it uses
+and adds only its own options, as TRL's method configs add theirs to a base config.  Each group's
+fields are listed under its heading in ``--help`` (:func:`paretoalign.config_utils.option_group`);
+a family that needs another default re-declares just that field (e.g. DPA's temperature 0.7).
+Field names are those of the flat configs before the groups existed, so older YAML files load.
+
+Every group also owns the checks of its fields that go beyond type and range (those are
+:func:`paretoalign.config_utils.check_fields`, run first by each config's ``__post_init__``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from paretoalign.config_utils import field, option_group, split_list
+from paretoalign.errors import ConfigError
+
+METHOD = "method"
+MODEL = "model and adaptation"
+PROMPTS = "prompts and objectives"
+GENERATION = "generation"
+OPTIMISATION = "optimisation"
+RUN = "run folder"
+LOGGING = "logging"
+# --help lists the shared groups in this order, before a family's own options
+GROUP_ORDER = (METHOD, MODEL, PROMPTS, GENERATION, OPTIMISATION, RUN, LOGGING)
+
+
+@option_group
+@dataclass
+class LoraOptions:
+    """LoRA (PEFT) adapters instead of full fine-tuning."""
+
+    GROUP = MODEL
+    use_lora: bool = field(True, help="Train LoRA adapters (PEFT) instead of all weights.")
+    lora_r: int = field(16, help="LoRA rank.")
+    lora_alpha: int = field(32, help="LoRA alpha.")
+    lora_dropout: float = field(0.0, help="LoRA dropout.")
+    lora_target_modules: list = field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], help="Module names LoRA adapts.")
+
+    def check_lora(self) -> None:
+        self.lora_target_modules = split_list(self.lora_target_modules)
+
+
+@option_group
+@dataclass
+class ModelOptions(LoraOptions):
+    """Which policy is trained, and how it is adapted."""
+
+    GROUP = MODEL
+    model: str = field(
+        "tiny", help="Policy: a local folder, a Hugging Face id already in the local cache, "
+        "'smollm2-135m-instruct' (bundled, offline) or 'tiny' (random test model).")
+    allow_download: bool = field(False, help="Let --model and reward models be fetched from a hub (off: local only).")
+
+
+@option_group
+@dataclass
+class PromptOptions:
+    """The objectives and the prompt set (its held-out split is what evaluation scores)."""
+
+    GROUP = PROMPTS
+    objectives: list = field(
+        ["sentiment", "length"], help="Objectives, comma-separated specs such as 'sentiment,length(scale=100,unit=words)'; "
+        "see `paretoalign objectives` for the list.")
+    prompts: str = field("builtin", help="Prompt set: 'builtin' or a local .jsonl/.json/.csv/.txt/.parquet file or "
+                         "datasets folder.")
+    prompt_column: str = field("prompt", help="Column holding the prompt in --prompts.")
+    heldout_fraction: float = field(0.15, help="Fraction of the prompts kept out of training for evaluation.")
+    system_prompt: Optional[str] = field(None, help="Optional system message prepended to every chat prompt.")
+    use_chat_template: bool = field(True, help="Wrap plain prompts as a user message and apply the tokenizer's chat "
+                                    "template.")
+
+    def check_objectives(self, at_least: int, why: str) -> None:
+        """Objectives as a list of specs (a comma-separated string is split), at least ``at_least``."""
+        from paretoalign.objectives.registry import split_objective_specs
+
+        if isinstance(self.objectives, str):
+            self.objectives = split_objective_specs(self.objectives)
+        self.objectives = list(self.objectives)
+        if not self.objectives:
+            raise ConfigError("--objectives is empty")
+        if len(self.objectives) < at_least:
+            raise ConfigError(f"{why} needs at least {at_least} objectives; got {len(self.objectives)}: {self.objectives}")
+
+
+@option_group
+@dataclass
+class PreferenceOptions:
+    """A preference vector over the objectives."""
+
+    GROUP = PROMPTS
+    weights: Optional[list] = field(
+        None, help="Preference vector, one non-negative weight per objective summing to 1 (default: uniform).")
+    normalize_weights: bool = field(False, help="Divide --weights by their sum instead of requiring a sum of 1.")
+
+    def check_weights(self) -> None:
+        """Numbers (a comma-separated string is split); the simplex is checked once K is known."""
+        if isinstance(self.weights, str):
+            self.weights = split_list(self.weights)
+        if self.weights is not None:
+            try:
+                self.weights = [float(w) for w in self.weights]
+            except (TypeError, ValueError):
+                raise ConfigError(f"weights must be numbers; got {self.weights!r}") from None
+
+
+@option_group
+@dataclass
+class ScoreOptions:
+    """What an unusable score does (methods that score their own samples)."""
+
+    GROUP = PROMPTS
+    nan_policy: Literal["fail", "skip"] = field(
+        "fail", help="What a NaN/inf/missing objective score does: 'fail' stops with an error naming the objective; "
+        "'skip' drops those samples from the update (logged as nan_skipped).")
+
+
+@option_group
+@dataclass
+class GenerationOptions:
+    """Sampling the policy (rollouts, candidates)."""
+
+    GROUP = GENERATION
+    max_new_tokens: int = field(48, help="Maximum completion length in tokens.")
+    max_prompt_length: int = field(256, help="Prompts longer than this many tokens are truncated from the left.")
+    temperature: float = field(1.0, help="Sampling temperature.")
+    top_p: float = field(1.0, help="Nucleus sampling.")
+
+
+@option_group
+@dataclass
+class OptimOptions:
+    """The optimiser (AdamW) and the batch it steps on."""
+
+    GROUP = OPTIMISATION
+    batch_size: int = field(4, help="Prompts (online), pairs (offline; MOPO: prompts) or selected samples (DPA) per "
+                            "step per process.")
+    learning_rate: float = field(1e-4, help="AdamW learning rate (LoRA; full fine-tuning wants ~1e-5).")
+    weight_decay: float = field(0.0, help="AdamW weight decay.")
+    max_grad_norm: float = field(1.0, help="Gradient clipping norm (<= 0 disables).")
+
+
+@option_group
+@dataclass
+class StepOptions:
+    """How long a step-based run is, and how often it checkpoints."""
+
+    GROUP = OPTIMISATION
+    max_steps: int = field(20, help="Number of optimisation steps.")
+    save_steps: int = field(10, help="Checkpoint every this many steps (and at the end).", group=RUN)
+
+
+@option_group
+@dataclass
+class RunOptions:
+    """The run folder (see README "Run folders")."""
+
+    GROUP = RUN
+    output_dir: str = field("runs/paretoalign", help="Run folder: config, metrics.jsonl, checkpoints, final model.")
+    save_total_limit: int = field(2, help="Keep at most this many checkpoints (oldest removed).")
+    resume: bool = field(False, help="Continue the run in --output-dir from its newest valid checkpoint.")
+    overwrite: bool = field(False, help="Replace the run in --output-dir (only what paretoalign wrote is removed).")
+    seed: int = field(0, help="Random seed (data order, sampling, initialisation).")
+
+    def check_run(self) -> None:
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other; pick one")
+
+
+@option_group
+@dataclass
+class LoggingOptions:
+    """What a run shows while it works."""
+
+    GROUP = LOGGING
+    progress: bool = field(True, help="Show a progress bar with live metrics.")
+
+
+__all__ = ["LoraOptions", "ModelOptions", "PromptOptions", "PreferenceOptions", "ScoreOptions", "GenerationOptions",
+           "OptimOptions", "StepOptions", "RunOptions", "LoggingOptions"]

@@ -1,0 +1,44 @@
+"""The method table is the one place a method is registered: everything else agrees with it."""
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+from paretoalign.cli import build_parser
+from paretoalign.fronts.sweep import POINT_MAKERS, STEERING
+from paretoalign.trainers.methods import BY_NAME, FAMILY_CLASSES, METHODS, markdown_table, method_names
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _choices(parser, command, flag="--method"):
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    return tuple(next(a for a in sub._actions if flag in a.option_strings).choices)
+
+
+def test_every_row_names_a_real_config_and_trainer_and_a_paper():
+    assert len(BY_NAME) == len(METHODS)  # names are unique
+    for m in METHODS:
+        assert m.family in FAMILY_CLASSES
+        cfg, trainer = m.config_class, m.trainer_class
+        assert dataclasses.is_dataclass(cfg) and hasattr(trainer, "train")
+        assert m.paper and re.fullmatch(r"\d{4}\.\d{4,5}", m.arxiv)
+        # the family's config accepts exactly its methods
+        method_type = typing.get_type_hints(cfg)["method"]
+        allowed = typing.get_args(method_type) or (cfg.__dataclass_fields__["method"].default,)
+        assert set(allowed) == set(method_names(m.family)), (m.family, allowed)
+
+
+def test_cli_front_and_demo_take_their_methods_from_the_table():
+    parser = build_parser()
+    assert _choices(parser, "train") == method_names()
+    assert _choices(parser, "demo") == method_names("online")
+    assert set(POINT_MAKERS) == {m.name for m in METHODS if m.sweepable}
+    assert STEERING == {m.name for m in METHODS if m.steerable}
+
+
+def test_readme_method_table_is_the_generated_one():
+    text = README.read_text()
+    block = text.split("<!-- methods:begin -->\n", 1)[1].split("\n<!-- methods:end -->", 1)[0]
+    assert block == markdown_table(), "README method table is stale: paste paretoalign.trainers.methods.markdown_table()"
