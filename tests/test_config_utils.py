@@ -26,7 +26,7 @@ from paretoalign.trainers.online_config import OnlineConfig
     ("use_lora", 2, r"option use_lora: expected true or false, got 2"),
     ("batch_size", 0, r"option batch_size: must be >= 1, got 0"),
     ("objectives", 3, r"option objectives: expected a list"),
-    ("method", "ppo", r"option method: expected one of 'pama'"),
+    ("method", "ppo", r"unknown method 'ppo'; choose one of pama"),
     ("gamma", 1.5, r"option gamma: must be in \[0, 1\], got 1.5"),
     ("weights", {"a": 1}, r"option weights: expected a list .* or null"),
 ])

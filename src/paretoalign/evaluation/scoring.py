@@ -7,10 +7,11 @@ import math
 import torch
 
 from paretoalign.data.prompts import prompts_hash
+from paretoalign.evaluation.records import ObjectiveSummary, WinRate
 from paretoalign.rollout import generate
 
 
-def summarize_scores(scores: torch.Tensor, names: list[str]) -> dict:
+def summarize_scores(scores: torch.Tensor, names: list[str]) -> dict[str, ObjectiveSummary]:
     """Per objective: mean, standard error of the mean, and quartiles over samples (``scores [N, K]``)."""
     out = {}
     for k, name in enumerate(names):
@@ -47,7 +48,7 @@ def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> t
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def win_rates(scores, base_scores, names: list[str], signs, tie_tol: float = 0.0) -> dict:
+def win_rates(scores, base_scores, names: list[str], signs, tie_tol: float = 0.0) -> dict[str, WinRate]:
     """Per objective, how often a model's completion beats the base model's on the same prompt.
 
     ``scores`` and ``base_scores`` are raw ``[N, K]`` scores on the same prompts in the same order;

@@ -22,6 +22,8 @@ import numpy as np
 from paretoalign import run_dir
 from paretoalign.config_utils import split_list
 from paretoalign.errors import ConfigError, FrontError
+from paretoalign.evaluation.records import EvalResult
+from paretoalign.fronts.records import Comparison, Front, FrontPoint
 
 FRONT_FILE = "front.json"
 COMPARISON_FILE = "comparison.json"
@@ -114,8 +116,8 @@ def _load_reference_front(path: str, k: int) -> np.ndarray:
     return arr
 
 
-def make_front(points: list[dict], name: str, method: str, eval_meta: dict, base: dict | None = None,
-               reference_point=None, reference_front=None) -> dict:
+def make_front(points: list[FrontPoint], name: str, method: str, eval_meta: EvalResult, base: FrontPoint | None = None,
+               reference_point=None, reference_front=None) -> Front:
     """front.json's content from evaluated points (each with ``mean``/``stderr`` in raw units)."""
     names, objectives = eval_meta["names"], eval_meta["objectives"]
     if len(names) < 2:
@@ -143,7 +145,8 @@ def make_front(points: list[dict], name: str, method: str, eval_meta: dict, base
     return front
 
 
-def compare_fronts(fronts: list[dict], base: dict | None = None, reference_point=None, reference_front=None) -> dict:
+def compare_fronts(fronts: list[Front], base: FrontPoint | None = None, reference_point=None,
+                   reference_front=None) -> Comparison:
     """comparison.json's content: every front's hypervolume against one shared reference point."""
     if len(fronts) < 1:
         raise FrontError("nothing to compare")

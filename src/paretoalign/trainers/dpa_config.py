@@ -11,6 +11,7 @@ from typing import Literal, Optional
 from paretoalign.config_utils import check_fields, field, split_list
 from paretoalign.errors import ConfigError
 from paretoalign.preferences import DEFAULT_DIRECTION_TEMPLATE
+from paretoalign.trainers.methods import check_family
 from paretoalign.trainers.options import (
     GENERATION,
     METHOD,
@@ -30,7 +31,7 @@ class DPAConfig(ModelOptions, PromptOptions, ScoreOptions, GenerationOptions, Op
                 LoggingOptions):
     """Options of ``paretoalign train --method dpa``."""
 
-    method: Literal["dpa"] = field("dpa", help="'dpa': rejection-sampling fine-tuning conditioned on a preference direction.", group=METHOD)
+    method: str = field("dpa", help="'dpa': rejection-sampling fine-tuning conditioned on a preference direction.", group=METHOD)
 
     # --- directions ------------------------------------------------------------------------------
     direction_template: str = field(
@@ -60,6 +61,7 @@ class DPAConfig(ModelOptions, PromptOptions, ScoreOptions, GenerationOptions, Op
 
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
+        check_family(self.method, "steerable")  # the method table says which methods this config runs
         self.check_objectives(2, "DPA (a direction in one dimension is not a choice)")
         self.check_lora()
         self.check_run()

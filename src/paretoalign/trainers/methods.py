@@ -111,6 +111,13 @@ def get_method(name: str) -> Method:
         raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(BY_NAME)}") from None
 
 
+def check_family(name: str, family: str) -> None:
+    """A config accepts the methods of its own family only (the table says which)."""
+    if get_method(name).family != family:
+        raise ConfigError(f"option method: {name!r} is a {get_method(name).family} method, not one of this "
+                          f"config's ({', '.join(method_names(family))}); choose one of {', '.join(BY_NAME)}")
+
+
 def markdown_table() -> str:
     """The README's method table (``tests/trainers/test_methods.py`` checks the README holds exactly this)."""
     rows = ["| `--method` | family | what it does | paper | steerable at inference | in `front` sweeps |",
@@ -122,4 +129,4 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-__all__ = ["Method", "METHODS", "BY_NAME", "FAMILY_CLASSES", "method_names", "get_method", "markdown_table"]
+__all__ = ["Method", "METHODS", "BY_NAME", "FAMILY_CLASSES", "method_names", "get_method", "check_family", "markdown_table"]

@@ -21,6 +21,7 @@ from typing import Literal, Optional
 
 from paretoalign.config_utils import check_fields, field, split_list
 from paretoalign.errors import ConfigError
+from paretoalign.trainers.methods import check_family
 from paretoalign.trainers.options import (
     METHOD,
     OPTIMISATION,
@@ -74,7 +75,7 @@ class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions
     """Options of ``paretoalign train`` for the offline methods."""
 
     # --- what to train -------------------------------------------------------------------------
-    method: Literal["dpo", "modpo", "mopo", "amopo"] = field(
+    method: str = field(
         "modpo",
         help="'dpo' (one label, or labels scalarised by --weights), 'modpo' (DPO on one objective's pairs with "
         "the others as margin rewards), 'mopo' (primary objective, constraints on the others), 'amopo' "
@@ -140,6 +141,7 @@ class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions
 
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
+        check_family(self.method, "offline")  # the method table says which methods this config runs
         self.check_objectives(2 if self.method in ("modpo", "mopo") else 1, self.method)
         self.check_weights()
         self.check_lora()

@@ -10,6 +10,7 @@ from typing import Literal, Optional
 
 from paretoalign.config_utils import check_fields, field
 from paretoalign.errors import ConfigError
+from paretoalign.trainers.methods import check_family
 from paretoalign.trainers.options import (
     METHOD,
     GenerationOptions,
@@ -33,7 +34,7 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
     """Options of ``paretoalign train`` for the online methods."""
 
     # --- what to train -------------------------------------------------------------------------
-    method: Literal["pama", "morlhf", "mgda-ub", "mo-grpo"] = field(
+    method: str = field(
         "pama",
         help="How per-objective signals become one update: 'pama' (closed-form Theorem-1 weights on "
         "Noon-PPO terms, O(K)), 'morlhf' (fixed linear weights), 'mgda-ub' (min-norm weights on "
@@ -94,6 +95,7 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
 
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
+        check_family(self.method, "online")  # the method table says which methods this config runs
         self.check_objectives(2, "multi-objective training")
         self.check_weights()
         self.check_lora()
