@@ -93,4 +93,27 @@ def run(trainer: Trainer) -> dict:
     return summary
 
 
-__all__ = ["Trainer", "run"]
+class StepTrainer:
+    """The protocol's defaults for a trainer that counts optimisation steps (``max_steps``) and
+    checkpoints every ``save_steps``; a trainer overrides what differs (DPA counts rounds)."""
+
+    def train(self) -> dict:
+        """Run to the last step with checkpoints; returns the summary (also written to summary.json)."""
+        return run(self)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.max_steps
+
+    @property
+    def progress_desc(self) -> str:
+        return self.config.method
+
+    def step_loss(self, row: dict) -> float | None:
+        return row["loss"]
+
+    def should_save(self, step: int) -> bool:
+        return step % self.config.save_steps == 0
+
+
+__all__ = ["Trainer", "StepTrainer", "run"]

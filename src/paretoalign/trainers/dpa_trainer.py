@@ -85,7 +85,7 @@ def select_best(scores: torch.Tensor, valid: torch.Tensor, directions: torch.Ten
     return rows, u
 
 
-class DPATrainer:
+class DPATrainer(base.StepTrainer):
     """Orchestrates DPA's rounds; the direction maths is in :mod:`paretoalign.preferences`."""
 
     def __init__(self, config: DPAConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
@@ -225,11 +225,7 @@ class DPATrainer:
                 "tokens; truncation would cut the direction. Raise --max-prompt-length or drop the long prompts")
 
     # ------------------------------------------------------------------------------------------
-    def train(self) -> dict:
-        """Run every round (one checkpoint per round); returns the summary (also written to summary.json)."""
-        return base.run(self)
-
-    # the run lifecycle's protocol (trainers/base.py): a step is a round -----------------------------
+    # the run lifecycle's protocol (trainers/base.py): a step is a round, each one checkpointed ------
     @property
     def total_steps(self) -> int:
         return self.config.rounds

@@ -77,7 +77,7 @@ def standardize_valid(adv: torch.Tensor, pool: torch.Tensor, pool_valid: torch.T
     return (adv - sel.mean()) / (sel.std(unbiased=False) + eps)
 
 
-class OnlineTrainer:
+class OnlineTrainer(base.StepTrainer):
     """Orchestrates training; all maths lives in losses/, combiners and online_methods.
 
     Args:
@@ -359,28 +359,9 @@ class OnlineTrainer:
         )
         return row
 
-    # ------------------------------------------------------------------------------------------
-    def train(self) -> dict:
-        """Run to ``max_steps`` with checkpoints; returns the summary (also written to summary.json)."""
-        return base.run(self)
-
-    # the run lifecycle's protocol (trainers/base.py) -----------------------------------------------
-    @property
-    def total_steps(self) -> int:
-        return self.config.max_steps
-
-    @property
-    def progress_desc(self) -> str:
-        return self.config.method
-
-    def step_loss(self, row: dict) -> float:
-        return row["loss"]
-
+    # the rest of the run lifecycle's protocol (trainers/base.py) --------------------------------------
     def postfix(self, row: dict) -> dict:
         return {n: f"{row[f'reward/{n}']:.3f}" for n in self.names} | {"kl": f"{row['kl']:.3f}"}
-
-    def should_save(self, step: int) -> bool:
-        return step % self.config.save_steps == 0
 
     def summary(self, rows: list[dict], seconds: float) -> dict:
         out = {"method": self.config.method, "objectives": self.names, "steps": len(rows), "seconds": seconds}
