@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
 
     from paretoalign.config_utils import config_to_dict
     from paretoalign.fronts.sweep import FrontConfig, run_front
-    from paretoalign.objectives.registry import split_objective_specs
+    from paretoalign.objectives.spec import split_objective_specs
     from paretoalign.reward_model.armo import spearman
     from paretoalign.trainers.dpa_config import DPAConfig
 

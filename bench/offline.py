@@ -65,7 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--json", default=str(OUT_DIR / "offline.json"), help="where the results JSON goes")
     p.add_argument("--resume", action="store_true", help="reuse the pairs and continue interrupted fronts in --out")
     a = p.parse_args(argv)
-    from paretoalign.objectives.registry import split_objective_specs
+    from paretoalign.objectives.spec import split_objective_specs
 
     a.objectives = split_objective_specs(a.objectives)
     if len(a.objectives) != 2:

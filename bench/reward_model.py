@@ -55,7 +55,7 @@ def _rss_mib() -> float:
 def bench_backbone(backbone: str, a, tmp: Path) -> dict:
     import torch
 
-    from paretoalign.data.preference_pairs import load_ratings
+    from paretoalign.data.schemas import load_ratings
     from paretoalign.reward_model.features import FeatureExtractor
     from paretoalign.reward_model.model import MultiObjectiveRewardModel
     from paretoalign.trainers.reward_model_config import RewardModelConfig

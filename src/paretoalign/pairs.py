@@ -63,7 +63,7 @@ class PairsConfig:
 
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
-        from paretoalign.objectives.registry import split_objective_specs
+        from paretoalign.objectives.spec import split_objective_specs
 
         check_choice("pairing", self.pairing, ("all", "adjacent", "best_worst"))
         if isinstance(self.objectives, str):

@@ -44,6 +44,12 @@ def test_cli_front_and_demo_take_their_methods_from_the_table():
     assert STEERING == {m.name for m in METHODS if m.steerable}
 
 
+def test_every_offline_method_has_its_strategy():
+    from paretoalign.trainers.offline_methods import STRATEGIES
+
+    assert set(STRATEGIES) == set(method_names("offline"))
+
+
 def test_readme_method_table_is_the_generated_one():
     text = README.read_text()
     block = text.split("<!-- methods:begin -->\n", 1)[1].split("\n<!-- methods:end -->", 1)[0]

@@ -195,7 +195,7 @@ def test_amopo_integrate_all_prompt_is_built_and_trained_when_on(tmp_path, pairs
     """--amopo-integrate-all adds the reference code's "integrate all dimensions" row: its prompt is the
     template on the last user turn, it is encoded with the pair's own chosen over rejected, weighted and in
     the loss; off, no such prompt is built; --amopo-reduction sum is D times the (default) mean."""
-    import paretoalign.trainers.offline_trainer as ot
+    import paretoalign.trainers.offline_methods.amopo as ot  # the AMoPO strategy calls amopo_loss
     from paretoalign.trainers.offline_config import DEFAULT_INTEGRATE_TEMPLATE
 
     dims = ["helpful", "short"]

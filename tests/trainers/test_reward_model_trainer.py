@@ -163,7 +163,7 @@ def test_cli_train_and_score(tmp_path, capsys):
 
 
 def test_ratings_are_read_row_by_row_and_several_files_merge(tmp_path):
-    from paretoalign.data.preference_pairs import load_ratings
+    from paretoalign.data.schemas import load_ratings
 
     hs = tmp_path / "one.jsonl"
     rows = [dict(prompt="p1", response="a", helpfulness=1, correctness=2, coherence=3, complexity=1, verbosity=0),

@@ -1,5 +1,10 @@
 """The data a run reads: prompt sets (:mod:`.prompts`) and preference-pair datasets (:mod:`.preference_pairs`).
 
+* :mod:`.prompts` — prompt sets: load, split, fingerprint; :mod:`.prompt_files` reads and checks each file format.
+* :mod:`.preference_pairs` — the pair records and :func:`load_preference_data`; :mod:`.schemas` turns the public
+  schemas' rows (TRL, HH-RLHF, PKU-SafeRLHF, HelpSteer2, UltraFeedback) into pairs or rated responses.
+* :mod:`.text_files` — UTF-8 text with errors naming the file and the line (shared by both readers).
+
 Layer: data sits at the bottom of the package, next to preferences; it imports no model code.
 """
 

@@ -33,7 +33,8 @@ Every problem raises :class:`~paretoalign.errors.DataError` with a message that 
 file, the row and the field: a missing file, a file with no prompts, malformed JSON (the
 decoder's message is quoted), a missing column (the columns that exist are listed), a value
 that is neither a string nor a valid conversation, an empty or whitespace-only prompt, and a
-conversation message without ``role``/``content`` or with an unknown role.
+conversation message without ``role``/``content`` or with an unknown role.  The readers and
+these checks live in :mod:`.prompt_files`.
 
 :func:`split_prompts` makes a deterministic train/held-out split, :func:`builtin_prompts`
 returns the packaged set (or one of its default splits), :func:`prompt_text` gives the text
@@ -43,19 +44,16 @@ a run or evaluation can record which prompts it used.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from paretoalign.data.prompt_files import FORMATS, VALID_ROLES, Prompt, parse_prompt_jsonl, read_prompt_file
 from paretoalign.errors import ConfigError, DataError
-
-Prompt = str | list[dict]
-"""A plain prompt string, or a conversation ``[{"role": "user", "content": "..."}]``."""
 
 __all__ = [
     "BUILTIN",
@@ -70,276 +68,12 @@ __all__ = [
 ]
 
 BUILTIN = "builtin"
-FORMATS = (".jsonl", ".json", ".csv", ".txt", ".parquet", "a datasets save_to_disk folder")
-VALID_ROLES = ("system", "user", "assistant")
 DEFAULT_HELDOUT_FRACTION = 0.15
 DEFAULT_SEED = 0
 
 _BUILTIN_PACKAGE = "paretoalign.resources"
 _BUILTIN_FILE = "prompts.jsonl"
 _FORMATS_TEXT = ", ".join(FORMATS)
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation of one value
-
-
-def _where(name: str, row: str) -> str:
-    return f"{name}, {row}"
-
-
-def _validate_prompt(value: Any, name: str, row: str, column: str) -> Prompt:
-    """Check one raw value and return it as a :data:`Prompt`; ``row`` is e.g. ``"line 3"``."""
-    where = f"{_where(name, row)}, field '{column}'"
-    if isinstance(value, str):
-        if not value.strip():
-            raise DataError(f"{where}: the prompt is empty or whitespace only")
-        return value
-    if isinstance(value, (list, tuple)):
-        return _validate_conversation(list(value), where)
-    raise DataError(
-        f"{where}: expected a string or a conversation (a list of "
-        f"{{'role': ..., 'content': ...}} messages), got {type(value).__name__}"
-    )
-
-
-def _validate_conversation(messages: list, where: str) -> list[dict]:
-    if not messages:
-        raise DataError(f"{where}: the conversation has no messages")
-    out: list[dict] = []
-    has_user = False
-    for i, msg in enumerate(messages, start=1):
-        here = f"{where}, message {i}"
-        if not isinstance(msg, dict):
-            raise DataError(
-                f"{here}: expected a {{'role': ..., 'content': ...}} object, got {type(msg).__name__}"
-            )
-        for key in ("role", "content"):
-            if key not in msg or msg[key] is None:
-                raise DataError(f"{here}: the message lacks '{key}' (keys present: {_keys(msg)})")
-        role, content = msg["role"], msg["content"]
-        if role not in VALID_ROLES:
-            raise DataError(
-                f"{here}: invalid role {role!r} (expected one of {', '.join(VALID_ROLES)})"
-            )
-        if not isinstance(content, str):
-            raise DataError(f"{here}: 'content' must be a string, got {type(content).__name__}")
-        if role == "user":
-            if not content.strip():
-                raise DataError(f"{here}: the user message is empty or whitespace only")
-            has_user = True
-        out.append({"role": role, "content": content})
-    if not has_user:
-        raise DataError(f"{where}: the conversation has no user message")
-    return out
-
-
-def _keys(d: dict) -> str:
-    return ", ".join(repr(str(k)) for k in d) or "none"
-
-
-def _from_record(record: Any, name: str, row: str, column: str) -> Prompt:
-    """A row of a JSON/JSONL file: an object holding ``column``, or a bare string."""
-    if isinstance(record, str):
-        return _validate_prompt(record, name, row, column)
-    if not isinstance(record, dict):
-        raise DataError(
-            f"{_where(name, row)}: expected a JSON object with a '{column}' field or a string, "
-            f"got {type(record).__name__}"
-        )
-    if column not in record:
-        raise DataError(
-            f"{_where(name, row)}: missing field '{column}' (fields present: {_keys(record)})"
-        )
-    return _validate_prompt(record[column], name, row, column)
-
-
-def _nonempty(prompts: list[Prompt], name: str) -> list[Prompt]:
-    if not prompts:
-        raise DataError(f"{name}: no prompts found (the file is empty)")
-    return prompts
-
-
-# ---------------------------------------------------------------------------------------------
-# Readers, one per format
-
-
-def _read_text(path: Path) -> str:
-    """The file as text; bytes that are not UTF-8, or a NUL byte (a binary file), name their line."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:  # unreadable, or a directory
-        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
-    return decode_text(raw, str(path))
-
-
-def first_line(e: BaseException) -> str:
-    """An exception's first line, control characters escaped (library messages may quote raw bytes)."""
-    text = str(e).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
-
-
-def decode_text(raw: bytes, name: str, start_line: int = 1) -> str:
-    """``raw`` (which starts at line ``start_line`` of file ``name``) decoded as UTF-8, a BOM dropped; else a
-    :class:`DataError` naming the line of the first bad byte, or of a NUL byte (a binary file)."""
-    if b"\0" in raw:  # text never holds one (UTF-16 files included: they are not UTF-8 either)
-        line = start_line + raw[: raw.index(b"\0")].count(b"\n")
-        raise DataError(f"{name}, line {line}: a NUL byte; this is a binary file, not UTF-8 text")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = start_line + raw[: e.start].count(b"\n")
-        raise DataError(f"{name}, line {line}: not valid UTF-8 text (byte 0x{raw[e.start]:02x}); "
-                        "save the file as UTF-8") from None
-
-
-def _parse_jsonl(text: str, name: str, column: str) -> list[Prompt]:
-    prompts: list[Prompt] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{name}, line {lineno}: malformed JSON: {e}") from None
-        prompts.append(_from_record(record, name, f"line {lineno}", column))
-    return _nonempty(prompts, name)
-
-
-def _load_jsonl(path: Path, column: str) -> list[Prompt]:
-    return _parse_jsonl(_read_text(path), str(path), column)
-
-
-def _load_json(path: Path, column: str) -> list[Prompt]:
-    name = str(path)
-    text = _read_text(path)
-    if not text.strip():
-        raise DataError(f"{name}: no prompts found (the file is empty)")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        # Many ".json" dataset files are really JSON Lines; read them as such.
-        if e.msg == "Extra data":
-            first = text.lstrip().splitlines()[0]
-            try:
-                json.loads(first)
-            except json.JSONDecodeError:
-                pass
-            else:
-                return _parse_jsonl(text, name, column)
-        raise DataError(f"{name}: malformed JSON: {e}") from None
-    if not isinstance(data, list):
-        raise DataError(
-            f"{name}: expected a JSON list of objects or of strings, got {type(data).__name__}"
-        )
-    prompts = [_from_record(rec, name, f"row {i}", column) for i, rec in enumerate(data)]
-    return _nonempty(prompts, name)
-
-
-def _load_txt(path: Path) -> list[Prompt]:
-    name = str(path)
-    prompts: list[Prompt] = [
-        line for line in _read_text(path).splitlines() if line.strip()
-    ]
-    return _nonempty(prompts, name)
-
-
-def _load_csv(path: Path, column: str) -> list[Prompt]:
-    name = str(path)
-    text = _read_text(path)
-    start = 1  # the line the row being read starts on (the header is line 1)
-    try:
-        reader = csv.DictReader(text.splitlines(keepends=True), strict=True)  # an unclosed quote is an error
-        fieldnames = reader.fieldnames
-        if not fieldnames:
-            raise DataError(f"{name}: no prompts found (the file is empty)")
-        if column not in fieldnames:
-            raise DataError(
-                f"{name}, line 1: missing column '{column}' "
-                f"(columns present: {', '.join(repr(c) for c in fieldnames)})"
-            )
-        prompts: list[Prompt] = []
-        start = 2
-        for record in reader:
-            value = record.get(column)
-            if value is None:
-                value = ""  # a short row: the cell is absent
-            prompts.append(_validate_prompt(value, name, f"line {start}", column))
-            start = reader.line_num + 1
-    except csv.Error as e:
-        raise DataError(f"{name}, line {start}: malformed CSV: {e}") from None
-    return _nonempty(prompts, name)
-
-
-def _from_columns(values: Iterable[Any], name: str, column: str) -> list[Prompt]:
-    prompts = [_validate_prompt(v, name, f"row {i}", column) for i, v in enumerate(values)]
-    return _nonempty(prompts, name)
-
-
-def _load_parquet(path: Path, column: str) -> list[Prompt]:
-    name = str(path)
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - pyarrow comes with `datasets`
-        raise DataError(f"{name}: reading .parquet needs pyarrow (pip install pyarrow)") from None
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises ArrowInvalid and friends
-        raise DataError(f"{name}: not a readable parquet file ({first_line(e)})") from None
-    columns = list(pf.schema_arrow.names)
-    if column not in columns:
-        raise DataError(
-            f"{name}: missing column '{column}' "
-            f"(columns present: {', '.join(repr(c) for c in columns) or 'none'})"
-        )
-    try:
-        values = pf.read(columns=[column]).column(column).to_pylist()
-    except Exception as e:  # a damaged column chunk or page: the footer alone was fine
-        raise DataError(f"{name}: column '{column}' cannot be read; the parquet file is damaged "
-                        f"({first_line(e)})") from None
-    return _from_columns(values, name, column)
-
-
-def _load_disk(path: Path, column: str, split: str | None) -> list[Prompt]:
-    name = str(path)
-    is_dict = (path / "dataset_dict.json").is_file()
-    is_dataset = (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
-    if not (is_dict or is_dataset):
-        raise DataError(
-            f"{name}: a folder that was not written by datasets' save_to_disk "
-            f"(no dataset_dict.json or state.json); supported formats: {_FORMATS_TEXT}"
-        )
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except Exception as e:
-        raise DataError(f"{name}: cannot read the save_to_disk folder ({e})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        splits = list(ds.keys())
-        if split is None:
-            if len(splits) != 1:
-                raise DataError(
-                    f"{name}: the folder holds several splits ({', '.join(splits)}); "
-                    "choose one with split="
-                )
-            split = splits[0]
-        if split not in ds:
-            raise DataError(
-                f"{name}: no split {split!r} (splits present: {', '.join(splits) or 'none'})"
-            )
-        ds = ds[split]
-        name = f"{name} [split {split}]"
-    elif split is not None:
-        raise DataError(f"{name}: split={split!r} was given but the folder holds a single Dataset")
-    columns = list(ds.column_names)
-    if column not in columns:
-        raise DataError(
-            f"{name}: missing column '{column}' "
-            f"(columns present: {', '.join(repr(c) for c in columns) or 'none'})"
-        )
-    return _from_columns(ds[column], name, column)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,25 +107,7 @@ def load_prompts(
             f"{source}: no such file or folder; only local files are supported "
             f"({_FORMATS_TEXT}), datasets are never downloaded"
         )
-    if path.is_dir():
-        return _load_disk(path, column, split)
-    if split is not None:
-        raise DataError(f"{path}: split={split!r} only applies to save_to_disk folders")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return _load_jsonl(path, column)
-    if suffix == ".json":
-        return _load_json(path, column)
-    if suffix == ".csv":
-        return _load_csv(path, column)
-    if suffix == ".txt":
-        return _load_txt(path)
-    if suffix == ".parquet":
-        return _load_parquet(path, column)
-    raise DataError(
-        f"{path}: unsupported file type {suffix or '(no suffix)'!r}; "
-        f"only local files are supported ({_FORMATS_TEXT})"
-    )
+    return read_prompt_file(path, column, split)
 
 
 def prompt_text(p: Prompt) -> str:
@@ -460,4 +176,4 @@ def _builtin_all(column: str) -> list[Prompt]:
 @lru_cache(maxsize=4)
 def _builtin_cached(column: str) -> tuple[Prompt, ...]:
     text = resources.files(_BUILTIN_PACKAGE).joinpath(_BUILTIN_FILE).read_text(encoding="utf-8")
-    return tuple(_parse_jsonl(text, f"<builtin {_BUILTIN_FILE}>", column))
+    return tuple(parse_prompt_jsonl(text, f"<builtin {_BUILTIN_FILE}>", column))

@@ -13,14 +13,12 @@ by (that key, objective description), in ``$PARETOALIGN_CACHE/evals`` (default
 the scorers; adding an objective scores only that objective.  The fingerprint hashes the weight
 files, so a retrained run is re-evaluated.  Limitation: an objective is keyed by its spec, so a
 reward model changed in place under the same path (or a non-deterministic ``python:`` objective)
-needs ``--no-cache``.
+needs ``--no-cache``.  Targets and their fingerprints: :mod:`.targets`; the cache: :mod:`.cache`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +28,10 @@ import torch
 
 from paretoalign import run_dir
 from paretoalign.config_utils import check_choice, field
-from paretoalign.errors import ConfigError, RunDirError
+from paretoalign.errors import ConfigError
+from paretoalign.evaluation.cache import EvalCache, cache_key, eval_cache_dir, objective_key
+from paretoalign.evaluation.targets import Target, default_output, load_target, resolve_target, target_fingerprint
 
-EVAL_FILE = "eval.json"
 EVAL_FORMAT = 1
 # Settings that change the completions; anything else (objectives, baseline...) does not.
 _GEN_KEYS = ("seed", "batch_size", "max_new_tokens", "temperature", "top_p", "do_sample",
@@ -82,7 +81,7 @@ class EvalConfig:
         if not self.target:
             raise ConfigError("evaluate needs a target: a run folder, a checkpoint folder or a model")
         if isinstance(self.objectives, str):
-            from paretoalign.objectives.registry import split_objective_specs
+            from paretoalign.objectives.spec import split_objective_specs
 
             self.objectives = split_objective_specs(self.objectives)
         elif self.objectives is not None:
@@ -93,106 +92,6 @@ class EvalConfig:
                 raise ConfigError(f"{name} must be >= 1; got {v!r}")
         if not self.temperature > 0 and self.do_sample:
             raise ConfigError(f"temperature must be > 0 when sampling; got {self.temperature!r} (use --do-sample false for greedy)")
-
-
-# ---------------------------------------------------------------------------------------------
-# targets
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    """What is evaluated: ``kind`` is 'run', 'checkpoint' or 'model'."""
-
-    kind: str
-    name: str
-    base_model: str  # the model name/folder a run started from (the model itself for kind 'model')
-    policy_dir: Optional[Path] = None  # the saved policy (adapter or full model) of a run/checkpoint
-    run: Optional[Path] = None
-    run_config: Optional[dict] = None
-
-    @property
-    def seed(self) -> int:
-        return int((self.run_config or {}).get("seed", 0))
-
-
-def resolve_target(target: str) -> Target:
-    """Classify ``target`` (no model is loaded)."""
-    path = Path(target).expanduser()
-    if path.is_dir() and (path / run_dir.CONFIG_FILE).is_file():
-        cfg = run_dir.load_config(path)
-        final = path / run_dir.FINAL / run_dir.POLICY
-        if not final.is_dir():
-            ckpts = run_dir.list_checkpoints(path)
-            hint = (f"; evaluate its last checkpoint ({ckpts[-1][1]}) or finish it with --resume" if ckpts
-                    else "; it has no checkpoint yet either")
-            raise RunDirError(f"run {str(path)!r} has no final model (final/policy){hint}")
-        return Target("run", str(path), str(cfg.get("model", "")), final, path, cfg)
-    if path.is_dir() and (path / run_dir.STATE_FILE).is_file() and (path / run_dir.POLICY).is_dir():
-        run = path.parent.parent
-        cfg = run_dir.load_config(run)
-        return Target("checkpoint", str(path), str(cfg.get("model", "")), path / run_dir.POLICY, run, cfg)
-    if path.is_dir() and (path / run_dir.CHECKPOINTS).is_dir() and not (path / run_dir.CONFIG_FILE).is_file():
-        raise RunDirError(f"{str(path)!r} has checkpoints but no {run_dir.CONFIG_FILE}; is it a paretoalign run folder?")
-    return Target("model", target, target)
-
-
-def _hash_files(folder: Path, h) -> None:
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if f.suffix in (".safetensors", ".bin", ".json", ".model", ".gguf", ".pt") and f.name != EVAL_FILE:
-            h.update(str(f.relative_to(folder)).encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-
-
-def model_fingerprint(name: str, seed: int = 0, allow_download: bool = False) -> str:
-    """A content hash of a model's weight and config files (``tiny``: its name, seed and our version)."""
-    from paretoalign import __version__
-    from paretoalign.models import TINY_NAME, resolve_model_path
-
-    h = hashlib.sha256()
-    if name == TINY_NAME:
-        h.update(f"tiny:seed={seed}:paretoalign={__version__}".encode())
-    else:
-        _hash_files(Path(resolve_model_path(name, allow_download)), h)
-    return h.hexdigest()
-
-
-def target_fingerprint(t: Target, allow_download: bool = False) -> str:
-    if t.kind == "model":
-        return model_fingerprint(t.name, 0, allow_download)
-    h = hashlib.sha256()
-    _hash_files(t.policy_dir, h)
-    if (t.policy_dir / "adapter_config.json").is_file():  # an adapter means nothing without its base
-        h.update(model_fingerprint(t.base_model, t.seed, allow_download).encode())
-    return h.hexdigest()
-
-
-def load_target(t: Target, allow_download: bool = False):
-    """(model, tokenizer) in eval mode.  A run's adapter is put on its base model (rebuilt from the
-    run's config, so a tiny base is rebuilt from its seed)."""
-    from paretoalign.models import load_causal_lm, load_tokenizer
-
-    if t.kind == "model":
-        tok = load_tokenizer(t.name, allow_download)
-        return load_causal_lm(t.name, tok, seed=0, allow_download=allow_download).eval(), tok
-    tok = load_tokenizer(t.base_model, allow_download)
-    if (t.policy_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = load_causal_lm(t.base_model, tok, seed=t.seed, allow_download=allow_download)
-        try:
-            model = PeftModel.from_pretrained(base, str(t.policy_dir))
-        except Exception as exc:  # a truncated or garbled adapter: the folder's fault, named in one line
-            raise RunDirError(f"{t.policy_dir / 'adapter_model.safetensors'}: cannot load the saved adapter, damaged or "
-                              f"unreadable ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-    else:
-        model = load_causal_lm(str(t.policy_dir), tok)  # a damaged folder is one error line
-        model.generation_config.pad_token_id = tok.pad_token_id
-        model.generation_config.eos_token_id = tok.eos_token_id
-    return model.eval(), tok
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,61 +145,8 @@ def eval_prompts(settings: dict) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
-# the cache
-# ---------------------------------------------------------------------------------------------
-
-
-def eval_cache_dir() -> Path:
-    from paretoalign.models import cache_dir
-
-    return cache_dir() / "evals"
-
-
-def _sha(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _objective_key(desc: dict) -> str:
-    return _sha(desc)
-
-
-class _Cache:
-    """One JSON file per generation key: completions, rendered prompts, and score columns by objective."""
-
-    def __init__(self, key: str, enabled: bool):
-        self.path = eval_cache_dir() / f"{key}.json"
-        self.enabled = enabled
-        self.data = {}
-        if enabled and self.path.is_file():
-            try:
-                self.data = json.loads(self.path.read_text())
-            except (json.JSONDecodeError, OSError):
-                self.data = {}  # a damaged cache entry is recomputed
-
-    def save(self) -> None:
-        if not self.enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{id(self)}")
-        tmp.write_text(json.dumps(self.data))
-        tmp.replace(self.path)
-
-
-# ---------------------------------------------------------------------------------------------
 # evaluate
 # ---------------------------------------------------------------------------------------------
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip("/")).strip("_") or "model"
-
-
-def default_output(t: Target) -> Path:
-    if t.kind == "run":
-        return t.run / EVAL_FILE
-    if t.kind == "checkpoint":
-        return t.policy_dir.parent / EVAL_FILE
-    return Path(f"eval-{_slug(Path(t.name).name or t.name)}.json")
 
 
 def direction_system_prompt(cfg: EvalConfig, t: Target, names: list) -> tuple[str, list]:
@@ -358,9 +204,9 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     check_batch_fits(decoding["batch_size"], MAX_PROMPT_LENGTH + decoding["max_new_tokens"],
                      kv_bytes_per_token(t.base_model, cfg.allow_download), "--batch-size (generation)")
     fingerprint = target_fingerprint(t, cfg.allow_download)
-    gen_key = _sha({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,
+    gen_key = cache_key({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,
                     "decoding": {k: decoding[k] for k in _GEN_KEYS}})
-    cache = _Cache(gen_key, cfg.cache)
+    cache = EvalCache(gen_key, cfg.cache)
     seconds = {"generate": 0.0, "score": 0.0}
     cached = {"completions": True, "scores": []}
 
@@ -380,7 +226,7 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     cols = []
     ts = time.perf_counter()
     for obj, d in zip(objectives.objectives, desc):
-        key = _objective_key(d)
+        key = objective_key(d)
         col = cache.data["scores"].get(key)
         if col is None or len(col) != len(completions):
             col = [float(x) for x in obj.score(texts, completions).tolist()]

@@ -196,7 +196,7 @@ def _point_done(folder: Path) -> bool:
 
 
 def _objective_specs(train: dict) -> list:
-    from paretoalign.objectives.registry import split_objective_specs
+    from paretoalign.objectives.spec import split_objective_specs
 
     objs = train.get("objectives", ["sentiment", "length"])
     return split_objective_specs(objs) if isinstance(objs, str) else list(objs)

@@ -1,22 +1,21 @@
 """Objectives: named things to maximise, scored per (prompt, completion), and the sets of them.
 
 Build them from spec strings (``"sentiment,length(scale=100,unit=words)"``) or YAML dicts with
-:func:`build_objective_set` / :func:`build_objective`; see :mod:`paretoalign.objectives.registry`
-for the syntax and :class:`ObjectiveSet` for the reward tensor, its orientation and the NaN rule.
+:func:`build_objective_set` / :func:`build_objective`; see :mod:`paretoalign.objectives.spec` for the
+syntax, :mod:`paretoalign.objectives.registry` for the kinds and the dict form, and :class:`ObjectiveSet`
+(:mod:`paretoalign.objectives.base`) for the reward tensor, its orientation and the NaN rule.
 The objective classes live in :mod:`.rules`, :mod:`.embedding` and :mod:`.models` and are imported
 on first use (model-backed ones pull in transformers).
 """
 
-from paretoalign.objectives.base import Objective, check_scores
+from paretoalign.objectives.base import Objective, ObjectiveSet, check_scores
 from paretoalign.objectives.registry import (
-    ObjectiveSet,
     available_objectives,
     build_objective,
     build_objective_set,
-    parse_objective_spec,
     register_objective,
-    split_objective_specs,
 )
+from paretoalign.objectives.spec import parse_objective_spec, split_objective_specs
 
 _LAZY = {
     "LengthObjective": "rules",

@@ -7,7 +7,7 @@ sequence-level reward DPO's loss is defined on.
 
 Standalone, the objective loads the adapter's base model (``base=`` or the adapter's
 ``base_model_name_or_path``) once.  Inside the offline trainer the adapter is instead loaded as a
-frozen extra adapter on the policy's own base model (:meth:`paretoalign.trainers.offline_trainer`),
+frozen extra adapter on the policy's own base model (:mod:`paretoalign.trainers.offline_methods.modpo`),
 so K objectives cost one base model in memory.
 """
 

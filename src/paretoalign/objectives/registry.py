@@ -1,18 +1,8 @@
-"""Objective names usable from the command line and YAML, and :class:`ObjectiveSet`.
+"""The registry of objective kinds, :func:`build_objective` and :class:`ObjectiveSet`.
 
-Spec syntax (one objective)::
-
-    name                       sentiment
-    name(k=v,k=v)              length(scale=100,unit=words)
-    kind:arg                   reward_model:/path/to/rm        python:mypkg.rewards:politeness
-    kind:arg(k=v)              reward_model:OpenAssistant/reward-model-deberta-v3-large-v2(index=0)
-
-Several objectives: separated by commas; commas inside parentheses (or quotes) do not split
-(:func:`split_objective_specs`).  Values parse as ``int``, ``float`` (also ``nan``, ``inf``),
-``bool`` (``true``/``false``) or else ``str``; quote a value (``'...'`` or ``"..."``) to keep it a
-string or to put ``,()=`` inside.  Every objective also accepts ``name=`` (an alias, so that
-two instances of one kind can coexist: ``length(name=short,direction=minimize)``) and
-``direction=maximize|minimize``.
+An objective is named by a spec string (``sentiment``, ``length(scale=100,unit=words)``,
+``reward_model:/path/to/rm(index=0)``; grammar: :mod:`.spec`) or by a dict.  Every objective also
+accepts ``name=`` (an alias) and ``direction=maximize|minimize``.
 
 Dict form (YAML)::
 
@@ -40,25 +30,23 @@ import difflib
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
-
-import torch
+from typing import Any, Callable, Mapping, Sequence
 
 from paretoalign.errors import ConfigError, ObjectiveError
-from paretoalign.objectives.base import NAN_POLICIES, Objective, check_scores
+from paretoalign.objectives.base import DIRECTIONS, Objective, ObjectiveSet
+from paretoalign.objectives.spec import (
+    GENERIC_OPTIONS,
+    format_objective_spec,
+    parse_objective_spec,
+    split_objective_specs,
+)
 
 __all__ = [
-    "ObjectiveSet",
     "available_objectives",
     "build_objective",
     "build_objective_set",
-    "parse_objective_spec",
     "register_objective",
-    "split_objective_specs",
 ]
-
-GENERIC_OPTIONS = ("name", "direction")
-DIRECTIONS = ("maximize", "minimize")
 
 
 @dataclass
@@ -116,122 +104,6 @@ def available_objectives() -> list[str]:
 def _usage(kind: str) -> str:
     a = _KINDS[kind].arg
     return f"{kind}:<{'module>:<function' if kind == 'python' else a}>" if a else kind
-
-
-# --- parsing ----------------------------------------------------------------------------------
-
-
-def _split_top_level(text: str, what: str) -> list[str]:
-    """Split on commas outside parentheses and quotes."""
-    parts, depth, quote, start = [], 0, None, 0
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                raise ConfigError(f"unbalanced ')' at position {i} in {what} {text!r}")
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    if quote:
-        raise ConfigError(f"unclosed quote {quote} in {what} {text!r}")
-    if depth:
-        raise ConfigError(f"unclosed '(' in {what} {text!r}")
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
-def split_objective_specs(text: str) -> list[str]:
-    """``"sentiment,length(scale=100,unit=words)"`` -> ``["sentiment", "length(scale=100,unit=words)"]``.
-
-    Commas inside parentheses or quotes do not split; empty items are dropped.
-    """
-    if not isinstance(text, str):
-        raise ConfigError(f"objective specs must be a string like 'sentiment,length'; got {type(text).__name__}")
-    return _split_top_level(text, "objective list")
-
-
-_INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?|[+-]?(nan|inf|infinity)", re.I)
-
-
-def parse_value(text: str) -> Any:
-    """``"3"`` -> 3, ``"0.5"``/``"1e-3"``/``"nan"`` -> float, ``"true"``/``"false"`` -> bool, quoted or else -> str."""
-    t = text.strip()
-    if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":
-        return t[1:-1]
-    if t.lower() in ("true", "false"):
-        return t.lower() == "true"
-    if _INT.fullmatch(t):
-        return int(t)
-    if _FLOAT.fullmatch(t):
-        return float(t)
-    return t
-
-
-def parse_objective_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
-    """``"reward_model:/p/rm(index=1)"`` -> ``("reward_model", "/p/rm", {"index": 1})``."""
-    s = spec.strip() if isinstance(spec, str) else ""
-    if not s:
-        raise ConfigError(f"empty objective spec {spec!r}")
-    opts_text = None
-    quote = None
-    for i, ch in enumerate(s):  # the first '(' outside quotes opens the options
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            if not s.endswith(")"):
-                raise ConfigError(f"objective spec {spec!r}: options must close the spec, as in name(k=v,k=v)")
-            opts_text, s = s[i + 1 : -1], s[:i].rstrip()
-            break
-    kind, sep, arg = s.partition(":")
-    kind, arg = kind.strip(), arg.strip()
-    if not re.fullmatch(r"[A-Za-z_][\w\-]*", kind):
-        raise ConfigError(f"objective spec {spec!r}: {kind!r} is not an objective name "
-                          "(expected name, name(k=v), kind:arg or kind:arg(k=v))")
-    if sep and not arg:
-        raise ConfigError(f"objective spec {spec!r}: nothing after '{kind}:'")
-    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "'\"":
-        arg = arg[1:-1]
-    options: dict[str, Any] = {}
-    if opts_text is not None:
-        for item in _split_top_level(opts_text, f"options of {kind!r}"):
-            key, eq, value = item.partition("=")
-            key = key.strip()
-            if not eq or not re.fullmatch(r"[A-Za-z_]\w*", key):
-                raise ConfigError(f"objective spec {spec!r}: option {item!r} is not key=value")
-            if key in options:
-                raise ConfigError(f"objective spec {spec!r}: option {key!r} given twice")
-            v = parse_value(value)
-            options[key] = v if key not in GENERIC_OPTIONS or isinstance(v, str) else value.strip()
-    return kind, (arg if sep else None), options
-
-
-def _format_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        v = "|".join(str(x) for x in v)
-    s = str(v)
-    if isinstance(v, str) and (re.search(r"[,()='\"\s]", s) or parse_value(s) != s):
-        return "'" + s + "'" if "'" not in s else '"' + s + '"'
-    return s
-
-
-def format_objective_spec(kind: str, arg: str | None, options: Mapping[str, Any]) -> str:
-    """Inverse of :func:`parse_objective_spec` (used to record how an objective was built)."""
-    s = kind + (f":{arg}" if arg is not None else "")
-    if options:
-        s += "(" + ",".join(f"{k}={_format_value(v)}" for k, v in options.items()) + ")"
-    return s
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -322,108 +194,6 @@ def build_objective(spec: str | Mapping[str, Any], tokenizer: Any = None) -> Obj
         obj.direction = direction
     obj.spec = canonical
     return obj
-
-
-# --- the set ----------------------------------------------------------------------------------
-
-
-class ObjectiveSet:
-    """K objectives scored together: the reward vector ``[B, K]`` the trainers consume.
-
-    Orientation: :meth:`rewards` is oriented so that **higher is always better** -- the score of
-    a ``direction="minimize"`` objective is negated (``rewards = raw * signs``, ``signs[k]`` is
-    +1 or -1).  :meth:`raw_scores` gives the scores in each objective's own units, unoriented,
-    for reports and plots.
-
-    NaN rule (:func:`~paretoalign.objectives.base.check_scores`): a NaN, ±inf or missing score
-    makes its sample invalid.  ``nan_policy="fail"`` (default) raises ``ObjectiveError`` naming
-    the objective, the count, the first index and its completion; ``"skip"`` returns
-    ``valid=False`` for those samples, sets their whole reward row to 0.0 (so sums and means
-    never turn NaN -- but the caller must mask with ``valid``), and warns with the objective's
-    name and count; a batch with no valid sample raises even under ``"skip"``.
-    """
-
-    def __init__(self, objectives: Sequence[Objective], nan_policy: str = "fail"):
-        objectives = list(objectives)
-        if not objectives:
-            raise ConfigError("an objective set needs at least one objective")
-        for o in objectives:
-            if not isinstance(o, Objective):
-                raise ConfigError(f"not an Objective: {o!r} (build one with build_objective)")
-            if o.direction not in DIRECTIONS:
-                raise ConfigError(f"objective {o.name!r}: direction must be maximize or minimize; got {o.direction!r}")
-        seen: dict[str, Objective] = {}
-        for o in objectives:
-            if o.name in seen:
-                a, b = getattr(seen[o.name], "spec", o.name), getattr(o, "spec", o.name)
-                eg = "" if "name=" in b else f", e.g. {_with_name(b, o.name + '_2')}"
-                raise ConfigError(f"duplicate objective name {o.name!r} ({a} and {b}); give each objective of a "
-                                  f"set its own name with name=...{eg}")
-            seen[o.name] = o
-        if nan_policy not in NAN_POLICIES:
-            raise ConfigError(f"nan_policy must be one of {', '.join(NAN_POLICIES)}; got {nan_policy!r}")
-        self.objectives = objectives
-        self.nan_policy = nan_policy
-
-    @property
-    def names(self) -> list[str]:
-        return [o.name for o in self.objectives]
-
-    @property
-    def k(self) -> int:
-        return len(self.objectives)
-
-    @property
-    def signs(self) -> torch.Tensor:
-        """``[K]`` float32: +1 for maximize, -1 for minimize (``rewards = raw * signs``)."""
-        return torch.tensor([1.0 if o.direction == "maximize" else -1.0 for o in self.objectives])
-
-    def __len__(self) -> int:
-        return len(self.objectives)
-
-    def __iter__(self) -> Iterator[Objective]:
-        return iter(self.objectives)
-
-    def __getitem__(self, key: int | str) -> Objective:
-        if isinstance(key, str):
-            for o in self.objectives:
-                if o.name == key:
-                    return o
-            raise KeyError(f"no objective named {key!r}; have {', '.join(self.names)}")
-        return self.objectives[key]
-
-    def describe(self) -> list[dict]:
-        """JSON-able description of each objective (with the ``spec`` that rebuilds it, if known)."""
-        out = []
-        for o in self.objectives:
-            d = dict(o.describe())
-            if getattr(o, "spec", None):
-                d["spec"] = o.spec
-            out.append(d)
-        return out
-
-    def raw_scores(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
-        """``[B, K]`` float32 scores in each objective's own units; unoriented and unchecked (may hold NaN)."""
-        cols = [o.score(prompts, completions) for o in self.objectives]
-        return torch.stack(cols, dim=1) if cols else torch.zeros(len(completions), 0)
-
-    def rewards(self, prompts: Sequence[str], completions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(rewards [B, K] float32, valid [B] bool)``: oriented (higher is better), NaN rule applied."""
-        raw = self.raw_scores(prompts, completions)
-        valid = check_scores(raw, self.names, completions, self.nan_policy)
-        rewards = raw * self.signs
-        if not bool(valid.all()):
-            rewards = torch.where(valid.unsqueeze(1), rewards, torch.zeros_like(rewards))
-        return rewards, valid
-
-    def __repr__(self) -> str:  # pragma: no cover - cosmetic
-        return f"ObjectiveSet({', '.join(self.names)}, nan_policy={self.nan_policy!r})"
-
-
-def _with_name(spec: str, name: str) -> str:
-    if spec.endswith(")"):
-        return spec[:-1] + f",name={name})"
-    return spec + f"(name={name})"
 
 
 def build_objective_set(specs: str | Sequence[str | Mapping[str, Any] | Objective], tokenizer: Any = None,

@@ -74,7 +74,8 @@ def read_score_input(path: str | Path):
     """What ``reward-model score --input`` reads: ``("rows", [(prompt, response), ...])`` from a JSONL file of
     ``{prompt, response}`` rows, else ``("pairs", PreferenceData)`` from anything ``train --pairs`` reads.
     Every problem is a :class:`~paretoalign.errors.DataError` naming the file and the row."""
-    from paretoalign.data.preference_pairs import HELPSTEER2_ATTRIBUTES, load_preference_data, read_jsonl
+    from paretoalign.data.preference_pairs import load_preference_data, read_jsonl
+    from paretoalign.data.schemas import HELPSTEER2_ATTRIBUTES
     from paretoalign.errors import DataError
 
     path = Path(path).expanduser()
@@ -91,7 +92,7 @@ def read_score_input(path: str | Path):
 
 
 def _score_row(r, where: str) -> tuple:
-    from paretoalign.data.preference_pairs import _prompt
+    from paretoalign.data.schemas import check_prompt_field
     from paretoalign.errors import DataError
 
     if not isinstance(r, dict):
@@ -101,4 +102,4 @@ def _score_row(r, where: str) -> tuple:
             raise DataError(f"{where}: missing field {key!r} (fields present: {', '.join(map(repr, r)) or 'none'})")
     if not isinstance(r["response"], str):
         raise DataError(f"{where}, field 'response': expected a string, got {type(r['response']).__name__}")
-    return _prompt(r["prompt"], where, "prompt"), r["response"]
+    return check_prompt_field(r["prompt"], where, "prompt"), r["response"]

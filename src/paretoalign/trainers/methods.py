@@ -2,7 +2,8 @@
 
 The CLI's ``--method`` choices (``train``, ``front``, ``demo``), the front sweep's dispatch and the
 README's method table are read from (or checked against, in ``tests/trainers/test_methods.py``)
-this table.  Adding a method = one row here + its config fields, trainer step and loss.
+this table.  Adding a method = one row here + its config fields, its loss (losses/) and its step:
+in its family's trainer, or, for an offline method, a strategy in :mod:`paretoalign.trainers.offline_methods`.
 
 Families share a config class and a trainer (the run lifecycle is :mod:`paretoalign.trainers.base`):
 

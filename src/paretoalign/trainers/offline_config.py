@@ -34,7 +34,6 @@ from paretoalign.trainers.options import (
     StepOptions,
 )
 
-OFFLINE_METHODS = ("dpo", "modpo", "mopo", "amopo")
 # AMoPO's dimension-aware prompt, after its reference code (which prepends this instruction to the
 # user turn).  The reference code adds "The evaluation values for this dimension range from 1 to 5
 # ... respond based on the evaluation value of {d}" with the chosen response's rating; we leave that

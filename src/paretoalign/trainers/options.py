@@ -77,7 +77,7 @@ class PromptOptions:
 
     def check_objectives(self, at_least: int, why: str) -> None:
         """Objectives as a list of specs (a comma-separated string is split), at least ``at_least``."""
-        from paretoalign.objectives.registry import split_objective_specs
+        from paretoalign.objectives.spec import split_objective_specs
 
         if isinstance(self.objectives, str):
             self.objectives = split_objective_specs(self.objectives)

@@ -71,7 +71,7 @@ def _log(cfg, msg: str) -> None:
 
 def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | None = None) -> tuple[MultiObjectiveRewardModel, dict]:
     """Both stages; writes the model and ``report.json`` to ``cfg.output_dir``; returns (model, report)."""
-    from paretoalign.data.preference_pairs import load_ratings
+    from paretoalign.data.schemas import load_ratings
 
     out = Path(cfg.output_dir)
     # Refuse a folder we did not write before any work; --overwrite removes only our files.

@@ -1,0 +1,129 @@
+"""What ``paretoalign evaluate`` evaluates: a run, one of its checkpoints, or a model.
+
+:func:`resolve_target` classifies a target string without loading anything, :func:`target_fingerprint`
+hashes its weight and config files (what the evaluation cache is keyed by), :func:`load_target` loads it
+(a run's adapter on its rebuilt base model), and :func:`default_output` says where its ``eval.json`` goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from paretoalign import run_dir
+from paretoalign.errors import RunDirError
+
+__all__ = ["EVAL_FILE", "Target", "default_output", "load_target", "model_fingerprint", "resolve_target",
+           "target_fingerprint"]
+
+EVAL_FILE = "eval.json"
+
+
+@dataclass
+class Target:
+    """What is evaluated: ``kind`` is 'run', 'checkpoint' or 'model'."""
+
+    kind: str
+    name: str
+    base_model: str  # the model name/folder a run started from (the model itself for kind 'model')
+    policy_dir: Optional[Path] = None  # the saved policy (adapter or full model) of a run/checkpoint
+    run: Optional[Path] = None
+    run_config: Optional[dict] = None
+
+    @property
+    def seed(self) -> int:
+        return int((self.run_config or {}).get("seed", 0))
+
+
+def resolve_target(target: str) -> Target:
+    """Classify ``target`` (no model is loaded)."""
+    path = Path(target).expanduser()
+    if path.is_dir() and (path / run_dir.CONFIG_FILE).is_file():
+        cfg = run_dir.load_config(path)
+        final = path / run_dir.FINAL / run_dir.POLICY
+        if not final.is_dir():
+            ckpts = run_dir.list_checkpoints(path)
+            hint = (f"; evaluate its last checkpoint ({ckpts[-1][1]}) or finish it with --resume" if ckpts
+                    else "; it has no checkpoint yet either")
+            raise RunDirError(f"run {str(path)!r} has no final model (final/policy){hint}")
+        return Target("run", str(path), str(cfg.get("model", "")), final, path, cfg)
+    if path.is_dir() and (path / run_dir.STATE_FILE).is_file() and (path / run_dir.POLICY).is_dir():
+        run = path.parent.parent
+        cfg = run_dir.load_config(run)
+        return Target("checkpoint", str(path), str(cfg.get("model", "")), path / run_dir.POLICY, run, cfg)
+    if path.is_dir() and (path / run_dir.CHECKPOINTS).is_dir() and not (path / run_dir.CONFIG_FILE).is_file():
+        raise RunDirError(f"{str(path)!r} has checkpoints but no {run_dir.CONFIG_FILE}; is it a paretoalign run folder?")
+    return Target("model", target, target)
+
+
+def _hash_files(folder: Path, h) -> None:
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if f.suffix in (".safetensors", ".bin", ".json", ".model", ".gguf", ".pt") and f.name != EVAL_FILE:
+            h.update(str(f.relative_to(folder)).encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+
+
+def model_fingerprint(name: str, seed: int = 0, allow_download: bool = False) -> str:
+    """A content hash of a model's weight and config files (``tiny``: its name, seed and our version)."""
+    from paretoalign import __version__
+    from paretoalign.models import TINY_NAME, resolve_model_path
+
+    h = hashlib.sha256()
+    if name == TINY_NAME:
+        h.update(f"tiny:seed={seed}:paretoalign={__version__}".encode())
+    else:
+        _hash_files(Path(resolve_model_path(name, allow_download)), h)
+    return h.hexdigest()
+
+
+def target_fingerprint(t: Target, allow_download: bool = False) -> str:
+    if t.kind == "model":
+        return model_fingerprint(t.name, 0, allow_download)
+    h = hashlib.sha256()
+    _hash_files(t.policy_dir, h)
+    if (t.policy_dir / "adapter_config.json").is_file():  # an adapter means nothing without its base
+        h.update(model_fingerprint(t.base_model, t.seed, allow_download).encode())
+    return h.hexdigest()
+
+
+def load_target(t: Target, allow_download: bool = False):
+    """(model, tokenizer) in eval mode.  A run's adapter is put on its base model (rebuilt from the
+    run's config, so a tiny base is rebuilt from its seed)."""
+    from paretoalign.models import load_causal_lm, load_tokenizer
+
+    if t.kind == "model":
+        tok = load_tokenizer(t.name, allow_download)
+        return load_causal_lm(t.name, tok, seed=0, allow_download=allow_download).eval(), tok
+    tok = load_tokenizer(t.base_model, allow_download)
+    if (t.policy_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_causal_lm(t.base_model, tok, seed=t.seed, allow_download=allow_download)
+        try:
+            model = PeftModel.from_pretrained(base, str(t.policy_dir))
+        except Exception as exc:  # a truncated or garbled adapter: the folder's fault, named in one line
+            raise RunDirError(f"{t.policy_dir / 'adapter_model.safetensors'}: cannot load the saved adapter, damaged or "
+                              f"unreadable ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    else:
+        model = load_causal_lm(str(t.policy_dir), tok)  # a damaged folder is one error line
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.generation_config.eos_token_id = tok.eos_token_id
+    return model.eval(), tok
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip("/")).strip("_") or "model"
+
+
+def default_output(t: Target) -> Path:
+    if t.kind == "run":
+        return t.run / EVAL_FILE
+    if t.kind == "checkpoint":
+        return t.policy_dir.parent / EVAL_FILE
+    return Path(f"eval-{_slug(Path(t.name).name or t.name)}.json")
