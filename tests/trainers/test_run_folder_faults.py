@@ -244,3 +244,30 @@ def test_cli_resume_fallback_says_so_in_one_line(three, capsys):
     out = capsys.readouterr().out
     assert "step-000003: rng_state_0.json is missing; resuming from the newest valid one, step 2" in out
     assert not os.path.exists(three / "final.tmp")
+
+
+def test_a_run_folder_written_before_the_safetensors_checkpoints_still_resumes_exactly(three, runs):
+    """An older run folder (no marker, optimizer.pt and rng_state_0.pt from torch.save, no manifest)
+    resumes through torch's weights-only loader and continues exactly."""
+    import numpy as np
+
+    c = ckpt(three, 3)
+    probe = make(three, max_steps=5, resume=True)  # loads the new-format checkpoint
+    torch.save(probe.optimizer.state_dict(), c / "optimizer.pt")
+    run_dir.unlock(three)
+    del probe
+    rng = json.loads((c / "rng_state_0.json").read_text())
+    version, internal, gauss = rng["python"]
+    kind, keys, pos, has_gauss, cached = rng["numpy"]
+    torch.save({"torch": torch.tensor(rng["torch"], dtype=torch.uint8), "python": (version, tuple(internal), gauss),
+                "numpy": (kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)}, c / "rng_state_0.pt")
+    for f in ("optimizer.safetensors", "optimizer.json", "rng_state_0.json"):
+        (c / f).unlink()
+    state = json.loads((c / "trainer_state.json").read_text())
+    del state["files"]
+    (c / "trainer_state.json").write_text(json.dumps(state))
+    (three / run_dir.MARKER_FILE).unlink()
+    tr = make(three, max_steps=5, resume=True)
+    assert tr.start_step == 3 and run_dir.read_marker(three)["kind"] == "train"  # adopted
+    tr.train()
+    assert_same_adapter(three, runs / "five")
