@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -269,8 +270,6 @@ def build_config(cls, yaml_path: str | Path | None = None, overrides: dict | Non
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - names)
     if unknown:
-        import difflib
-
         hints = []
         for u in unknown:
             close = difflib.get_close_matches(u, names, n=1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from paretoalign.data.prompts import builtin_prompts, prompt_text
 from paretoalign.errors import ConfigError, ModelNotFoundError
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
@@ -102,8 +104,6 @@ def build_tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from paretoalign.data.prompts import builtin_prompts, prompt_text
-
     corpus = [prompt_text(p) for p in builtin_prompts("all")]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -168,7 +168,7 @@ def resolve_model_path(name: str, allow_download: bool = False) -> str:
     if allow_download:
         return name
     try:  # a Hugging Face id: only usable if already in the local cache
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # heavy (hub client, ~0.2 s): only for a hub id
 
         return snapshot_download(name, local_files_only=True)
     except Exception:
@@ -293,8 +293,6 @@ def kv_bytes_per_token(name: str, allow_download: bool = False) -> int:
     if name == TINY_NAME:
         layers, kv_heads, head_dim = 2, 2, 16  # build_tiny_model's shape
     else:
-        import json
-
         try:
             cfg = json.loads((Path(resolve_model_path(name, allow_download)) / "config.json").read_text())
             heads = int(cfg["num_attention_heads"])

@@ -25,10 +25,17 @@ from typing import Literal, Optional
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from paretoalign import run_dir
+from paretoalign import __version__, run_dir
 from paretoalign.config_utils import check_choice, check_fields, config_to_dict, field
+from paretoalign.data.preference_pairs import PAIRS_FILE, PreferencePair, save_preference_data
+from paretoalign.data.prompts import load_prompts, prompts_hash, split_prompts
 from paretoalign.errors import ConfigError, RunDirError
+from paretoalign.models import check_batch_fits, kv_bytes_per_token, load_causal_lm, load_tokenizer
+from paretoalign.objectives import build_objective_set
+from paretoalign.objectives.spec import split_objective_specs
+from paretoalign.rollout import generate
 
 CARD_FILE = "card.json"
 README_FILE = "README.md"
@@ -63,8 +70,6 @@ class PairsConfig:
 
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
-        from paretoalign.objectives.spec import split_objective_specs
-
         check_choice("pairing", self.pairing, ("all", "adjacent", "best_worst"))
         if isinstance(self.objectives, str):
             self.objectives = split_objective_specs(self.objectives)
@@ -97,13 +102,6 @@ def _pair_indices(scores: np.ndarray, pairing: str) -> list[tuple[int, int]]:
 
 def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
     """Sample, score and pair; returns the card (also written to ``card.json``)."""
-    from paretoalign import __version__
-    from paretoalign.data.preference_pairs import PAIRS_FILE, PreferencePair, save_preference_data
-    from paretoalign.data.prompts import load_prompts, prompts_hash, split_prompts
-    from paretoalign.models import check_batch_fits, kv_bytes_per_token, load_causal_lm, load_tokenizer
-    from paretoalign.objectives import build_objective_set
-    from paretoalign.rollout import generate
-
     out = Path(cfg.output_dir)
     tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
     check_batch_fits(cfg.batch_size * cfg.num_completions, cfg.max_prompt_length + cfg.max_new_tokens,
@@ -120,8 +118,6 @@ def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
     pairs, t0, n_samples, n_nan = [], time.perf_counter(), 0, 0
     bar = None
     if cfg.progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(train), desc="pairs", dynamic_ncols=True, file=sys.stderr)
     G = cfg.num_completions
     for start in range(0, len(train), cfg.batch_size):

@@ -40,7 +40,13 @@ from pathlib import Path
 
 import yaml
 
+from paretoalign import __version__, errors
 from paretoalign.errors import ParetoAlignError, RunDirError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: lock() does nothing (documented)
+    fcntl = None
 
 MARKER_FILE = "paretoalign-run.json"
 LOCK_FILE = ".paretoalign.lock"
@@ -131,8 +137,6 @@ def read_marker(path: str | Path) -> dict | None:
 
 
 def write_marker(path: str | Path, kind: str) -> None:
-    from paretoalign import __version__
-
     write_json(Path(path) / MARKER_FILE, {"paretoalign": __version__, "kind": kind})
 
 
@@ -220,9 +224,7 @@ def lock(path: str | Path) -> None:
     key = str(Path(path).resolve())
     if key in _HELD:
         return
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock (documented)
+    if fcntl is None:  # not POSIX: no lock (documented)
         return
     fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -399,12 +401,10 @@ def decide_on_main(acc, fn):
         except ParetoAlignError as exc:
             result = [None, (type(exc).__name__, str(exc))]
     if acc.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
+        from accelerate.utils import broadcast_object_list  # heavy: only with several processes
 
         broadcast_object_list(result, from_process=0)  # our own objects, between our own processes
     if result[1] is not None:
-        import paretoalign.errors as errors
-
         kind, msg = result[1]
         raise getattr(errors, kind, ParetoAlignError)(msg)
     return result[0]

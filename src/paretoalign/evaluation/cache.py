@@ -11,12 +11,12 @@ import hashlib
 import json
 from pathlib import Path
 
+from paretoalign.models import cache_dir
+
 __all__ = ["EvalCache", "cache_key", "eval_cache_dir", "objective_key"]
 
 
 def eval_cache_dir() -> Path:
-    from paretoalign.models import cache_dir
-
     return cache_dir() / "evals"
 
 

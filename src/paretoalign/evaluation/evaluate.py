@@ -19,18 +19,37 @@ needs ``--no-cache``.  Targets and their fingerprints: :mod:`.targets`; the cach
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Optional
 
 import torch
 
 from paretoalign import run_dir
-from paretoalign.config_utils import check_choice, field
+from paretoalign.config_utils import check_choice, field, split_list
+from paretoalign.console import table
+from paretoalign.data.prompts import load_prompts, prompts_hash, split_prompts
 from paretoalign.errors import ConfigError
+from paretoalign.evaluation import scoring
 from paretoalign.evaluation.cache import EvalCache, cache_key, eval_cache_dir, objective_key
+from paretoalign.evaluation.scoring import summarize_scores, win_rates
 from paretoalign.evaluation.targets import Target, default_output, load_target, resolve_target, target_fingerprint
+from paretoalign.models import (
+    build_tiny_model,
+    build_tiny_tokenizer,
+    check_batch_fits,
+    kv_bytes_per_token,
+    load_tokenizer,
+)
+from paretoalign.objectives import build_objective_set
+from paretoalign.objectives.base import check_scores
+from paretoalign.objectives.spec import split_objective_specs
+from paretoalign.preferences import DEFAULT_DIRECTION_TEMPLATE, conditioned_prompt, direction_prompt, validate_direction
+from paretoalign.rollout import MAX_PROMPT_LENGTH, count_overlong
 
 EVAL_FORMAT = 1
 # Settings that change the completions; anything else (objectives, baseline...) does not.
@@ -70,8 +89,6 @@ class EvalConfig:
     allow_download: bool = field(False, help="Let models be fetched from a hub (off: local only).")
 
     def __post_init__(self):
-        from paretoalign.config_utils import split_list
-
         check_choice("split", self.split, ("heldout", "train", "all"))
         if isinstance(self.direction, str):
             self.direction = split_list(self.direction)
@@ -81,8 +98,6 @@ class EvalConfig:
         if not self.target:
             raise ConfigError("evaluate needs a target: a run folder, a checkpoint folder or a model")
         if isinstance(self.objectives, str):
-            from paretoalign.objectives.spec import split_objective_specs
-
             self.objectives = split_objective_specs(self.objectives)
         elif self.objectives is not None:
             self.objectives = split_list(self.objectives)
@@ -133,8 +148,6 @@ def resolved_settings(cfg: EvalConfig, t: Target) -> dict:
 
 
 def eval_prompts(settings: dict) -> list:
-    from paretoalign.data.prompts import load_prompts, split_prompts
-
     prompts = load_prompts(settings["prompts"], column=settings["prompt_column"])
     if settings["split"] != "all":
         train, held = split_prompts(prompts, settings["heldout_fraction"], settings["split_seed"])
@@ -152,8 +165,6 @@ def eval_prompts(settings: dict) -> list:
 def direction_system_prompt(cfg: EvalConfig, t: Target, names: list) -> tuple[str, list]:
     """The system message steering a DPA model toward ``cfg.direction`` (and the unit direction): the
     names and template the run was trained with (its final/paretoalign.json), else the evaluated ones."""
-    from paretoalign.preferences import DEFAULT_DIRECTION_TEMPLATE, direction_prompt, validate_direction
-
     meta = {}
     if t.run is not None and (t.run / run_dir.FINAL / run_dir.FINAL_META).is_file():
         meta = json.loads((t.run / run_dir.FINAL / run_dir.FINAL_META).read_text())
@@ -167,12 +178,6 @@ def direction_system_prompt(cfg: EvalConfig, t: Target, names: list) -> tuple[st
 def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) -> dict:
     """Evaluate ``cfg.target`` (see the module docs); returns the eval.json content (also written
     to ``cfg.output`` or the default place unless ``write`` is false)."""
-    from paretoalign.data.prompts import prompts_hash
-    from paretoalign.evaluation.scoring import generate_completions, summarize_scores, win_rates
-    from paretoalign.models import load_tokenizer
-    from paretoalign.objectives import build_objective_set
-    from paretoalign.objectives.base import check_scores
-
     t0 = time.perf_counter()
     t = resolve_target(cfg.target)
     settings = resolved_settings(cfg, t)
@@ -187,20 +192,12 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         raise ConfigError(f"the {settings['split']} split of {settings['prompts']!r} has no prompts")
     p_hash = prompts_hash(prompts)
     if direction is not None:  # exactly as DPA trained: the direction replaces any system message
-        import warnings
-
-        from paretoalign.preferences import conditioned_prompt
-        from paretoalign.rollout import MAX_PROMPT_LENGTH, count_overlong
-
         prompts = [conditioned_prompt(p, settings["decoding"]["system_prompt"]) for p in prompts]
         long = count_overlong(prompts, tokenizer, settings["decoding"]["use_chat_template"])
         if long:
             warnings.warn(f"{long} of {len(prompts)} prompts with the direction exceed {MAX_PROMPT_LENGTH} tokens; "
                           "truncation cuts their direction (the model is not steered on them)", RuntimeWarning, stacklevel=2)
     decoding = settings["decoding"]
-    from paretoalign.models import check_batch_fits, kv_bytes_per_token
-    from paretoalign.rollout import MAX_PROMPT_LENGTH
-
     check_batch_fits(decoding["batch_size"], MAX_PROMPT_LENGTH + decoding["max_new_tokens"],
                      kv_bytes_per_token(t.base_model, cfg.allow_download), "--batch-size (generation)")
     fingerprint = target_fingerprint(t, cfg.allow_download)
@@ -216,7 +213,7 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         if not quiet:
             print(f"[evaluate] {t.name}: generating on {len(prompts)} prompts ...", flush=True)
         tg = time.perf_counter()
-        texts, completions = generate_completions(
+        texts, completions = scoring.generate_completions(  # via the module: tests replace it there
             model, tok, prompts, **{k: decoding[k] for k in _GEN_KEYS},
         )
         seconds["generate"] = time.perf_counter() - tg
@@ -274,8 +271,6 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     if baseline == "auto":
         baseline = t.base_model if t.kind != "model" else "none"
     if baseline != "none":
-        from dataclasses import replace
-
         # The baseline sees exactly the same prompts, objectives and decoding.
         bcfg = replace(
             cfg, target=baseline, baseline="none", output=None, objectives=settings["objectives"],
@@ -308,12 +303,8 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
 
 def _evaluate_tiny_base(bcfg: EvalConfig, seed: int, quiet: bool) -> dict:
     """The tiny base model of a run with seed ``seed`` (the name 'tiny' alone means seed 0)."""
-    from paretoalign.models import build_tiny_model, build_tiny_tokenizer
-
     if seed == 0:
         return evaluate_target(bcfg, write=False, quiet=quiet)
-    import tempfile
-
     # Materialise it once in the cache so it has a folder, a fingerprint and cached completions.
     folder = eval_cache_dir() / f"tiny-base-seed{seed}"
     if not (folder / "config.json").is_file():
@@ -326,18 +317,12 @@ def _evaluate_tiny_base(bcfg: EvalConfig, seed: int, quiet: bool) -> dict:
         try:
             tmp.rename(folder)
         except OSError:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
-    from dataclasses import replace
-
     return evaluate_target(replace(bcfg, target=str(folder)), write=False, quiet=quiet)
 
 
 def print_eval(result: dict) -> None:
     """The per-objective table of an evaluation (with win rates when there is a baseline)."""
-    from paretoalign.console import table
-
     rows = []
     for name in result["names"]:
         s = result["summary"][name]

@@ -7,6 +7,7 @@ import math
 import torch
 
 from paretoalign.data.prompts import prompts_hash
+from paretoalign.errors import ConfigError
 from paretoalign.evaluation.records import ObjectiveSummary, WinRate
 from paretoalign.rollout import generate
 
@@ -59,8 +60,6 @@ def win_rates(scores, base_scores, names: list[str], signs, tie_tol: float = 0.0
     s = torch.as_tensor(scores, dtype=torch.float64)
     b = torch.as_tensor(base_scores, dtype=torch.float64)
     if s.shape != b.shape:
-        from paretoalign.errors import ConfigError
-
         raise ConfigError(
             f"win rate needs scores of the same prompts: got {tuple(s.shape)} vs the base's {tuple(b.shape)}"
         )

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from paretoalign import run_dir
+from paretoalign import __version__, run_dir
 from paretoalign.errors import RunDirError
+from paretoalign.models import TINY_NAME, load_causal_lm, load_tokenizer, resolve_model_path
 
 __all__ = ["EVAL_FILE", "Target", "default_output", "load_target", "model_fingerprint", "resolve_target",
            "target_fingerprint"]
@@ -70,9 +71,6 @@ def _hash_files(folder: Path, h) -> None:
 
 def model_fingerprint(name: str, seed: int = 0, allow_download: bool = False) -> str:
     """A content hash of a model's weight and config files (``tiny``: its name, seed and our version)."""
-    from paretoalign import __version__
-    from paretoalign.models import TINY_NAME, resolve_model_path
-
     h = hashlib.sha256()
     if name == TINY_NAME:
         h.update(f"tiny:seed={seed}:paretoalign={__version__}".encode())
@@ -94,8 +92,6 @@ def target_fingerprint(t: Target, allow_download: bool = False) -> str:
 def load_target(t: Target, allow_download: bool = False):
     """(model, tokenizer) in eval mode.  A run's adapter is put on its base model (rebuilt from the
     run's config, so a tiny base is rebuilt from its seed)."""
-    from paretoalign.models import load_causal_lm, load_tokenizer
-
     if t.kind == "model":
         tok = load_tokenizer(t.name, allow_download)
         return load_causal_lm(t.name, tok, seed=0, allow_download=allow_download).eval(), tok

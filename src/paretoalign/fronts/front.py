@@ -21,8 +21,14 @@ import numpy as np
 
 from paretoalign import run_dir
 from paretoalign.config_utils import split_list
+from paretoalign.console import table
 from paretoalign.errors import ConfigError, FrontError
 from paretoalign.evaluation.records import EvalResult
+from paretoalign.fronts.html_report import screenshot as take_screenshot
+from paretoalign.fronts.html_report import write_report
+from paretoalign.fronts.metrics import hypervolume, igd, igd_plus, pareto_mask
+from paretoalign.fronts.metrics import reference_point as automatic_reference_point
+from paretoalign.fronts.plots import plot_front, plot_parallel, plot_training_curves
 from paretoalign.fronts.records import Comparison, Front, FrontPoint
 
 FRONT_FILE = "front.json"
@@ -61,8 +67,6 @@ def _check_means(points: list[dict], names: list[str], what: str) -> np.ndarray:
 
 
 def _reference(all_oriented: list[np.ndarray], objectives: list[dict], user_ref, signs) -> tuple[np.ndarray, str]:
-    from paretoalign.fronts.metrics import reference_point
-
     if user_ref is not None:
         ref = np.asarray(user_ref, dtype=float)
         names = ", ".join(str(o.get("name")) for o in objectives)
@@ -72,12 +76,10 @@ def _reference(all_oriented: list[np.ndarray], objectives: list[dict], user_ref,
             raise FrontError(f"reference point {ref.tolist()} holds NaN/inf; give a finite value per objective ({names})")
         return ref * signs, "given"
     lb = _oriented_lower_bounds(objectives)
-    return reference_point(*all_oriented, lower_bounds=lb), "automatic (metrics.reference_point: worst point minus 10% of the range, or the objective's known lower bound)"
+    return automatic_reference_point(*all_oriented, lower_bounds=lb), "automatic (metrics.reference_point: worst point minus 10% of the range, or the objective's known lower bound)"
 
 
 def _indicators(oriented: np.ndarray, ref_oriented: np.ndarray, signs, reference_front, user_ref: bool) -> dict:
-    from paretoalign.fronts.metrics import hypervolume, igd, igd_plus, pareto_mask
-
     out = {
         "hypervolume": float(hypervolume(oriented, ref_oriented, require_dominating=user_ref)),
         "dominated": (~pareto_mask(oriented)).tolist(),
@@ -139,8 +141,6 @@ def make_front(points: list[FrontPoint], name: str, method: str, eval_meta: Eval
         "orientation": signs.tolist(), **ind, "points": points, "base": base,
     }
     if base:
-        from paretoalign.fronts.metrics import hypervolume
-
         front["base_hypervolume"] = float(hypervolume(sets[1], ref))
     return front
 
@@ -187,8 +187,6 @@ def compare_fronts(fronts: list[Front], base: FrontPoint | None = None, referenc
         "hypervolumes": {f["name"]: f["hypervolume"] for f in out_fronts},
     }
     if base:
-        from paretoalign.fronts.metrics import hypervolume
-
         result["base_hypervolume"] = float(hypervolume(sets[-1], ref))
     return result
 
@@ -320,10 +318,6 @@ def runs_of(result: dict, out: Path) -> dict[str, Path]:
 
 def write_outputs(result: dict, out: Path, runs: dict | None = None, screenshot: bool = False) -> dict:
     """front.png, front_parallel.png, curves.png and report.html (plus report.png) in ``out``."""
-    from paretoalign.fronts.html_report import screenshot as take_screenshot
-    from paretoalign.fronts.html_report import write_report
-    from paretoalign.fronts.plots import plot_front, plot_parallel, plot_training_curves
-
     fronts = result.get("fronts", [result])
     base = result.get("base")
     images = {
@@ -342,8 +336,6 @@ def write_outputs(result: dict, out: Path, runs: dict | None = None, screenshot:
 
 def print_front(result: dict) -> None:
     """Points per front, their means and s.e., and each front's hypervolume."""
-    from paretoalign.console import table
-
     fronts = result.get("fronts", [result])
     names = result["names"]
     rows = []

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from paretoalign.errors import ConfigError
+from paretoalign import run_dir
+from paretoalign.errors import ConfigError, ParetoAlignError
+from paretoalign.fronts.metrics import pareto_mask
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
@@ -52,8 +54,6 @@ def _axis_label(name: str, sign: float) -> str:
 
 
 def _dominated(front: dict, signs: np.ndarray) -> np.ndarray:
-    from paretoalign.fronts.metrics import pareto_mask
-
     if all("dominated" in p for p in front["points"]):
         return np.array([bool(p["dominated"]) for p in front["points"]])
     return ~pareto_mask(np.array([p["mean"] for p in front["points"]]) * signs)
@@ -66,8 +66,6 @@ def staircase(points_oriented, ref=None) -> np.ndarray:
     joined by horizontal-then-vertical steps; with ``ref`` the line starts at (ref_x, y_first)
     and ends at (x_last, ref_y), closing the dominated region.
     """
-    from paretoalign.fronts.metrics import pareto_mask
-
     p = np.asarray(points_oriented, dtype=float).reshape(-1, 2)
     nd = p[pareto_mask(p)]
     nd = np.unique(nd, axis=0)
@@ -228,9 +226,6 @@ def curves_from_metrics(rows: list[dict], names: list[str] | None = None, smooth
 def plot_training_curves(runs: dict, path, names: list[str] | None = None, smooth: int = 1) -> Path:
     """curves.png: one panel per objective (training-batch reward) plus KL, one line per run; offline
     runs add panels for their loss and implicit-reward accuracy and margin."""
-    from paretoalign import run_dir
-    from paretoalign.errors import ParetoAlignError
-
     data = {label: curves_from_metrics(run_dir.read_metrics(folder), names, smooth) for label, folder in runs.items()}
     data = {k: v for k, v in data.items() if v}
     if not data:

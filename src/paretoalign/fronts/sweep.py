@@ -24,6 +24,7 @@ the methods come from the method table, and each point is an ordinary run of its
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -34,8 +35,10 @@ import numpy as np
 import yaml
 
 from paretoalign import run_dir
-from paretoalign.config_utils import config_to_dict, field, split_list
+from paretoalign.config_utils import build_config, config_to_dict, field, load_yaml, split_list
 from paretoalign.errors import ConfigError, FrontError, RunDirError
+from paretoalign.evaluation.evaluate import EvalConfig, evaluate_target
+from paretoalign.evaluation.scoring import win_rates
 from paretoalign.fronts.front import (
     COMPARE_ENTRIES,
     COMPARISON_FILE,
@@ -46,7 +49,12 @@ from paretoalign.fronts.front import (
     save_result,
     write_outputs,
 )
-from paretoalign.trainers.methods import METHODS
+from paretoalign.objectives.spec import split_objective_specs
+from paretoalign.preferences import parse_preferences, preference_label, preference_slug
+from paretoalign.trainers.dpa_config import DPAConfig
+from paretoalign.trainers.methods import METHODS, get_method
+from paretoalign.trainers.offline_config import OfflineConfig
+from paretoalign.trainers.online_config import OnlineConfig
 
 FRONT_CONFIG = "front_config.yaml"
 # What a sweep writes at its top level besides its points (``--overwrite`` removes these, nothing else).
@@ -106,10 +114,6 @@ class FrontConfig:
 def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[FrontConfig, dict]:
     """(FrontConfig, training options) from one YAML file and flags: keys of FrontConfig go to the
     sweep, every other key is a training option, validated once up front (a typo costs nothing)."""
-    import dataclasses
-
-    from paretoalign.config_utils import build_config, load_yaml
-
     values = load_yaml(yaml_path) if yaml_path else {}
     values.update(overrides or {})
     front_keys = {f.name for f in dataclasses.fields(FrontConfig)}
@@ -118,8 +122,6 @@ def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[F
         raise ConfigError(f"option(s) {clash} are set by the front sweep itself (one run per preference)")
     front = build_config(FrontConfig, None, {k: v for k, v in values.items() if k in front_keys})
     train_vals = {k: v for k, v in values.items() if k not in front_keys}
-    from paretoalign.trainers.methods import get_method
-
     family = {m: get_method(m).family for m in front.method}
     if len(set(family.values())) > 1:
         raise ConfigError(f"--method mixes method families {front.method} ({family}); their training options "
@@ -139,8 +141,7 @@ def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[F
 
 
 def _train_online(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator) -> Path:
-    from paretoalign.trainers.online_config import OnlineConfig
-    from paretoalign.trainers.online_trainer import OnlineTrainer
+    from paretoalign.trainers.online_trainer import OnlineTrainer  # lazy: `paretoalign --help` reads FrontConfig
 
     cfg = OnlineConfig(**{**train, "method": method, "weights": list(preference), "output_dir": str(out),
                           "resume": resume, "overwrite": False, "normalize_weights": False})
@@ -149,8 +150,7 @@ def _train_online(method: str, preference: list[float], train: dict, out: Path, 
 
 
 def _train_offline(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator) -> Path:
-    from paretoalign.trainers.offline_config import OfflineConfig
-    from paretoalign.trainers.offline_trainer import OfflineTrainer
+    from paretoalign.trainers.offline_trainer import OfflineTrainer  # lazy: `paretoalign --help` reads FrontConfig
 
     objectives, weights = list(train.get("objectives", [])), list(preference)
     if method == "modpo" and weights and weights[0] == 0:
@@ -169,8 +169,7 @@ def _train_offline(method: str, preference: list[float], train: dict, out: Path,
 def _train_dpa(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator) -> Path:
     """DPA trains ONE steerable model for the whole front (``out`` is the method's shared ``model``
     folder); each point is that model evaluated with the point's direction w/‖w‖."""
-    from paretoalign.trainers.dpa_config import DPAConfig
-    from paretoalign.trainers.dpa_trainer import DPATrainer
+    from paretoalign.trainers.dpa_trainer import DPATrainer  # lazy: `paretoalign --help` reads FrontConfig
 
     cfg = DPAConfig(**{**train, "method": "dpa", "output_dir": str(out), "resume": resume, "overwrite": False})
     DPATrainer(cfg, accelerator=accelerator).train()
@@ -196,15 +195,11 @@ def _point_done(folder: Path) -> bool:
 
 
 def _objective_specs(train: dict) -> list:
-    from paretoalign.objectives.spec import split_objective_specs
-
     objs = train.get("objectives", ["sentiment", "length"])
     return split_objective_specs(objs) if isinstance(objs, str) else list(objs)
 
 
 def _eval_config(front: FrontConfig, target: str, output: Path, train: dict):
-    from paretoalign.evaluation.evaluate import EvalConfig
-
     return EvalConfig(
         target=target, output=str(output), num_prompts=front.eval_num_prompts,
         max_new_tokens=front.eval_max_new_tokens or train.get("max_new_tokens"),
@@ -256,9 +251,7 @@ def _prepare_front_dir(out: Path, saved: dict, front: FrontConfig) -> None:
 def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Callable[[str], None] = print) -> dict:
     """Sweep every method of ``front.method`` at the preferences; returns front.json's content
     (one method) or comparison.json's (several)."""
-    from accelerate import Accelerator
-
-    from paretoalign.preferences import parse_preferences
+    from accelerate import Accelerator  # heavy: only when a sweep runs
 
     train = {k: v for k, v in train.items() if k not in ("method", "weights", "output_dir", "resume", "overwrite")}
     unknown = [m for m in front.method if m not in POINT_MAKERS]
@@ -278,8 +271,6 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
     t0 = time.perf_counter()
     base = None
     if front.include_base and acc.is_main_process:
-        from paretoalign.evaluation.evaluate import evaluate_target
-
         progress(f"[front] evaluating the base model {train.get('model', 'tiny')} ...")
         base = evaluate_target(_eval_config(front, train.get("model", "tiny"), out / "base" / "eval.json", train), quiet=True)
     fronts = []
@@ -308,9 +299,6 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
 
 
 def _sweep_method(method, prefs, front: FrontConfig, train: dict, mdir: Path, acc, base, progress) -> dict:
-    from paretoalign.evaluation.evaluate import evaluate_target
-    from paretoalign.preferences import preference_label, preference_slug
-
     make = POINT_MAKERS[method]
     evals, t_train = [], {}
     folders = [mdir / "points" / preference_slug([float(x) for x in w]) for w in prefs]
@@ -355,9 +343,6 @@ def _sweep_method(method, prefs, front: FrontConfig, train: dict, mdir: Path, ac
 
 def _sweep_steering(method, prefs, front: FrontConfig, train: dict, mdir: Path, acc, base, progress, folders) -> dict:
     """One model trained once (``mdir/model``), evaluated at every preference's direction."""
-    from paretoalign.evaluation.evaluate import evaluate_target
-    from paretoalign.preferences import preference_label
-
     model_dir = mdir / "model"
     state = "done" if _point_done(model_dir) else "resume" if run_dir.holds_run(model_dir) else "new"
     acc.wait_for_everyone()
@@ -415,8 +400,6 @@ def _base_point(base: dict, num_samples: int) -> dict:
 def _win_rates(ev: dict, base: dict | None):
     if base is None:
         return None
-    from paretoalign.evaluation.scoring import win_rates
-
     if base["prompts_sha256"] != ev["prompts_sha256"]:
         raise FrontError("the base model and a point were evaluated on different prompts")
     return win_rates(ev["scores"], base["scores"], ev["names"], ev["signs"])

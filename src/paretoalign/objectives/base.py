@@ -8,11 +8,12 @@ applies the NaN rule (see :func:`check_scores`).
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterator, Literal, Sequence
 
 import torch
 
-from paretoalign.errors import ConfigError
+from paretoalign.errors import ConfigError, ObjectiveError
 from paretoalign.objectives.spec import spec_with_name
 
 Direction = Literal["maximize", "minimize"]
@@ -43,8 +44,6 @@ class Objective:
         out = self._score(list(prompts), list(completions))
         out = torch.as_tensor(out, dtype=torch.float32).reshape(-1)
         if out.shape[0] != len(completions):
-            from paretoalign.errors import ObjectiveError
-
             raise ObjectiveError(
                 f"objective {self.name!r} returned {out.shape[0]} scores for {len(completions)} completions"
             )
@@ -81,10 +80,6 @@ def check_scores(
       (``RuntimeWarning``) once per offending objective, naming it and the count.  If no sample
       is left valid, raise ``ObjectiveError`` all the same (there is nothing to learn from).
     """
-    import warnings
-
-    from paretoalign.errors import ConfigError, ObjectiveError
-
     if nan_policy not in NAN_POLICIES:
         raise ConfigError(f"nan_policy must be one of {', '.join(NAN_POLICIES)}; got {nan_policy!r}")
     if scores.dim() != 2 or scores.shape[1] != len(names):

@@ -20,7 +20,9 @@ import torch
 
 from paretoalign import run_dir
 from paretoalign.errors import ConfigError, ObjectiveError
+from paretoalign.models import load_causal_lm, load_tokenizer
 from paretoalign.objectives.base import Objective
+from paretoalign.sequences import encode_responses, response_token_logps
 
 
 class ImplicitRewardObjective(Objective):
@@ -54,8 +56,6 @@ class ImplicitRewardObjective(Objective):
             return
         from peft import PeftModel
 
-        from paretoalign.models import load_causal_lm, load_tokenizer
-
         try:
             tok_src = str(self.adapter) if (self.adapter / "tokenizer_config.json").is_file() else self.base
             self._tokenizer = load_tokenizer(tok_src)
@@ -67,8 +67,6 @@ class ImplicitRewardObjective(Objective):
 
     @torch.no_grad()
     def _score(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
-        from paretoalign.sequences import encode_responses, response_token_logps
-
         self._load()
         out = []
         for i in range(0, len(prompts), self.batch_size):

@@ -12,13 +12,12 @@ import hashlib
 from pathlib import Path
 
 from paretoalign.objectives.base import Objective
+from paretoalign.reward_model.model import MultiObjectiveRewardModel
 
 _MODELS: dict[str, object] = {}
 
 
 def _shared_model(folder: Path, device: str, batch_size: int):
-    from paretoalign.reward_model.model import MultiObjectiveRewardModel
-
     key = f"{folder}|{device}|{batch_size}"
     if key not in _MODELS:
         m = MultiObjectiveRewardModel.from_pretrained(folder)

@@ -13,15 +13,20 @@ import importlib.util
 import inspect
 import math
 import os
+import site
 import sys
+import sysconfig
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from safetensors import safe_open
 
 from paretoalign.errors import ConfigError, ObjectiveError
 from paretoalign.models import resolve_device
 from paretoalign.objectives.base import Objective
+from paretoalign.reward_model.model import PICKLE_SUFFIXES
 
 __all__ = ["RewardModelObjective", "PythonObjective"]
 
@@ -39,9 +44,6 @@ def _looks_like_path(s: str) -> bool:
 
 def _library_roots() -> tuple[str, ...]:
     """Folders whose frames are not the user's: paretoalign, the standard library, installed packages."""
-    import site
-    import sysconfig
-
     paths = {str(Path(__file__).resolve().parents[1])}
     paths.update(v for k, v in sysconfig.get_paths().items() if k in ("stdlib", "platstdlib", "purelib", "platlib"))
     paths.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
@@ -52,8 +54,6 @@ def _library_roots() -> tuple[str, ...]:
 def _user_traceback(exc: BaseException, own_file: str | None = None) -> str:
     """The frames of ``exc``'s traceback that run the user's code (plus a syntax error's location),
     formatted like Python's own traceback and indented, so one error line can show where it broke."""
-    import traceback
-
     roots = _library_roots()
     own = str(Path(own_file).resolve()) if own_file else None
 
@@ -171,7 +171,7 @@ class RewardModelObjective(Objective):
             raise self._not_found()
         if not self.allow_download:
             try:
-                from huggingface_hub import try_to_load_from_cache
+                from huggingface_hub import try_to_load_from_cache  # heavy (hub client): only for a hub id
 
                 hit = try_to_load_from_cache(self.model_id, "config.json")
             except Exception:  # invalid repo id and the like
@@ -183,10 +183,6 @@ class RewardModelObjective(Objective):
     def _check_weights(self, folder: Path) -> None:
         """Only safetensors are read (pickled ``pytorch_model.bin`` can run code when loaded); each one's
         header is checked now, so that a damaged file is named before any model loads."""
-        from safetensors import safe_open
-
-        from paretoalign.reward_model.model import PICKLE_SUFFIXES
-
         weights = sorted(folder.glob("*.safetensors"))
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if not weights and pickles:

@@ -30,16 +30,23 @@ import difflib
 import inspect
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from paretoalign.errors import ConfigError, ObjectiveError
 from paretoalign.objectives.base import DIRECTIONS, Objective, ObjectiveSet
+from paretoalign.objectives.embedding import RelevanceObjective
+from paretoalign.objectives.implicit import ImplicitRewardObjective
+from paretoalign.objectives.mo_reward_model import MultiObjectiveRewardObjective
+from paretoalign.objectives.models import PythonObjective, RewardModelObjective
+from paretoalign.objectives.rules import KeywordObjective, LengthObjective, ReadabilityObjective, SentimentObjective
 from paretoalign.objectives.spec import (
     GENERIC_OPTIONS,
     format_objective_spec,
     parse_objective_spec,
     split_objective_specs,
 )
+from paretoalign.reward_model.model import CONFIG_FILE, MARKER, read_config
 
 __all__ = [
     "available_objectives",
@@ -214,57 +221,39 @@ def build_objective_set(specs: str | Sequence[str | Mapping[str, Any] | Objectiv
 
 
 # --- built-in kinds ---------------------------------------------------------------------------
-# Factories import lazily so that building a set of rule objectives never imports transformers.
+# The model-backed classes import transformers only when they load their model, so building a set of
+# rule objectives never imports it (checked by tests/objectives/test_registry.py).
 
 
 def _length(scale: float = 140.0, low: float = 0.5, high: float = 1.5, unit: str = "chars", tokenizer: Any = None,
             name: str = "length"):
-    from paretoalign.objectives.rules import LengthObjective
-
     return LengthObjective(scale=scale, low=low, high=high, unit=unit, tokenizer=tokenizer, name=name)
 
 
 def _sentiment(name: str = "sentiment"):
-    from paretoalign.objectives.rules import SentimentObjective
-
     return SentimentObjective(name=name)
 
 
 def _readability(clip: bool = False, empty: float = 0.0, lang: str = "en_US", name: str = "readability"):
-    from paretoalign.objectives.rules import ReadabilityObjective
-
     return ReadabilityObjective(clip=clip, empty=empty, lang=lang, name=name)
 
 
 def _keywords(words: Any = (), mode: str = "fraction", whole_words: bool = True, name: str = "keywords"):
-    from paretoalign.objectives.rules import KeywordObjective
-
     return KeywordObjective(words=words, mode=mode, whole_words=whole_words, name=name)
 
 
 def _relevance(model: str | None = None, max_length: int | None = None, batch_size: int = 32, device: str = "auto",
                name: str = "relevance"):
-    from paretoalign.objectives.embedding import RelevanceObjective
-
     return RelevanceObjective(model=model, max_length=max_length, batch_size=batch_size, device=device, name=name)
 
 
 def _reward_model(model: str, index: int = 0, batch_size: int = 8, max_length: int = 1024, device: str = "auto",
                   format: str = "auto", dtype: str = "auto", allow_download: bool = False, name: str | None = None,
                   debiased: bool = False):
-    from pathlib import Path
-
-    from paretoalign.objectives.models import RewardModelObjective
-    from paretoalign.reward_model.model import CONFIG_FILE, MARKER, read_config
-
     folder, _, head = str(model).partition("#")
-    from paretoalign.errors import ConfigError
-
     path = Path(folder).expanduser()
     # a damaged config.json is one error naming it, whichever kind of folder it belongs to
     if (path / CONFIG_FILE).is_file() and MARKER in read_config(path):  # paretoalign's: its score or one head
-        from paretoalign.objectives.mo_reward_model import MultiObjectiveRewardObjective
-
         unused = [f"{k}={v!r}" for k, v, d in (("index", index, 0), ("max_length", max_length, 1024), ("format", format, "auto"),
                                                 ("dtype", dtype, "auto")) if v != d]
         if unused:
@@ -284,8 +273,6 @@ def _reward_model(model: str, index: int = 0, batch_size: int = 8, max_length: i
 
 
 def _python(function: str, name: str | None = None, **options: Any):
-    from paretoalign.objectives.models import PythonObjective
-
     return PythonObjective(function, name=name, **options)
 
 
@@ -300,8 +287,6 @@ register_objective("python", _python, arg="function")
 
 def _implicit_dpo(adapter: str, beta: float = 0.1, base: str | None = None, batch_size: int = 8,
                   max_length: int = 512, use_chat_template: bool = True, name: str | None = None):
-    from paretoalign.objectives.implicit import ImplicitRewardObjective
-
     return ImplicitRewardObjective(adapter, beta=beta, base=base, batch_size=batch_size, max_length=max_length,
                                    use_chat_template=use_chat_template, name=name)
 

@@ -14,6 +14,9 @@ from typing import Sequence
 
 import torch
 
+from paretoalign.data.preference_pairs import load_preference_data, read_jsonl
+from paretoalign.data.schemas import HELPSTEER2_ATTRIBUTES, check_prompt_field
+from paretoalign.errors import DataError
 from paretoalign.reward_model.armo import spearman
 
 
@@ -74,10 +77,6 @@ def read_score_input(path: str | Path):
     """What ``reward-model score --input`` reads: ``("rows", [(prompt, response), ...])`` from a JSONL file of
     ``{prompt, response}`` rows, else ``("pairs", PreferenceData)`` from anything ``train --pairs`` reads.
     Every problem is a :class:`~paretoalign.errors.DataError` naming the file and the row."""
-    from paretoalign.data.preference_pairs import load_preference_data, read_jsonl
-    from paretoalign.data.schemas import HELPSTEER2_ATTRIBUTES
-    from paretoalign.errors import DataError
-
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"--input {str(path)!r} does not exist")
@@ -92,9 +91,6 @@ def read_score_input(path: str | Path):
 
 
 def _score_row(r, where: str) -> tuple:
-    from paretoalign.data.schemas import check_prompt_field
-    from paretoalign.errors import DataError
-
     if not isinstance(r, dict):
         raise DataError(f"{where}: expected an object with 'prompt' and 'response', got {type(r).__name__}")
     for key in ("prompt", "response"):

@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors.torch import load_file, save_file
 
+from paretoalign.data.prompts import prompt_text
 from paretoalign.errors import ConfigError, ModelNotFoundError
+from paretoalign.models import load_causal_lm, load_tokenizer, minilm_path, resolve_device
 
 ENCODER_ALIASES = ("minilm",)
 
@@ -51,8 +54,6 @@ class FeatureExtractor:
                  batch_size: int = 8, device: str = "auto", cache_dir: str | Path | None = None,
                  use_chat_template: bool = True, allow_download: bool = False, model=None, tokenizer=None,
                  keep_in_memory: bool = True):
-        from paretoalign.models import resolve_device
-
         self.backbone = str(backbone)
         self.encoder = _is_encoder(self.backbone)
         if pooling == "auto":
@@ -76,8 +77,6 @@ class FeatureExtractor:
         if self.encoder:
             from transformers import AutoModel, AutoTokenizer
 
-            from paretoalign.models import minilm_path
-
             folder = str(minilm_path()) if self.backbone == "minilm" else self.backbone
             try:
                 self._tokenizer = self._tokenizer or AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -88,8 +87,6 @@ class FeatureExtractor:
                 raise ModelNotFoundError(f"backbone {self.backbone!r}: cannot load an encoder and its tokenizer from "
                                          f"{folder!r} ({first})") from None
         else:
-            from paretoalign.models import load_causal_lm, load_tokenizer
-
             self._tokenizer = self._tokenizer or load_tokenizer(self.backbone, self.allow_download)
             self._model = self._model or load_causal_lm(self.backbone, self._tokenizer, 0, self.allow_download)
         self._model.to(self.device).eval().requires_grad_(False)
@@ -112,8 +109,6 @@ class FeatureExtractor:
 
     # -- texts ------------------------------------------------------------------------------------
     def conversation_text(self, prompt, response: str) -> str:
-        from paretoalign.data.prompts import prompt_text
-
         tok = self.tokenizer
         if not self.encoder and self.use_chat_template and getattr(tok, "chat_template", None):
             msgs = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
@@ -121,8 +116,6 @@ class FeatureExtractor:
         return f"{prompt_text(prompt)}\n\n{response}"
 
     def prompt_only_text(self, prompt) -> str:
-        from paretoalign.data.prompts import prompt_text
-
         tok = self.tokenizer
         if not self.encoder and self.use_chat_template and getattr(tok, "chat_template", None):
             msgs = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
@@ -140,8 +133,6 @@ class FeatureExtractor:
     def _load_shards(self) -> None:
         if self.cache_dir is None or not self.cache_dir.is_dir():
             return
-        from safetensors.torch import load_file
-
         for f in sorted(self.cache_dir.glob("shard-*.safetensors")):
             if f.name not in self._loaded_shards:
                 self._cache.update(load_file(str(f)))
@@ -163,8 +154,6 @@ class FeatureExtractor:
                 new.update({k: f.contiguous() for k, f in zip(chunk, feats)})
             self._cache.update(new)
             if self.cache_dir is not None:
-                from safetensors.torch import save_file
-
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
                 name = f"shard-{len(list(self.cache_dir.glob('shard-*.safetensors'))):05d}-{todo[0][:8]}.safetensors"
                 save_file(new, str(self.cache_dir / name))

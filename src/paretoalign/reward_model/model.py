@@ -16,9 +16,12 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file, save_file
 
 from paretoalign.errors import ConfigError, ModelNotFoundError
 from paretoalign.reward_model.armo import GatingNetwork, debias, moe_score
+from paretoalign.reward_model.features import FeatureExtractor
+from paretoalign.run_dir import read_json_object
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -97,8 +100,6 @@ class MultiObjectiveRewardModel(nn.Module):
     # -- texts in ---------------------------------------------------------------------------------
     def extractor(self, **overrides):
         if self._extractor is None:
-            from paretoalign.reward_model.features import FeatureExtractor
-
             opts = {k: v for k, v in self.backbone.items() if k in ("backbone", "pooling", "max_length", "use_chat_template")}
             opts.update(overrides)
             self._extractor = FeatureExtractor(**opts)
@@ -125,8 +126,6 @@ class MultiObjectiveRewardModel(nn.Module):
                 "gate": self.gate_args, "report": self.extra}
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file
-
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
@@ -157,8 +156,6 @@ def read_config(path: Path) -> dict:
     if not f.is_file():
         raise ConfigError(f"{str(path)!r} is not a paretoalign reward model (no {CONFIG_FILE} with {MARKER!r}); "
                           "train one with `paretoalign reward-model train`")
-    from paretoalign.run_dir import read_json_object
-
     return read_json_object(f, ConfigError, "the model folder is damaged")
 
 
@@ -196,8 +193,6 @@ def _from_config(cls, cfg: dict, f: Path) -> "MultiObjectiveRewardModel":
 
 def _read_weights(path: Path) -> dict:
     """The tensors of ``model.safetensors``, read with safetensors only: nothing is ever unpickled."""
-    from safetensors.torch import load_file
-
     f = path / WEIGHTS_FILE
     if not f.is_file():
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from tqdm.auto import tqdm
+
 from paretoalign import run_dir
 from paretoalign.trainers import checkpoint as ckpt_lib
 
@@ -69,8 +71,6 @@ def run(trainer: Trainer) -> dict:
     acc, out = trainer.accelerator, trainer.out
     bar = None
     if acc.is_main_process and getattr(trainer.config, "progress", False):
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=trainer.total_steps, initial=trainer.start_step, desc=trainer.progress_desc,
                    dynamic_ncols=True)
     t_start = time.perf_counter()

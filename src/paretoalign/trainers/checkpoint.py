@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from paretoalign import run_dir
 from paretoalign.errors import ParetoAlignError, RunDirError
@@ -87,8 +89,6 @@ def _decode(value):
 
 
 def save_optimizer(optimizer, folder: Path) -> None:
-    from safetensors.torch import save_file
-
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
     for pid, st in sd["state"].items():
@@ -122,8 +122,6 @@ def save_checkpoint(acc, out: Path, step: int, save_model: Callable[[Path], None
     acc.wait_for_everyone()
     if acc.is_main_process:
         if tmp.exists():  # left by a kill mid-save
-            import shutil
-
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         save_model(tmp)
@@ -159,7 +157,6 @@ def load_policy_state(policy, folder: Path) -> None:
     try:
         if hasattr(policy, "peft_config"):
             from peft import set_peft_model_state_dict
-            from safetensors.torch import load_file
 
             f = folder / "adapter_model.safetensors"
             if not f.is_file():
@@ -178,8 +175,6 @@ def load_policy_state(policy, folder: Path) -> None:
 
 
 def load_tensors(f: Path) -> dict:
-    from safetensors.torch import load_file
-
     try:
         return load_file(f)
     except Exception as exc:
@@ -276,8 +271,6 @@ def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, po
     acc.wait_for_everyone()
     if acc.is_main_process:
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         save_model(tmp)

@@ -28,8 +28,11 @@ import torch
 
 from paretoalign import run_dir
 from paretoalign.config_utils import config_to_dict
+from paretoalign.data.preference_pairs import load_preference_data
 from paretoalign.errors import ConfigError, DataError, ParetoAlignError
 from paretoalign.models import TINY_NAME, check_batch_fits, load_causal_lm, load_tokenizer, logit_bytes_per_token
+from paretoalign.objectives.registry import available_objectives, build_objective
+from paretoalign.objectives.spec import parse_objective_spec
 from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import render_prompt
 from paretoalign.sequences import encode_responses, response_token_logps
@@ -54,9 +57,6 @@ class ObjectiveEntry:
 
 def resolve_objectives(specs: list, tokenizer=None) -> list[ObjectiveEntry]:
     """Objective specs -> entries; a bare name that is not a registered kind is a data label."""
-    from paretoalign.objectives.registry import available_objectives, build_objective
-    from paretoalign.objectives.spec import parse_objective_spec
-
     out = []
     for spec in specs:
         if isinstance(spec, str):
@@ -100,8 +100,6 @@ class OfflineTrainer(base.StepTrainer):
         self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
                                               cfg.max_steps).checkpoint
         if data is None:
-            from paretoalign.data.preference_pairs import load_preference_data
-
             data = load_preference_data(cfg.pairs, format=cfg.pairs_format, max_rows=cfg.max_pairs)
         self.data = data
         self.entries = resolve_objectives(cfg.objectives, self.tokenizer)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from paretoalign import run_dir
 from paretoalign.combiners import (
@@ -38,7 +39,7 @@ from paretoalign.combiners import (
 )
 from paretoalign.config_utils import config_to_dict
 from paretoalign.data.prompts import load_prompts, split_prompts
-from paretoalign.errors import RunDirError
+from paretoalign.errors import ParetoAlignError, RunDirError
 from paretoalign.losses import (
     gae,
     kl_k3,
@@ -257,8 +258,6 @@ class OnlineTrainer(base.StepTrainer):
         row = self.update(rollout, scores, valid)
         row = {"step": step, **row, "time_generate": t_gen, "time_step": time.perf_counter() - t0}
         if not all(math.isfinite(row[k]) for k in ("loss", "policy_loss")):
-            from paretoalign.errors import ParetoAlignError
-
             raise ParetoAlignError(
                 f"step {step}: the loss is not finite ({row['loss']}); the last checkpoint is intact, "
                 "lower --learning-rate and --resume"
@@ -380,8 +379,6 @@ class OnlineTrainer(base.StepTrainer):
                                         self.config.save_total_limit)
 
     def _save_model(self, folder: Path) -> None:
-        from safetensors.torch import save_file
-
         m = self.unwrapped
         m.policy.save_pretrained(folder / run_dir.POLICY)
         if m.value_head is not None:

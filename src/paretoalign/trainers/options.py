@@ -17,6 +17,7 @@ from typing import Literal, Optional
 
 from paretoalign.config_utils import field, option_group, split_list
 from paretoalign.errors import ConfigError
+from paretoalign.objectives.spec import split_objective_specs
 
 METHOD = "method"
 MODEL = "model and adaptation"
@@ -77,8 +78,6 @@ class PromptOptions:
 
     def check_objectives(self, at_least: int, why: str) -> None:
         """Objectives as a list of specs (a comma-separated string is split), at least ``at_least``."""
-        from paretoalign.objectives.spec import split_objective_specs
-
         if isinstance(self.objectives, str):
             self.objectives = split_objective_specs(self.objectives)
         self.objectives = list(self.objectives)

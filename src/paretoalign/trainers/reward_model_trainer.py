@@ -18,14 +18,17 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from paretoalign import run_dir
-from paretoalign.data.preference_pairs import prompt_key
+from paretoalign.data.preference_pairs import load_preference_data, merge_preference_data, prompt_key
+from paretoalign.data.schemas import load_ratings
 from paretoalign.errors import ConfigError, DataError
+from paretoalign.models import cache_dir
 from paretoalign.reward_model.armo import bradley_terry_loss, debias_lambdas, fit_ridge_heads, scale_ratings
 from paretoalign.reward_model.evaluate import evaluate_reward_model, head_correlations
 from paretoalign.reward_model.features import FeatureExtractor
@@ -46,16 +49,12 @@ def heldout_prompts(keys: list[str], fraction: float, seed: int) -> set[str]:
 
 def _load_pairs(paths: list, fmt: str, max_rows):
     """Preference pairs from one or several files: 'objective=path' sets, or plain paths merged."""
-    from paretoalign.data.preference_pairs import load_preference_data, merge_preference_data
-
     if len(paths) == 1 or all("=" in str(p) for p in paths):
         return load_preference_data(paths if len(paths) > 1 else paths[0], format=fmt, max_rows=max_rows)
     return merge_preference_data([load_preference_data(str(p), format=fmt, max_rows=max_rows) for p in paths])
 
 
 def _default_extractor(cfg: RewardModelConfig) -> FeatureExtractor:
-    from paretoalign.models import cache_dir
-
     cache = cfg.feature_cache
     if cache is None:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in cfg.backbone)[-80:]
@@ -71,8 +70,6 @@ def _log(cfg, msg: str) -> None:
 
 def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | None = None) -> tuple[MultiObjectiveRewardModel, dict]:
     """Both stages; writes the model and ``report.json`` to ``cfg.output_dir``; returns (model, report)."""
-    from paretoalign.data.schemas import load_ratings
-
     out = Path(cfg.output_dir)
     # Refuse a folder we did not write before any work; --overwrite removes only our files.
     run_dir.claim(out, "reward-model", cfg.overwrite, (CONFIG_FILE, WEIGHTS_FILE, REPORT_FILE))
@@ -209,8 +206,6 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         model.debias_lambda.copy_(lam.float())
         stuck = [o for j, o in enumerate(objectives) if o != verbosity and not float(after[j]) <= cfg.debias_threshold]
         if stuck:
-            import warnings
-
             warnings.warn(f"debiasing: {stuck} stay correlated with {verbosity!r} above {cfg.debias_threshold} even at "
                           f"lambda = {cfg.debias_max_lambda} (raise --debias-max-lambda)", RuntimeWarning, stacklevel=2)
         report_debias = {"objective": verbosity, "reference": ref_src, "reference_responses": int(ref.shape[0]),

@@ -14,8 +14,10 @@ from contextlib import contextmanager
 
 import torch
 
+from paretoalign.data.prompts import prompt_text
 from paretoalign.errors import DataError, ParetoAlignError
 from paretoalign.losses.modpo import check_modpo_weights, modpo_loss
+from paretoalign.objectives.implicit import ImplicitRewardObjective
 from paretoalign.sequences import response_token_logps
 from paretoalign.trainers.offline_methods.base import OfflineStrategy, pair_metrics
 
@@ -51,8 +53,6 @@ class MODPOStrategy(OfflineStrategy):
     def setup(self, policy, ref_model):
         """Load each implicit-DPO margin as a frozen adapter: onto the policy when it is a LoRA model,
         else onto the frozen reference (which then becomes a PEFT model whose base is the reference)."""
-        from paretoalign.objectives.implicit import ImplicitRewardObjective
-
         host = policy if hasattr(policy, "peft_config") else ref_model
         for i, e in enumerate(self.trainer.entries[1:], start=1):
             if isinstance(e.scorer, ImplicitRewardObjective):
@@ -116,8 +116,6 @@ class MODPOStrategy(OfflineStrategy):
                     cols_c.append(beta * (lc - ref_c[sel]))
                     cols_r.append(beta * (lr - ref_r[sel]))
                 elif e.scorer is not None:
-                    from paretoalign.data.prompts import prompt_text
-
                     prompts = [prompt_text(p.prompt) for p in sub]
                     sc = e.scorer.score(prompts, [p.chosen for p in sub])
                     sr = e.scorer.score(prompts, [p.rejected for p in sub])

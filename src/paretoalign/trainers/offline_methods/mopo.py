@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from paretoalign.errors import ConfigError
 from paretoalign.losses import mopo as M
@@ -192,8 +193,6 @@ class MOPOStrategy(OfflineStrategy):
 
     def save_files(self, folder: Path) -> None:
         if self.ref_snapshot is not None:
-            from safetensors.torch import save_file
-
             save_file({k: v.contiguous() for k, v in self.ref_snapshot.items()}, Path(folder) / REF_FILE)
 
     def load_files(self, folder: Path) -> None:
