@@ -35,13 +35,12 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from paretoalign import __version__, errors
-from paretoalign.errors import ParetoAlignError, RunDirError
+from paretoalign import __version__
+from paretoalign.errors import RunDirError
 
 try:
     import fcntl
@@ -310,76 +309,6 @@ def prune_checkpoints(path: Path, keep: int) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# starting or resuming a run
-
-
-@dataclass
-class Start:
-    """What :func:`prepare` decided: the checkpoint to resume from (None: step 0) and what to tell the user."""
-
-    checkpoint: Path | None = None
-    step: int = 0
-    notices: list[str] = field(default_factory=list)
-
-
-def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, planned_steps: int | None = None,
-            steps_key: str = "max_steps") -> Start:
-    """Claim, lock and validate the run folder; on resume pick the newest valid checkpoint.
-
-    Run by one process (the main one under ``accelerate launch``).  Nothing is written before every
-    check has passed: a refused command leaves the folder as it was.  ``planned_steps``: the steps
-    (or rounds) the config asks for, refused when fewer than a resumed checkpoint has done.
-    """
-    path = Path(path)
-    check_dir_path(path)
-    start = Start()
-    if resume:
-        if not holds_run(path):
-            raise RunDirError(f"--resume: {str(path)!r} holds no run to resume (no paretoalign run folder); drop --resume to start one")
-        lock(path)
-        saved = load_config(path)
-        diff = {k: (saved.get(k), config.get(k)) for k in set(saved) | set(config)
-                if k not in RESUME_MUTABLE and saved.get(k) != config.get(k)}
-        if diff:
-            lines = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
-            raise RunDirError(f"--resume: the configuration differs from the run in {str(path)!r} ({lines})")
-        ckpts = list_checkpoints(path)
-        damaged = []
-        for step, ckpt in reversed(ckpts):
-            problem = checkpoint_problem(ckpt)
-            if problem is None:
-                start.checkpoint, start.step = ckpt, step
-                break
-            damaged.append(f"{ckpt.name}: {problem}")
-        if damaged and start.checkpoint is None:
-            raise RunDirError(f"--resume refused: no valid checkpoint in {str(path)!r} ({'; '.join(damaged)}); "
-                              "start over with --overwrite")
-        if damaged:
-            start.notices.append(f"checkpoint {damaged[0]}; resuming from the newest valid one, step {start.step}")
-        if planned_steps is not None and planned_steps < start.step:
-            raise RunDirError(f"--resume: the run has done {start.step} steps (checkpoint {start.checkpoint.name}); "
-                              f"--{steps_key.replace('_', '-')} {planned_steps} is fewer; pass at least {start.step}")
-        if planned_steps is not None and planned_steps == start.step and final_step(path) in (start.step, -1):
-            raise RunDirError(f"--resume: the run in {str(path)!r} is complete ({start.step} steps, final/ written); "
-                              f"pass a larger --{steps_key.replace('_', '-')} to continue it")
-        if read_marker(path) is None:
-            write_marker(path, "train")  # a run from before the marker: adopt it
-        bad = truncate_metrics(path, start.step)
-        if bad:
-            start.notices.append(f"{METRICS_FILE}: skipped {bad} corrupt line(s) (kept in {METRICS_CORRUPT_FILE})")
-        save_config(path, config)
-        return start
-    if holds_run(path) and not overwrite:
-        raise RunDirError(
-            f"run folder {str(path)!r} already holds a run ({describe_run(path)}); "
-            "pass --resume to continue it or --overwrite to replace it")
-    claim(path, "train", overwrite, RUN_ENTRIES)
-    lock(path)
-    save_config(path, config)
-    return start
-
-
 def final_step(path: Path) -> int | None:
     """The step ``final/`` was saved at (-1: a final/ from before this was recorded; None: no final/)."""
     f = Path(path) / FINAL / "paretoalign.json"
@@ -389,25 +318,6 @@ def final_step(path: Path) -> int | None:
         return int(json.loads(f.read_text(encoding="utf-8")).get("step", -1))
     except (OSError, ValueError, TypeError, AttributeError):
         return None
-
-
-def decide_on_main(acc, fn):
-    """Run ``fn`` on the main process only and give its result (or its user error) to every process,
-    so all processes stop together on a refusal instead of waiting at a barrier for a dead peer."""
-    result = [None, None]
-    if acc.is_main_process:
-        try:
-            result = [fn(), None]
-        except ParetoAlignError as exc:
-            result = [None, (type(exc).__name__, str(exc))]
-    if acc.num_processes > 1:
-        from accelerate.utils import broadcast_object_list  # heavy: only with several processes
-
-        broadcast_object_list(result, from_process=0)  # our own objects, between our own processes
-    if result[1] is not None:
-        kind, msg = result[1]
-        raise getattr(errors, kind, ParetoAlignError)(msg)
-    return result[0]
 
 
 def save_config(path: Path, config: dict) -> None:

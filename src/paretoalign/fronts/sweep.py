@@ -51,6 +51,7 @@ from paretoalign.fronts.front import (
 )
 from paretoalign.objectives.spec import split_objective_specs
 from paretoalign.preferences import parse_preferences, preference_label, preference_slug
+from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.dpa_config import DPAConfig
 from paretoalign.trainers.methods import METHODS, get_method
 from paretoalign.trainers.offline_config import OfflineConfig
@@ -217,7 +218,7 @@ def _eval_config(front: FrontConfig, target: str, output: Path, train: dict):
 
 
 def _prepare_front_dir(out: Path, saved: dict, front: FrontConfig) -> None:
-    """Claim, lock and validate the sweep folder (one process; see run_dir.decide_on_main)."""
+    """Claim, lock and validate the sweep folder (one process; see trainers.checkpoint.decide_on_main)."""
     cfg_file = out / FRONT_CONFIG
     marker = run_dir.read_marker(out) if out.is_dir() else None
     ours = (marker or {}).get("kind") == "front" or (marker is None and cfg_file.is_file())  # or from before markers
@@ -266,7 +267,7 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
     acc = accelerator or Accelerator()
     out = Path(front.output_dir)
     saved = {"front": config_to_dict(front), "train": train, "preferences": np.asarray(prefs).tolist()}
-    run_dir.decide_on_main(acc, lambda: _prepare_front_dir(out, saved, front))
+    ckpt_lib.decide_on_main(acc, lambda: _prepare_front_dir(out, saved, front))
 
     t0 = time.perf_counter()
     base = None

@@ -16,13 +16,14 @@ import math
 import random
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from paretoalign import run_dir
+from paretoalign import errors, run_dir
 from paretoalign.errors import ParetoAlignError, RunDirError
 from paretoalign.models import build_tiny_model
 
@@ -35,13 +36,102 @@ def checkpoint_dir(out: Path, step: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# starting or resuming a run (the main process decides; see decide_on_main)
+
+
+@dataclass
+class Start:
+    """What :func:`prepare` decided: the checkpoint to resume from (None: step 0) and what to tell the user."""
+
+    checkpoint: Path | None = None
+    step: int = 0
+    notices: list[str] = field(default_factory=list)
+
+
+def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, planned_steps: int | None = None,
+            steps_key: str = "max_steps") -> Start:
+    """Claim, lock and validate the run folder; on resume pick the newest valid checkpoint.
+
+    Run by one process (the main one under ``accelerate launch``).  Nothing is written before every
+    check has passed: a refused command leaves the folder as it was.  ``planned_steps``: the steps
+    (or rounds) the config asks for, refused when fewer than a resumed checkpoint has done.
+    """
+    path = Path(path)
+    run_dir.check_dir_path(path)
+    start = Start()
+    if resume:
+        if not run_dir.holds_run(path):
+            raise RunDirError(f"--resume: {str(path)!r} holds no run to resume (no paretoalign run folder); drop --resume to start one")
+        run_dir.lock(path)
+        saved = run_dir.load_config(path)
+        diff = {k: (saved.get(k), config.get(k)) for k in set(saved) | set(config)
+                if k not in run_dir.RESUME_MUTABLE and saved.get(k) != config.get(k)}
+        if diff:
+            lines = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise RunDirError(f"--resume: the configuration differs from the run in {str(path)!r} ({lines})")
+        ckpts = run_dir.list_checkpoints(path)
+        damaged = []
+        for step, ckpt in reversed(ckpts):
+            problem = run_dir.checkpoint_problem(ckpt)
+            if problem is None:
+                start.checkpoint, start.step = ckpt, step
+                break
+            damaged.append(f"{ckpt.name}: {problem}")
+        if damaged and start.checkpoint is None:
+            raise RunDirError(f"--resume refused: no valid checkpoint in {str(path)!r} ({'; '.join(damaged)}); "
+                              "start over with --overwrite")
+        if damaged:
+            start.notices.append(f"checkpoint {damaged[0]}; resuming from the newest valid one, step {start.step}")
+        if planned_steps is not None and planned_steps < start.step:
+            raise RunDirError(f"--resume: the run has done {start.step} steps (checkpoint {start.checkpoint.name}); "
+                              f"--{steps_key.replace('_', '-')} {planned_steps} is fewer; pass at least {start.step}")
+        if planned_steps is not None and planned_steps == start.step and run_dir.final_step(path) in (start.step, -1):
+            raise RunDirError(f"--resume: the run in {str(path)!r} is complete ({start.step} steps, final/ written); "
+                              f"pass a larger --{steps_key.replace('_', '-')} to continue it")
+        if run_dir.read_marker(path) is None:
+            run_dir.write_marker(path, "train")  # a run from before the marker: adopt it
+        bad = run_dir.truncate_metrics(path, start.step)
+        if bad:
+            start.notices.append(f"{run_dir.METRICS_FILE}: skipped {bad} corrupt line(s) (kept in {run_dir.METRICS_CORRUPT_FILE})")
+        run_dir.save_config(path, config)
+        return start
+    if run_dir.holds_run(path) and not overwrite:
+        raise RunDirError(
+            f"run folder {str(path)!r} already holds a run ({run_dir.describe_run(path)}); "
+            "pass --resume to continue it or --overwrite to replace it")
+    run_dir.claim(path, "train", overwrite, run_dir.RUN_ENTRIES)
+    run_dir.lock(path)
+    run_dir.save_config(path, config)
+    return start
+
+
+def decide_on_main(acc, fn):
+    """Run ``fn`` on the main process only and give its result (or its user error) to every process,
+    so all processes stop together on a refusal instead of waiting at a barrier for a dead peer."""
+    result = [None, None]
+    if acc.is_main_process:
+        try:
+            result = [fn(), None]
+        except ParetoAlignError as exc:
+            result = [None, (type(exc).__name__, str(exc))]
+    if acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list  # heavy: only with several processes
+
+        broadcast_object_list(result, from_process=0)  # our own objects, between our own processes
+    if result[1] is not None:
+        kind, msg = result[1]
+        raise getattr(errors, kind, ParetoAlignError)(msg)
+    return result[0]
+
+
+# ---------------------------------------------------------------------------------------------
 # starting a run
 
 
 def start_run(acc, out: Path, config: dict, resume: bool, overwrite: bool, planned_steps: int,
-              steps_key: str = "max_steps") -> run_dir.Start:
+              steps_key: str = "max_steps") -> Start:
     """Claim, lock and validate the run folder (main process), print its notices, share the decision."""
-    start = run_dir.decide_on_main(acc, lambda: run_dir.prepare(out, config, resume, overwrite, planned_steps, steps_key))
+    start = decide_on_main(acc, lambda: prepare(out, config, resume, overwrite, planned_steps, steps_key))
     if acc.is_main_process:
         for line in start.notices:
             print(f"[paretoalign] {line}")

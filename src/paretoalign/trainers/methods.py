@@ -13,7 +13,7 @@ Families share a config class and a trainer (the run lifecycle is :mod:`paretoal
   model per preference instead of training one model per point).
 
 Classes are named by import path and loaded on first use, so reading the table (``--help``,
-choices) costs no torch import.
+choices) loads no trainer.
 """
 
 from __future__ import annotations
