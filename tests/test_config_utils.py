@@ -65,3 +65,13 @@ def test_help_states_the_range():
 
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert "[in (0, 1]]" in " ".join(text.split())  # --top-p
+
+
+def test_flags_take_both_the_dash_and_the_underscore_spelling(tmp_path):
+    from paretoalign.cli import build_parser
+
+    parser = build_parser()
+    a = parser.parse_args(["train", "--max_steps", "3", "--learning-rate", "0.01", "--use_lora", "false"])
+    b = parser.parse_args(["train", "--max-steps", "3", "--learning_rate", "0.01", "--use-lora", "false"])
+    for args in (a, b):
+        assert (args.max_steps, args.learning_rate, args.use_lora) == (3, 0.01, False)

@@ -238,7 +238,9 @@ def _add_flag(parser, f, hint, shown_default: str, choices=None, help_text=None)
         kwargs.update(type=tp)
     else:
         kwargs.update(type=str)
-    parser.add_argument(_flag(f.name), **kwargs)
+    # both spellings, as TRL's parser: --max-steps and --max_steps (the YAML / dataclass name)
+    spellings = [_flag(f.name)] + (["--" + f.name] if "_" in f.name else [])
+    parser.add_argument(*spellings, **kwargs)
 
 
 def load_yaml(path: str | Path) -> dict:

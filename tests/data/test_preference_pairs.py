@@ -176,21 +176,14 @@ DAMAGED = {
 }
 
 
-def _damaged(tmp_path, probe):
+def _damaged(tmp_path, probe, plant):
     name, content, says = DAMAGED[probe]
-    p = tmp_path / name
-    if content is None:
-        p.mkdir()
-    elif callable(content):
-        content(p)
-    else:
-        p.write_bytes(content)
-    return p, says.format(dir=tmp_path)
+    return plant(tmp_path / name, content), says.format(dir=tmp_path)
 
 
 @pytest.mark.parametrize("probe", sorted(DAMAGED))
-def test_damaged_pair_files_name_the_file_and_row(tmp_path, probe):
-    p, says = _damaged(tmp_path, probe)
+def test_damaged_pair_files_name_the_file_and_row(tmp_path, probe, plant):
+    p, says = _damaged(tmp_path, probe, plant)
     with pytest.raises(DataError) as e:
         load_preference_data(str(p))
     assert str(e.value).startswith(says) and "\n" not in str(e.value), str(e.value)
@@ -204,8 +197,8 @@ def _train_dpo(tmp_path, pairs):
 
 
 @pytest.mark.parametrize("probe", ["not UTF-8", "binary", "corrupt parquet", "corrupt csv", "directory"])
-def test_damaged_pairs_flag_exits_2_with_one_line(tmp_path, capsys, probe):
-    p, says = _damaged(tmp_path, probe)
+def test_damaged_pairs_flag_exits_2_with_one_line(tmp_path, capsys, probe, plant):
+    p, says = _damaged(tmp_path, probe, plant)
     assert _train_dpo(tmp_path, p) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {says}") and err.count("\n") == 1 and "Traceback" not in err, err

@@ -473,31 +473,24 @@ DAMAGED = {
 }
 
 
-def _damaged(tmp_path: Path, probe: str) -> tuple[Path, str]:
+def _damaged(tmp_path, probe, plant):
     name, content, says = DAMAGED[probe]
-    p = tmp_path / name
-    if content is None:
-        p.mkdir()
-    elif callable(content):
-        content(p)
-    else:
-        p.write_bytes(content)
-    return p, says
+    return plant(tmp_path / name, content), says
 
 
 @pytest.mark.parametrize("probe", sorted(DAMAGED))
-def test_damaged_prompt_files_name_the_file_and_row(tmp_path, probe):
-    p, says = _damaged(tmp_path, probe)
+def test_damaged_prompt_files_name_the_file_and_row(tmp_path, probe, plant):
+    p, says = _damaged(tmp_path, probe, plant)
     with pytest.raises(DataError) as e:
         load_prompts(p)
     assert str(e.value).startswith(f"{p}{says}") and "\n" not in str(e.value), str(e.value)
 
 
 @pytest.mark.parametrize("probe", ["not UTF-8", "binary", "corrupt parquet", "corrupt csv", "directory"])
-def test_damaged_prompts_flag_exits_2_with_one_line(tmp_path, capsys, probe):
+def test_damaged_prompts_flag_exits_2_with_one_line(tmp_path, capsys, probe, plant):
     from paretoalign.cli import main
 
-    p, says = _damaged(tmp_path, probe)
+    p, says = _damaged(tmp_path, probe, plant)
     rc = main(["train", "--prompts", str(p), "--objectives", "length,sentiment", "--max-steps", "1", "--model", "tiny",
                "--batch-size", "2", "--num-generations", "2", "--max-new-tokens", "4", "--progress", "false",
                "--output-dir", str(tmp_path / "run")])

@@ -52,32 +52,25 @@ DAMAGED = {
 }
 
 
-def _damaged(tmp_path, probe):
+def _damaged(tmp_path, probe, plant):
     name, content, says = DAMAGED[probe]
-    p = tmp_path / name
-    if content is None:
-        p.mkdir()
-    elif callable(content):
-        content(p)
-    elif content != "missing":
-        p.write_bytes(content)
-    return p, says.format(dir=tmp_path)
+    return plant(tmp_path / name, content), says.format(dir=tmp_path)
 
 
 @pytest.mark.parametrize("probe", sorted(DAMAGED))
-def test_damaged_input_is_one_line_naming_the_file_and_row(tmp_path, probe):
-    p, says = _damaged(tmp_path, probe)
+def test_damaged_input_is_one_line_naming_the_file_and_row(tmp_path, probe, plant):
+    p, says = _damaged(tmp_path, probe, plant)
     with pytest.raises(DataError) as e:
         read_score_input(p)
     assert str(e.value).startswith(says) and "\n" not in str(e.value), str(e.value)
 
 
 @pytest.mark.parametrize("probe", sorted(DAMAGED))
-def test_score_command_exits_2_with_one_line_before_the_backbone_loads(tmp_path, monkeypatch, capsys, probe):
+def test_score_command_exits_2_with_one_line_before_the_backbone_loads(tmp_path, monkeypatch, capsys, probe, plant):
     rm = MultiObjectiveRewardModel(["helpful", "short"], 8, {"backbone": "tiny", "pooling": "mean", "max_length": 64},
                                    gate_hidden=4, gate_layers=1).save_pretrained(tmp_path / "rm")
     monkeypatch.setattr(MultiObjectiveRewardModel, "extractor", lambda *a, **k: pytest.fail("the backbone was loaded"))
-    p, says = _damaged(tmp_path, probe)
+    p, says = _damaged(tmp_path, probe, plant)
     assert main(["reward-model", "score", str(rm), "--input", str(p)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {says}") and err.count("\n") == 1 and "Traceback" not in err, err
