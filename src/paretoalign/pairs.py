@@ -165,6 +165,7 @@ def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
     }
     (out / CARD_FILE).write_text(json.dumps(card, indent=2))
     (out / README_FILE).write_text(_card_markdown(card))
+    run_dir.unlock(out)  # taken by claim() when it replaced an older dataset
     return card
 
 

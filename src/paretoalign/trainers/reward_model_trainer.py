@@ -254,6 +254,7 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=float))
     model.set_extractor(ex)
     _log(cfg, f"saved to {out / CONFIG_FILE} ({report['seconds']['total']:.1f} s)")
+    run_dir.unlock(out)  # taken by claim() when it replaced an older model
     return model, report
 
 
