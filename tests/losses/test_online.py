@@ -170,3 +170,96 @@ def test_mgda_ub_preference_makes_first_order_progress_proportional_to_the_weigh
     (du,) = torch.autograd.grad(loss_u, shared)
     pu = torch.stack([g @ du.reshape(-1) for g in gk])
     torch.testing.assert_close(pu[0], pu[1], atol=1e-6, rtol=1e-4)
+
+
+# ---- MGDA-UB's Gram matrix from one backward pass (exact for a per-position output layer) --------
+
+
+def _tiny_policy_batch(K, seed=0, dtype=torch.float64, temperature=0.7):
+    """Real hidden states of the tiny random Llama (the trainer's `shared`: the final, normed hidden
+    states the LM head reads), log-ratios of the completion tokens, padded masks, advantages [N, T, K]."""
+    from paretoalign.models import PolicyWithValueHeads, build_tiny_model, build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    model = PolicyWithValueHeads(build_tiny_model(tok, seed=seed).to(dtype), K, with_values=False)
+    g = torch.Generator().manual_seed(seed)
+    N, P, T = 4, 5, 6
+    ids = torch.randint(3, len(tok), (N, P + T), generator=g)
+    attn = torch.ones(N, P + T, dtype=torch.long)
+    attn[1, :2] = 0  # left-padded prompt
+    logits, shared, _ = model(ids, attn, P)
+    if dtype == torch.float32:  # exactly the trainer's log-probs (which compute in float32)
+        from paretoalign.rollout import token_logprobs
+
+        logp = token_logprobs(logits, ids[:, P:], temperature)
+    else:
+        logp = torch.log_softmax(logits / temperature, -1).gather(2, ids[:, P:].unsqueeze(-1)).squeeze(-1)
+    old = logp.detach() + 0.2 * torch.randn(N, T, generator=g, dtype=dtype)  # some ratios clipped
+    mask = torch.ones(N, T, dtype=dtype)
+    mask[0, 4:] = 0  # completions that ended early
+    mask[2, 2:] = 0
+    adv = torch.randn(N, T, K, generator=g, dtype=dtype)
+    return logp - old, adv, mask, shared
+
+
+def _mgda_with_gram(monkeypatch, *args, **kw):
+    import paretoalign.losses.online as om
+
+    seen = []
+    real = om.min_norm_weights_from_gram
+    monkeypatch.setattr(om, "min_norm_weights_from_gram", lambda G: seen.append(G.clone()) or real(G))
+    loss, c = mgda_ub_loss(*args, **kw)
+    return loss, c, seen[-1]
+
+
+@pytest.mark.parametrize("K", [2, 3, 8])
+@pytest.mark.parametrize("with_preference", [False, True])
+def test_mgda_ub_one_backward_gram_equals_the_per_objective_gram_on_real_hidden_states(monkeypatch, K, with_preference):
+    logratio, adv, mask, shared = _tiny_policy_batch(K, seed=K)
+    pref = None
+    if with_preference:
+        pref = torch.linspace(1.0, 2.0, K, dtype=torch.float64)
+        pref[-1] = 0.0  # a dropped objective too
+        pref = pref / pref.sum()
+    ref_loss, ref_c, ref_G = _mgda_with_gram(monkeypatch, logratio, adv, mask, 0.2, shared,
+                                             preference=pref, gram="per_objective")
+    loss, c, G = _mgda_with_gram(monkeypatch, logratio, adv, mask, 0.2, shared, preference=pref)  # default: factored
+    assert G.dtype == torch.float64 and G.shape == ref_G.shape == ((K - 1, K - 1) if with_preference else (K, K))
+    assert torch.all(torch.diagonal(ref_G) > 0)
+    assert float((G - ref_G).abs().max() / ref_G.abs().max()) < 1e-6, (G, ref_G)
+    torch.testing.assert_close(c, ref_c, atol=1e-6, rtol=0)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-9, rtol=1e-6)
+    if with_preference:
+        assert c[-1] == 0.0
+
+
+def test_mgda_ub_factored_gram_in_float32_with_the_trainers_log_probs(monkeypatch):
+    logratio, adv, mask, shared = _tiny_policy_batch(3, seed=5, dtype=torch.float32)
+    loss, c, G = _mgda_with_gram(monkeypatch, logratio, adv, mask, 0.2, shared)
+    ref_loss, ref_c, R = _mgda_with_gram(monkeypatch, logratio, adv, mask, 0.2, shared, gram="per_objective")
+    assert float((G - R).abs().max() / R.abs().max()) < 1e-5
+    torch.testing.assert_close(c, ref_c, atol=1e-4, rtol=0)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-6, rtol=1e-4)
+
+
+def test_mgda_ub_factored_gram_rejects_a_representation_not_per_token():
+    logratio, adv, mask = _batch()
+    shared = torch.randn(4 * 5 * 2, requires_grad=True)
+    with pytest.raises(ValueError, match="per_objective"):
+        mgda_ub_loss(shared[:20].reshape(4, 5) * 0.1, adv, mask, 0.2, shared)
+    with pytest.raises(ValueError, match="unknown MGDA-UB gram"):
+        mgda_ub_loss(logratio, adv, mask, 0.2, shared, gram="nope")
+
+
+def test_mgda_ub_factored_gram_with_one_token_per_sample(monkeypatch):
+    """bench/exact_front.py's layout: one representation row [N, H] per sample, log-ratio [N, 1]."""
+    torch.manual_seed(11)
+    rows = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 5, (6,))
+    logp = torch.log_softmax(rows, -1).gather(1, y[:, None]).squeeze(1)
+    logratio = (logp - logp.detach() + 0.1)[:, None]
+    adv, mask = torch.randn(6, 1, 3, dtype=torch.float64), torch.ones(6, 1, dtype=torch.float64)
+    loss, c, G = _mgda_with_gram(monkeypatch, logratio, adv, mask, 0.2, rows)
+    ref_loss, ref_c, R = _mgda_with_gram(monkeypatch, logratio, adv, mask, 0.2, rows, gram="per_objective")
+    torch.testing.assert_close(G, R, atol=0, rtol=1e-12)
+    torch.testing.assert_close(c, ref_c, atol=1e-12, rtol=0)

@@ -266,3 +266,57 @@ def test_group_advantages_equal_the_combiners_for_each_scale_rewards_with_an_uns
     if scale != "group":
         with pytest.raises(ConfigError, match="scale-rewards has no effect"):
             OnlineConfig(**{**FAST, "method": "mo-grpo", "group_aggregation": "normalize_then_sum", "scale_rewards": scale})
+
+
+# ---- no reference forward when nothing reads it (kl_coef = 0, no PAMA ratio against pi_ref) -----
+
+
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("morlhf", {}),  # GAE: the KL only enters the token rewards, times beta = 0
+        ("mo-grpo", {}),  # group advantages: the k3 term only when beta > 0
+        ("pama", {"pama_ratio": "old"}),
+        ("mgda-ub", {"use_lora": False}),  # full fine-tuning: no frozen copy either
+    ],
+)
+def test_kl_coef_zero_skips_the_reference_forward_and_trains_identically(tmp_path, monkeypatch, method, extra):
+    from paretoalign.trainers import online_trainer as ot
+
+    calls = []
+    real = OnlineTrainer._ref_logprobs
+
+    def counting(self, rollout):
+        calls.append(1)
+        return real(self, rollout)
+
+    monkeypatch.setattr(OnlineTrainer, "_ref_logprobs", counting)
+    skip = make(tmp_path, "skip", method=method, kl_coef=0.0, max_steps=2, **extra)
+    assert not skip.uses_reference
+    if not skip.config.use_lora:
+        assert skip.ref_model is None
+    skip.train()
+    assert calls == []
+    assert all(r["kl"] is None for r in run_dir.read_metrics(skip.out))
+
+    monkeypatch.setattr(ot, "needs_reference", lambda cfg: True)  # the behaviour before: always computed
+    full = make(tmp_path, "full", method=method, kl_coef=0.0, max_steps=2, **extra)
+    assert full.uses_reference and (full.config.use_lora or full.ref_model is not None)
+    full.train()
+    assert len(calls) == 2
+    a, b = trainable(skip), trainable(full)
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    for ra, rb in zip(run_dir.read_metrics(skip.out), run_dir.read_metrics(full.out)):
+        assert ra["loss"] == rb["loss"] and ra["reward/chars"] == rb["reward/chars"]
+
+
+def test_the_reference_is_still_computed_where_something_reads_it(tmp_path):
+    from paretoalign.trainers.online_trainer import needs_reference
+
+    cfg = lambda **kw: OnlineConfig(**{**FAST, "output_dir": str(tmp_path / "x"), **kw})  # noqa: E731
+    assert needs_reference(cfg(method="pama", kl_coef=0.0))  # PAMA's ratio pi/pi_ref (the paper's default)
+    assert not needs_reference(cfg(method="pama", kl_coef=0.0, pama_ratio="old"))
+    assert needs_reference(cfg(method="morlhf")) and needs_reference(cfg(method="mo-grpo", kl_coef=0.1))
+    assert not needs_reference(cfg(method="mgda-ub", kl_coef=0.0))
+    tr = make(tmp_path, "pama-ref", method="pama", kl_coef=0.0, use_lora=False, max_steps=1)
+    assert tr.uses_reference and tr.ref_model is not None

@@ -60,22 +60,43 @@ def resolve_target(target: str) -> Target:
     return Target("model", target, target)
 
 
+def _hashed_files(folder: Path) -> list[Path]:
+    return [f for f in sorted(p for p in folder.rglob("*") if p.is_file())
+            if f.suffix in (".safetensors", ".bin", ".json", ".model", ".gguf", ".pt") and f.name != EVAL_FILE]
+
+
 def _hash_files(folder: Path, h) -> None:
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if f.suffix in (".safetensors", ".bin", ".json", ".model", ".gguf", ".pt") and f.name != EVAL_FILE:
-            h.update(str(f.relative_to(folder)).encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
+    for f in _hashed_files(folder):
+        h.update(str(f.relative_to(folder)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+
+
+# Model folders hashed in this process: {(folder, ((file, size, mtime_ns), ...)): hex digest}.  Evaluating a
+# run hashes its base model twice otherwise (in the adapter's fingerprint, then as the default baseline).
+_FOLDER_DIGESTS: dict = {}
+
+
+def _folder_digest(folder: Path) -> str:
+    """sha256 of :func:`_hash_files`'s stream over ``folder`` (the fingerprint format is unchanged), computed
+    once per process while no hashed file changes path, size or modification time."""
+    folder = folder.resolve()
+    files = _hashed_files(folder)
+    key = (str(folder), tuple((str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files))
+    if key not in _FOLDER_DIGESTS:
+        h = hashlib.sha256()
+        _hash_files(folder, h)
+        _FOLDER_DIGESTS[key] = h.hexdigest()
+    return _FOLDER_DIGESTS[key]
 
 
 def model_fingerprint(name: str, seed: int = 0, allow_download: bool = False) -> str:
     """A content hash of a model's weight and config files (``tiny``: its name, seed and our version)."""
+    if name != TINY_NAME:
+        return _folder_digest(Path(resolve_model_path(name, allow_download)))
     h = hashlib.sha256()
-    if name == TINY_NAME:
-        h.update(f"tiny:seed={seed}:paretoalign={__version__}".encode())
-    else:
-        _hash_files(Path(resolve_model_path(name, allow_download)), h)
+    h.update(f"tiny:seed={seed}:paretoalign={__version__}".encode())
     return h.hexdigest()
 
 

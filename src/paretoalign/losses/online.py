@@ -123,6 +123,30 @@ def _pama_loss(logratio, advantages, mask, clip_eps, granularity, noon, reduce_m
     raise ValueError(f"unknown PAMA granularity {granularity!r}")
 
 
+def mgda_gram_from_token_factors(slopes: torch.Tensor, token_sq_norms: torch.Tensor) -> torch.Tensor:
+    """MGDA-UB's Gram matrix ``[K, K]`` (float64) from per-token factors, without per-objective gradients.
+
+    ``slopes [..., K]`` holds a_{k,t} = ∂L_k/∂logratio_t and ``token_sq_norms [...]`` holds
+    ‖v_t‖² with v_t = ∂logp_t/∂z_t (z_t the shared representation at token t, logp_t its token's
+    log-probability).
+
+    Derivation.  The language-model head, the temperature and the log-softmax act on each position
+    separately, so z_t reaches the losses only through logp_t (hence through logratio_t = logp_t −
+    a constant).  By the chain rule the per-objective gradient at token t is therefore
+    g_{k,t} = ∂L_k/∂z_t = a_{k,t}·v_t, and
+        G_ij = Σ_t ⟨g_{i,t}, g_{j,t}⟩ = Σ_t a_{i,t} a_{j,t} ‖v_t‖².
+    All v_t come from ONE backward of Σ_t logp_t w.r.t. Z: its row t is Σ_s ∂logp_s/∂z_t = v_t,
+    because z_t affects no other logp_s.  Any per-position map between Z and the logits
+    (a final norm, a temperature, a soft cap) keeps this exact; anything that mixes positions
+    (an attention layer after Z) would break it — use ``gram="per_objective"`` then.
+    """
+    a = slopes.reshape(-1, slopes.shape[-1]).double()
+    w = token_sq_norms.reshape(-1).double()
+    if w.shape[0] != a.shape[0]:
+        raise ValueError(f"slopes {tuple(slopes.shape)} and token norms {tuple(token_sq_norms.shape)} disagree")
+    return (a * w.unsqueeze(-1)).T @ a
+
+
 def mgda_ub_loss(
     logratio: torch.Tensor,
     advantages: torch.Tensor,
@@ -131,14 +155,24 @@ def mgda_ub_loss(
     shared: torch.Tensor,
     reduce_sum: Reduce = _identity,
     preference: torch.Tensor | None = None,
+    gram: str = "factored",
 ):
     """MGDA-UB's policy loss and weights.
 
     Per-objective PPO losses L_k; their gradients g_k = ∂L_k/∂Z w.r.t. the shared representation
-    Z (``shared``, the last hidden states at the completion positions, which must be part of the
-    graph that produced ``logratio``); Gram matrix G_ij = ⟨g_i, g_j⟩ (summed over processes, so
-    every process solves the same problem); c = argmin_{c∈Δ} cᵀGc; loss Σ_k c_k L_k.
-    Costs K extra backward passes through the output layer and O(K²·|Z|) for the Gram matrix.
+    Z (``shared``, the last hidden states at the completion positions ``[N, T, H]``, which must be
+    part of the graph that produced ``logratio [N, T]``); Gram matrix G_ij = ⟨g_i, g_j⟩ (summed
+    over processes, so every process solves the same problem); c = argmin_{c∈Δ} cᵀGc; loss Σ_k c_k L_k.
+
+    ``gram`` says how G is computed:
+
+    * ``"factored"`` (default): exactly, from ONE backward through the output layer —
+      G_ij = Σ_t a_{i,t} a_{j,t} ‖v_t‖² with a_{k,t} = ∂L_k/∂logratio_t (autograd through the
+      small surrogate graph only) and v_t = ∂logp_t/∂z_t (row t of ∂(Σ logratio)/∂Z); see
+      :func:`mgda_gram_from_token_factors` for the derivation and its assumption (Z reaches
+      logratio_t only through position t, true for the trainer's final hidden states).
+    * ``"per_objective"``: the reference — K backward passes through the output layer and
+      O(K²·|Z|) for G = flat·flatᵀ.
 
     ``preference`` (our extension, for front sweeps; None = the paper): the losses of objectives
     with w_k > 0 are scaled by 1/(K⁺·w_k) and the others dropped, so that at an interior
@@ -149,13 +183,28 @@ def mgda_ub_loss(
     surrogate = ppo_surrogate(logratio, advantages, clip_eps)  # [N, T, K]
     losses = -masked_mean(surrogate, mask, dim=(0, 1))  # [K]
     K = losses.shape[0]
-    grads = []
-    for k in range(K):
-        # Not allow_unused: a representation the losses do not depend on is a wiring bug, and
-        # silently zero gradients would make every weight vector look optimal.
-        (g,) = torch.autograd.grad(losses[k], shared, retain_graph=True)
-        grads.append(g)
-    flat = torch.stack([g.reshape(-1) for g in grads]).double()
-    gram = reduce_sum(flat @ flat.T)
-    c = min_norm_weights_from_gram(gram).to(losses.dtype).detach()
+    if gram == "factored":
+        # one representation vector (the last dim) per token, up to singleton dims ([N, T, H] vs [N, T] in
+        # the trainer; e.g. [N, H] vs [N, 1] for one token per sample)
+        if [d for d in shared.shape[:-1] if d != 1] != [d for d in logratio.shape if d != 1]:
+            raise ValueError(f"the factored Gram needs one representation per token: shared {tuple(shared.shape)} "
+                             f"vs logratio {tuple(logratio.shape)}; use gram='per_objective'")
+        # a_{k,t}: the same surrogate ops on a detached copy of the log-ratio, one per objective,
+        # so one backward through this small graph gives every ∂L_k/∂logratio_t.
+        lr = logratio.detach().unsqueeze(-1).expand(*logratio.shape, K).clone().requires_grad_(True)
+        (a,) = torch.autograd.grad(-masked_mean(ppo_surrogate(lr, advantages, clip_eps), mask, dim=(0, 1)).sum(), lr)
+        # v_t: one backward through the output layer.  Not allow_unused: a representation the
+        # log-ratio does not depend on is a wiring bug, and zero gradients would make every weight look optimal.
+        (v,) = torch.autograd.grad(logratio.sum(), shared, retain_graph=True)
+        G = mgda_gram_from_token_factors(a, v.double().pow(2).sum(-1))  # token norms in logratio's order
+    elif gram == "per_objective":
+        grads = []
+        for k in range(K):
+            (g,) = torch.autograd.grad(losses[k], shared, retain_graph=True)
+            grads.append(g)
+        flat = torch.stack([g.reshape(-1) for g in grads]).double()
+        G = flat @ flat.T
+    else:
+        raise ValueError(f"unknown MGDA-UB gram {gram!r} (factored or per_objective)")
+    c = min_norm_weights_from_gram(reduce_sum(G)).to(losses.dtype).detach()
     return (c * losses).sum(), _expand(c, support)

@@ -78,6 +78,15 @@ def standardize_valid(adv: torch.Tensor, pool: torch.Tensor, pool_valid: torch.T
     return (adv - sel.mean()) / (sel.std(unbiased=False) + eps)
 
 
+def needs_reference(cfg: OnlineConfig) -> bool:
+    """Whether a step reads the reference log-probs log π_ref: the KL penalty (GAE's token rewards, or the
+    group advantage's k3 term) when ``kl_coef > 0``, and PAMA's ratio π_θ/π_ref (``--pama-ratio reference``).
+    When nothing does, the trainer skips the reference forward, keeps no frozen copy for full fine-tuning,
+    and logs ``kl`` as null (not measured); the updates are exactly those with the reference computed
+    (β·KL with β = 0 adds nothing)."""
+    return cfg.kl_coef > 0 or (cfg.method == "pama" and cfg.pama_ratio == "reference")
+
+
 class OnlineTrainer(base.StepTrainer):
     """Orchestrates training; all maths lives in losses/, combiners and online_methods.
 
@@ -88,6 +97,10 @@ class OnlineTrainer(base.StepTrainer):
         prompts: optional list of training prompts (default: ``config.prompts`` minus the held-out split).
         accelerator: optional ``accelerate.Accelerator`` (default: a new one).
     """
+
+    # How MGDA-UB computes its Gram matrix (:func:`paretoalign.losses.online.mgda_ub_loss`): "factored" (one
+    # backward through the output layer, exact) or "per_objective" (K backwards, the reference; benchmarks set it).
+    mgda_gram = "factored"
 
     def __init__(self, config: OnlineConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
         from accelerate import Accelerator
@@ -128,10 +141,11 @@ class OnlineTrainer(base.StepTrainer):
         self._rebuildable_tiny_base = model is None and cfg.model == TINY_NAME
         policy = model if model is not None else load_causal_lm(cfg.model, self.tokenizer, cfg.seed, cfg.allow_download)
         self.ref_model = None
+        self.uses_reference = needs_reference(cfg)
         if cfg.use_lora:
             policy = add_lora(policy, cfg)
-        else:
-            # Full fine-tuning keeps a frozen copy as the KL reference.
+        elif self.uses_reference:
+            # Full fine-tuning keeps a frozen copy as the KL reference (when anything reads it).
             self.ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
         wrapped = PolicyWithValueHeads(policy, self.K, with_values=cfg.uses_critic)
         params = [p for p in wrapped.parameters() if p.requires_grad]
@@ -188,7 +202,8 @@ class OnlineTrainer(base.StepTrainer):
         N, T = mask.shape
         returns = None
         if cfg.advantage == "gae":
-            kl = old_logp - ref_logp
+            # β = 0 without a reference: the zero KL adds exactly nothing, as β·KL would
+            kl = old_logp - ref_logp if ref_logp is not None else torch.zeros_like(old_logp)
             rewards = token_rewards(scores, kl, mask, cfg.kl_coef)
             raw, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         else:
@@ -232,7 +247,7 @@ class OnlineTrainer(base.StepTrainer):
         return mgda_ub_loss(
             logratio, adv, mask, cfg.clip_eps, shared,
             reduce_sum=lambda x: acc.reduce(x, "sum") if acc.num_processes > 1 else x,
-            preference=self.preference,
+            preference=self.preference, gram=self.mgda_gram,
         )
 
     def rollout(self, step: int) -> tuple[Rollout, torch.Tensor, torch.Tensor, float]:
@@ -271,7 +286,8 @@ class OnlineTrainer(base.StepTrainer):
         t0 = time.perf_counter()
         device = rollout.input_ids.device
         mask = rollout.completion_mask.to(torch.float32) * valid.unsqueeze(1).float()
-        ref_logp = self._ref_logprobs(rollout)
+        # None when nothing reads it (needs_reference): no reference forward at all.
+        ref_logp = self._ref_logprobs(rollout) if self.uses_reference else None
 
         N = rollout.input_ids.shape[0]
         single_pass = cfg.ppo_epochs == 1 and cfg.num_mini_batches == 1
@@ -329,10 +345,10 @@ class OnlineTrainer(base.StepTrainer):
                 updates += 1
 
         # ---- metrics, averaged over processes -----------------------------------------------
-        seq_kl = ((old_logp - ref_logp) * rollout.completion_mask).sum(1)
         lengths = rollout.completion_mask.sum(1).float()
         g_scores, g_valid = acc.gather(scores), acc.gather(valid)
-        g_kl, g_len = acc.gather(seq_kl), acc.gather(lengths)
+        g_len = acc.gather(lengths)
+        g_kl = acc.gather(((old_logp - ref_logp) * rollout.completion_mask).sum(1)) if ref_logp is not None else None
         local = torch.tensor([totals[k] / updates for k in ("loss", "policy_loss", "value_loss", "kl_loss")], device=device)
         local = acc.reduce(local, "mean") if acc.num_processes > 1 else local
         weights = weight_sum / updates
@@ -345,7 +361,7 @@ class OnlineTrainer(base.StepTrainer):
         for k, name in enumerate(self.names):
             row[f"weight/{name}"] = float(weights[k])
         row.update(
-            kl=float(g_kl.mean()),
+            kl=float(g_kl.mean()) if g_kl is not None else None,
             loss=float(local[0]),
             policy_loss=float(local[1]),
             value_loss=float(local[2]),
@@ -360,7 +376,7 @@ class OnlineTrainer(base.StepTrainer):
 
     # the rest of the run lifecycle's protocol (trainers/base.py) --------------------------------------
     def postfix(self, row: dict) -> dict:
-        return {n: f"{row[f'reward/{n}']:.3f}" for n in self.names} | {"kl": f"{row['kl']:.3f}"}
+        return {n: f"{row[f'reward/{n}']:.3f}" for n in self.names} | {"kl": "-" if row["kl"] is None else f"{row['kl']:.3f}"}
 
     def summary(self, rows: list[dict], seconds: float) -> dict:
         out = {"method": self.config.method, "objectives": self.names, "steps": len(rows), "seconds": seconds}
