@@ -1,6 +1,6 @@
 """Losses as pure tensor functions (tensors in, tensors out); trainers only orchestrate.
 
-- :mod:`.noon_ppo`: PPO/Noon-PPO surrogates, GAE, KL estimators (online methods).
+- :mod:`.ppo`: PPO/Noon-PPO surrogates, GAE, KL estimators; :mod:`.online`: the online methods' losses (PAMA, MORLHF, MGDA-UB).
 - :mod:`.dpo`, :mod:`.modpo`, :mod:`.mopo`, :mod:`.amopo`: the offline preference methods.
 """
 

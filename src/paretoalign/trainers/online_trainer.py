@@ -88,7 +88,7 @@ def needs_reference(cfg: OnlineConfig) -> bool:
 
 
 class OnlineTrainer(base.StepTrainer):
-    """Orchestrates training; all maths lives in losses/, combiners and online_methods.
+    """Orchestrates training; all maths lives in losses/ (losses/online.py for the combined losses) and combiners.
 
     Args:
         config: an :class:`OnlineConfig`.
