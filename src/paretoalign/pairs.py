@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from paretoalign import __version__, run_dir
-from paretoalign.config_utils import check_choice, check_fields, config_to_dict, field
+from paretoalign.config_utils import check_fields, config_to_dict, field
 from paretoalign.data.preference_pairs import PAIRS_FILE, PreferencePair, save_preference_data
 from paretoalign.data.prompts import load_prompts, prompts_hash, split_prompts
 from paretoalign.errors import ConfigError, RunDirError
@@ -70,7 +70,6 @@ class PairsConfig:
 
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
-        check_choice("pairing", self.pairing, ("all", "adjacent", "best_worst"))
         if isinstance(self.objectives, str):
             self.objectives = split_objective_specs(self.objectives)
         self.objectives = list(self.objectives)
@@ -78,11 +77,6 @@ class PairsConfig:
             raise ConfigError("--objectives is empty")
         if self.num_completions < 2:
             raise ConfigError(f"num_completions must be >= 2 to make pairs; got {self.num_completions}")
-        for name in ("max_new_tokens", "batch_size", "max_prompt_length"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)!r}")
-        if self.max_prompts is not None and self.max_prompts < 1:
-            raise ConfigError(f"max_prompts must be >= 1; got {self.max_prompts}")
 
 
 def _pair_indices(scores: np.ndarray, pairing: str) -> list[tuple[int, int]]:

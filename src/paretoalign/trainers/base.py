@@ -115,5 +115,13 @@ class StepTrainer:
     def should_save(self, step: int) -> bool:
         return step % self.config.save_steps == 0
 
+    def checkpoint_extra(self) -> dict | None:
+        """Method state saved in the checkpoint's trainer_state.json (None: nothing beyond the files)."""
+        return None
+
+    def save_checkpoint(self, step: int) -> Path:
+        return ckpt_lib.save_checkpoint(self.accelerator, self.out, step, self._save_model, self.optimizer,
+                                        self.config.save_total_limit, self.checkpoint_extra())
+
 
 __all__ = ["Trainer", "StepTrainer", "run"]

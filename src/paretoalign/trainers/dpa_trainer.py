@@ -248,10 +248,6 @@ class DPATrainer(base.StepTrainer):
     def should_save(self, step: int) -> bool:
         return True
 
-    def save_checkpoint(self, step: int) -> Path:
-        return ckpt_lib.save_checkpoint(self.accelerator, self.out, step, self._save_model, self.optimizer,
-                                        self.config.save_total_limit)
-
     def summary(self, rows: list[dict], seconds: float) -> dict:
         cfg = self.config
         out = {"method": "dpa", "objectives": self.names, "steps": len(rows), "rounds": len(rows),

@@ -17,7 +17,6 @@ al. 2025 (MOPO); Liu et al. 2025 (AMoPO, ACL Findings).
 from __future__ import annotations
 
 import copy
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import torch
 from paretoalign import run_dir
 from paretoalign.config_utils import config_to_dict
 from paretoalign.data.preference_pairs import load_preference_data
-from paretoalign.errors import ConfigError, DataError, ParetoAlignError
+from paretoalign.errors import ConfigError, DataError
 from paretoalign.models import TINY_NAME, check_batch_fits, load_causal_lm, load_tokenizer, logit_bytes_per_token
 from paretoalign.objectives.registry import available_objectives, build_objective
 from paretoalign.objectives.spec import parse_objective_spec
@@ -201,9 +200,6 @@ class OfflineTrainer(base.StepTrainer):
         out.update({k: float(v) for k, v in zip(sorted(row), local[1:].tolist())})
         out.update(self.strategy.state_row())
         out.update(lr=self.optimizer.param_groups[0]["lr"], time_step=time.perf_counter() - t0)
-        if not math.isfinite(out["loss"]):
-            raise ParetoAlignError(f"step {step}: the loss is not finite ({out['loss']}); the last checkpoint is "
-                                   "intact, lower --learning-rate and --resume")
         return out
 
     # the rest of the run lifecycle's protocol (trainers/base.py) --------------------------------------
@@ -232,11 +228,9 @@ class OfflineTrainer(base.StepTrainer):
             policy.save_pretrained(folder / run_dir.POLICY)
         self.strategy.save_files(folder)
 
-    def save_checkpoint(self, step: int) -> Path:
+    def checkpoint_extra(self) -> dict | None:
         state = self.strategy.state_dict()
-        extra = {self.config.method: state} if state is not None else None
-        return ckpt_lib.save_checkpoint(self.accelerator, self.out, step, self._save_model, self.optimizer,
-                                        self.config.save_total_limit, extra)
+        return {self.config.method: state} if state is not None else None
 
     def _load_checkpoint(self, ckpt: Path, policy, optimizer) -> None:
         ckpt_lib.load_policy_state(policy, ckpt / run_dir.POLICY)

@@ -390,10 +390,6 @@ class OnlineTrainer(base.StepTrainer):
         return out
 
     # ------------------------------------------------------------------------------------------
-    def save_checkpoint(self, step: int) -> Path:
-        return ckpt_lib.save_checkpoint(self.accelerator, self.out, step, self._save_model, self.optimizer,
-                                        self.config.save_total_limit)
-
     def _save_model(self, folder: Path) -> None:
         m = self.unwrapped
         m.policy.save_pretrained(folder / run_dir.POLICY)
