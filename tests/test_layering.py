@@ -4,7 +4,7 @@
     config_utils, run_dir
     preferences, data/                  what a run reads
     combiners, losses/                  pure maths: tensors in, tensors out (no model code)
-    models, rollout, sequences          models and sampling
+    models, decoding, rollout, sequences  models and sampling
     reward_model/                       ArmoRM pieces (no objectives/)
     objectives/                         the reward tensor
     trainers/ | evaluation/, pairs      side by side: trainers and evaluation never import each other
@@ -26,7 +26,7 @@ LAYERS = [
     {"config_utils", "run_dir"},
     {"preferences", "data"},
     {"combiners", "losses"},
-    {"models", "rollout", "sequences"},
+    {"models", "decoding", "rollout", "sequences"},
     {"reward_model"},
     {"objectives"},
     {"trainers", "evaluation", "pairs"},

@@ -37,6 +37,21 @@ def test_token_logprobs_match_log_softmax_gather():
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_logprobs_gradient_is_autograds(temperature):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 7, (2, 5))
+    weights = torch.randn(2, 5, dtype=torch.float64)
+    (token_logprobs(logits, ids, temperature) * weights).sum().backward()
+    fused = logits.grad.clone()
+    logits.grad = None
+    want = torch.log_softmax(logits / temperature, -1).gather(2, ids.unsqueeze(-1)).squeeze(-1)
+    (want * weights).sum().backward()
+    torch.testing.assert_close(fused, logits.grad)
+    assert torch.autograd.gradcheck(lambda x: token_logprobs(x, ids, temperature), (logits,))
+
+
 def test_generate_groups_completions_and_masks(tok):
     model = build_tiny_model(tok)
     torch.manual_seed(0)

@@ -58,7 +58,11 @@ class PairsConfig:
     max_new_tokens: int = field(48, help="Completion length in tokens.")
     temperature: float = field(1.0, help="Sampling temperature.")
     top_p: float = field(1.0, help="Nucleus sampling.")
-    batch_size: int = field(8, help="Prompts per generation batch.")
+    batch_size: int = field(16, help="Prompts per generation batch (rows = this x --num-completions; 64 rows use a "
+                            "CPU's cores well).")
+    generation_backend: Literal["hf", "hf-generate"] = field(
+        "hf", help="'hf': paretoalign's packed decode loop where the model is Llama-like, else transformers' generate; "
+        "'hf-generate': always generate (slower; same distribution).")
     max_prompt_length: int = field(256, help="Prompts longer than this many tokens are truncated from the left.")
     system_prompt: Optional[str] = field(None, help="Optional system message.")
     use_chat_template: bool = field(True, help="Render prompts with the tokenizer's chat template.")
@@ -118,7 +122,8 @@ def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
         batch = train[start : start + cfg.batch_size]
         ro = generate(model, tokenizer, batch, num_generations=G, max_new_tokens=cfg.max_new_tokens,
                       max_prompt_length=cfg.max_prompt_length, temperature=cfg.temperature, top_p=cfg.top_p,
-                      use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt)
+                      use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt,
+                      backend=cfg.generation_backend)
         scores, valid = objectives.rewards(ro.prompt_texts, ro.completions)
         scores = scores.numpy().astype(float)
         scores[~valid.numpy().astype(bool)] = np.nan

@@ -12,8 +12,13 @@ from dataclasses import dataclass
 import torch
 
 from paretoalign.data.prompts import Prompt, prompt_text
+from paretoalign.decoding import packed_decoder
 
 MAX_PROMPT_LENGTH = 256  # generate()'s default: longer rendered prompts are cut from the left
+# How completions are sampled (``--generation-backend``): "hf" samples the in-process model with the packed
+# decode loop of :mod:`paretoalign.decoding` where it covers the architecture and with transformers'
+# ``generate`` elsewhere; "hf-generate" always uses ``generate`` (the slower path, kept for comparison).
+BACKENDS = ("hf", "hf-generate")
 
 
 def count_overlong(prompts: list, tokenizer, use_chat_template: bool = True, limit: int = MAX_PROMPT_LENGTH) -> int:
@@ -118,11 +123,16 @@ def generate(
     use_chat_template: bool = True,
     system_prompt: str | None = None,
     merge_lora: bool = True,
+    backend: str = "hf",
 ) -> Rollout:
-    """Sample ``num_generations`` completions for each prompt (grouped: prompt i owns rows i*G..i*G+G-1)."""
+    """Sample ``num_generations`` completions for each prompt (grouped: prompt i owns rows i*G..i*G+G-1).
+
+    ``backend`` (see :data:`BACKENDS`) chooses the sampling loop; both draw from the same
+    distribution (the model's, after min-new-tokens, temperature and top-p, in ``generate``'s order)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown generation backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     texts = [render_prompt(p, tokenizer, use_chat_template, system_prompt) for p in prompts]
     texts = [t for t in texts for _ in range(num_generations)]
-    repeated = [p for p in prompts for _ in range(num_generations)]
     tokenizer.padding_side = "left"
     truncation_side = tokenizer.truncation_side
     tokenizer.truncation_side = "left"
@@ -133,6 +143,18 @@ def generate(
     tokenizer.truncation_side = truncation_side
     device = next(model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
+    decoder = packed_decoder(model) if backend == "hf" else None
+    if decoder is not None:  # reads LoRA adapters itself: no merge, no copy of the base weights
+        out = decoder.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens, tokenizer.eos_token_id,
+                               tokenizer.pad_token_id, min_new_tokens=min_new_tokens, do_sample=do_sample,
+                               temperature=max(temperature, 1e-5), top_p=top_p)
+    else:
+        out = _hf_generate(model, tokenizer, enc, max_new_tokens, min_new_tokens, do_sample, temperature, top_p,
+                           merge_lora)
+    return _rollout(tokenizer, prompts, num_generations, enc, out)
+
+
+def _hf_generate(model, tokenizer, enc, max_new_tokens, min_new_tokens, do_sample, temperature, top_p, merge_lora):
     was_training = model.training
     model.eval()
     gen_kwargs = dict(
@@ -148,6 +170,11 @@ def generate(
         out = model.generate(**enc, **gen_kwargs)
     if was_training:
         model.train()
+    return out
+
+
+def _rollout(tokenizer, prompts, num_generations, enc, out) -> Rollout:
+    repeated = [p for p in prompts for _ in range(num_generations)]
     P = enc["input_ids"].shape[1]
     completion_ids = out[:, P:]
     if completion_ids.shape[1] == 0:  # max_new_tokens produced nothing; keep shapes valid
@@ -172,11 +199,39 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
     """Log-probabilities ``[N, T]`` of ``targets [N, T]`` under ``logits [N, T, V]`` (aligned: logits[t] predicts targets[t]).
 
     Dividing by the sampling temperature keeps the ratio consistent with how the tokens were drawn.
+    Computed by :class:`_TargetLogProb`: the [N, T, V] logits are the largest tensor of a step, and
+    autograd's ``gather - logsumexp`` walks them six times (about 5 % of a SmolLM2 update); the
+    fused version reads them twice forward and twice backward and allocates one [N, T, V] buffer,
+    only in the backward pass.
     """
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    # gather − logsumexp: avoids materialising a second [N, T, V] tensor of log-probabilities
-    picked = torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    return _TargetLogProb.apply(logits, targets, float(temperature))
 
+
+class _TargetLogProb(torch.autograd.Function):
+    """y = l[target]/τ − logsumexp(l/τ); ∂y/∂l = (onehot(target) − softmax(l/τ)) / τ."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, temperature):
+        scaled = _at_least_float32(logits)
+        scaled = scaled if temperature == 1.0 else scaled / temperature
+        lse = torch.logsumexp(scaled, dim=-1)
+        out = torch.gather(scaled, 2, targets.unsqueeze(-1)).squeeze(-1) - lse
+        ctx.save_for_backward(logits, targets)
+        ctx.temperature = temperature
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, targets = ctx.saved_tensors
+        t = ctx.temperature
+        scaled = _at_least_float32(logits)
+        scaled = scaled if t == 1.0 else scaled / t
+        g = grad.to(scaled.dtype) / t
+        out = torch.softmax(scaled, dim=-1)
+        out.mul_(-g.unsqueeze(-1))
+        out.scatter_add_(2, targets.unsqueeze(-1), g.unsqueeze(-1))
+        return out.to(logits.dtype), None, None
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float64 else x.float()

@@ -51,10 +51,10 @@ from paretoalign.objectives.spec import split_objective_specs
 from paretoalign.preferences import DEFAULT_DIRECTION_TEMPLATE, conditioned_prompt, direction_prompt, validate_direction
 from paretoalign.rollout import MAX_PROMPT_LENGTH, count_overlong
 
-EVAL_FORMAT = 1
+EVAL_FORMAT = 2  # 2: inverse-CDF sampling of the packed decode loop (other samples for a seed)
 # Settings that change the completions; anything else (objectives, baseline...) does not.
 _GEN_KEYS = ("seed", "batch_size", "max_new_tokens", "temperature", "top_p", "do_sample",
-             "use_chat_template", "system_prompt")
+             "use_chat_template", "system_prompt", "generation_backend")
 
 
 @dataclass
@@ -74,7 +74,10 @@ class EvalConfig:
     top_p: float = field(1.0, help="Nucleus sampling.")
     do_sample: bool = field(True, help="Sample (true) or decode greedily (false).")
     seed: int = field(1234, help="Generation seed (completions depend on it and on --batch-size).")
-    batch_size: int = field(16, help="Prompts per generation batch.")
+    batch_size: int = field(64, help="Prompts per generation batch (64 rows use a CPU's cores well).")
+    generation_backend: Literal["hf", "hf-generate"] = field(
+        "hf", help="'hf': paretoalign's packed decode loop where the model is Llama-like, else transformers' generate; "
+        "'hf-generate': always generate (slower; same distribution, other samples for a seed).")
     system_prompt: Optional[str] = field(None, help="System message (default: the run's).")
     direction: Optional[list] = field(
         None, help="Steer a DPA model: a direction over the objectives (e.g. 0.8,0.6; normalised to unit length), "
@@ -143,6 +146,7 @@ def resolved_settings(cfg: EvalConfig, t: Target) -> dict:
             "do_sample": cfg.do_sample,
             "use_chat_template": bool(pick(cfg.use_chat_template, "use_chat_template", True)),
             "system_prompt": pick(cfg.system_prompt, "system_prompt", None),
+            "generation_backend": cfg.generation_backend,
         },
     }
 

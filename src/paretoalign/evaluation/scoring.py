@@ -79,9 +79,9 @@ def win_rates(scores, base_scores, names: list[str], signs, tie_tol: float = 0.0
 
 
 def generate_completions(
-    model, tokenizer, prompts: list, seed: int = 1234, batch_size: int = 16, max_new_tokens: int = 48,
+    model, tokenizer, prompts: list, seed: int = 1234, batch_size: int = 64, max_new_tokens: int = 48,
     temperature: float = 0.7, top_p: float = 1.0, do_sample: bool = True, use_chat_template: bool = True,
-    system_prompt: str | None = None,
+    system_prompt: str | None = None, generation_backend: str = "hf",
 ) -> tuple[list[str], list[str]]:
     """(rendered prompt texts, completions): one completion per prompt with a fixed seed (the
     caller's RNG is untouched).  The seed is set once, so a completion depends on the batch it is
@@ -94,7 +94,7 @@ def generate_completions(
             r = generate(
                 model, tokenizer, prompts[i : i + batch_size], num_generations=1,
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, do_sample=do_sample,
-                use_chat_template=use_chat_template, system_prompt=system_prompt,
+                use_chat_template=use_chat_template, system_prompt=system_prompt, backend=generation_backend,
             )
             completions += r.completions
             texts += r.prompt_texts
@@ -108,13 +108,14 @@ def evaluate_policy(
     prompts: list,
     objectives,
     seed: int = 1234,
-    batch_size: int = 16,
+    batch_size: int = 64,
     max_new_tokens: int = 48,
     temperature: float = 0.7,
     top_p: float = 1.0,
     do_sample: bool = True,
     use_chat_template: bool = True,
     system_prompt: str | None = None,
+    generation_backend: str = "hf",
 ) -> dict:
     """Completions and scores of ``model`` on ``prompts`` with a fixed seed (the caller's RNG is untouched).
 
@@ -125,7 +126,7 @@ def evaluate_policy(
     texts, completions = generate_completions(
         model, tokenizer, prompts, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
         temperature=temperature, top_p=top_p, do_sample=do_sample, use_chat_template=use_chat_template,
-        system_prompt=system_prompt,
+        system_prompt=system_prompt, generation_backend=generation_backend,
     )
     scores = objectives.raw_scores(texts, completions)
     return {
@@ -135,6 +136,7 @@ def evaluate_policy(
         "decoding": {
             "seed": seed, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
             "do_sample": do_sample, "use_chat_template": use_chat_template, "system_prompt": system_prompt,
+            "batch_size": batch_size, "generation_backend": generation_backend,
         },
         "prompts_sha256": prompts_hash(prompts),
         "objectives": names,

@@ -152,7 +152,8 @@ class DPATrainer(base.StepTrainer):
         torch.manual_seed(cfg.seed * 7919 + r * 31 + acc.process_index)  # sampling is a function of the round
         ro = generate(self.unwrapped, self.tokenizer, conditioned, num_generations=cfg.num_candidates,
                       max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
-                      temperature=cfg.temperature, top_p=cfg.top_p, use_chat_template=cfg.use_chat_template)
+                      temperature=cfg.temperature, top_p=cfg.top_p, use_chat_template=cfg.use_chat_template,
+                      backend=cfg.generation_backend)
         t_gen = time.perf_counter() - t0
         scores, valid = self.objectives.rewards(ro.prompt_texts, ro.completions)  # the user's prompt, no direction
         rows, util = select_best(scores.cpu(), valid.cpu(), dirs, cfg.num_candidates, cfg.utility_normalization)

@@ -260,6 +260,7 @@ class OnlineTrainer(base.StepTrainer):
             max_prompt_length=cfg.max_prompt_length, min_new_tokens=cfg.min_new_tokens,
             temperature=cfg.temperature, top_p=cfg.top_p,
             use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt,
+            backend=cfg.generation_backend,
         )
         t_gen = time.perf_counter() - t0
         scores, valid = self.objectives.rewards(rollout.prompt_texts, rollout.completions)

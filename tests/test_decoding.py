@@ -1,0 +1,161 @@
+"""The packed decode loop samples exactly the model's distribution and matches ``generate``."""
+
+import pytest
+import torch
+
+from paretoalign.decoding import packed_decoder, sample_categorical, unsupported_reason
+from paretoalign.models import build_tiny_model, build_tiny_tokenizer
+from paretoalign.rollout import completion_mask_from_ids, generate, token_logprobs
+
+PROMPTS = ["hello there friend", "hi", "a much longer prompt about the weather today", "hi"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tiny_tokenizer()
+
+
+def _lora(model, seed=0):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    m = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj",
+                                                              "down_proj"]))
+    for mod in m.modules():  # non-zero adapters: the packed weights must include them
+        if hasattr(mod, "lora_B"):
+            for lin in mod.lora_B.values():
+                torch.nn.init.normal_(lin.weight, std=0.5)
+    return m
+
+
+def _qwen2(tok):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    torch.manual_seed(1)
+    m = Qwen2ForCausalLM(cfg)
+    for layer in m.model.layers:  # Qwen2's q/k/v biases, non-zero
+        for p in (layer.self_attn.q_proj.bias, layer.self_attn.k_proj.bias, layer.self_attn.v_proj.bias):
+            torch.nn.init.normal_(p, std=0.3)
+    return m
+
+
+def _encode(tok, prompts):
+    return tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+
+
+def _teacher_forced_logps(model, out, attention_mask, temperature=1.0):
+    P = attention_mask.shape[1]
+    am = torch.cat([attention_mask, torch.ones_like(out[:, P:])], 1)
+    pos = (am.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(input_ids=out, attention_mask=am, position_ids=pos).logits
+    return token_logprobs(logits[:, P - 1 : -1], out[:, P:], temperature)
+
+
+@pytest.mark.parametrize("kind", ["llama", "llama+lora", "qwen2"])
+def test_sampled_tokens_carry_the_models_own_log_probabilities(tok, kind):
+    model = {"llama": lambda: build_tiny_model(tok, num_layers=3), "llama+lora": lambda: _lora(build_tiny_model(tok)),
+             "qwen2": lambda: _qwen2(tok)}[kind]().eval()
+    enc = _encode(tok, PROMPTS)  # left padding, and a repeated prompt (shared prefill)
+    dec = packed_decoder(model)
+    assert dec is not None
+    torch.manual_seed(0)
+    out, logps = dec.generate(enc["input_ids"], enc["attention_mask"], 12, tok.eos_token_id, tok.pad_token_id,
+                              temperature=0.7, return_logprobs=True)
+    P = enc["input_ids"].shape[1]
+    live = completion_mask_from_ids(out[:, P:], tok.eos_token_id, tok.pad_token_id).bool()  # up to each EOS
+    want = _teacher_forced_logps(model, out, enc["attention_mask"], 0.7)
+    torch.testing.assert_close(logps[live], want[live], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_greedy_decoding_equals_generate_token_for_token(tok, lora):
+    model = (_lora(build_tiny_model(tok)) if lora else build_tiny_model(tok, num_layers=3)).eval()
+    enc = _encode(tok, PROMPTS)
+    want = model.generate(**enc, max_new_tokens=16, min_new_tokens=3, do_sample=False,
+                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    got = packed_decoder(model).generate(enc["input_ids"], enc["attention_mask"], 16, tok.eos_token_id,
+                                         tok.pad_token_id, min_new_tokens=3, do_sample=False)
+    assert torch.equal(got, want)
+    # rows of one prompt decode alike: the shared prefill is copied to each
+    assert torch.equal(got[1], got[3])
+
+
+def test_rollouts_of_both_backends_agree_under_greedy_decoding_and_ends(tok):
+    model = _lora(build_tiny_model(tok))
+    a = generate(model, tok, PROMPTS, num_generations=2, max_new_tokens=10, do_sample=False, backend="hf")
+    b = generate(model, tok, PROMPTS, num_generations=2, max_new_tokens=10, do_sample=False, backend="hf-generate")
+    assert a.completions == b.completions
+    assert torch.equal(a.completion_mask, b.completion_mask) and torch.equal(a.input_ids, b.input_ids)
+    with pytest.raises(ValueError, match="unknown generation backend 'vllm2'"):
+        generate(model, tok, PROMPTS, backend="vllm2")
+
+
+def test_packed_weights_follow_updates_and_never_touch_the_model(tok):
+    model = _lora(build_tiny_model(tok))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    enc = _encode(tok, PROMPTS[:2])
+    dec = packed_decoder(model)
+
+    def greedy():
+        return dec.generate(enc["input_ids"], enc["attention_mask"], 8, tok.eos_token_id, tok.pad_token_id,
+                            do_sample=False)
+
+    first = greedy()
+    for n, p in model.named_parameters():  # no merge, no restore: nothing was written
+        assert torch.equal(before[n], p), n
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=5.0)
+    loss = -model(**enc).logits[:, -1, 7].sum()
+    loss.backward()
+    opt.step()
+    assert packed_decoder(model) is dec  # same structure: the packing is refreshed, not rebuilt
+    want = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id,
+                          eos_token_id=tok.eos_token_id)
+    assert torch.equal(greedy(), want) and not torch.equal(first, want)
+    with model.disable_adapter():  # adapters off: the base model's tokens
+        base = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id,
+                              eos_token_id=tok.eos_token_id)
+        assert torch.equal(packed_decoder(model).generate(
+            enc["input_ids"], enc["attention_mask"], 8, tok.eos_token_id, tok.pad_token_id, do_sample=False), base)
+
+
+def test_top_p_matches_transformers_warper():
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from paretoalign.decoding import _top_p
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 40) * 3
+    for p in (0.1, 0.5, 0.9, 0.999):
+        assert torch.equal(_top_p(logits, p), TopPLogitsWarper(p)(None, logits.clone()))
+
+
+def test_inverse_cdf_sampling_draws_the_given_distribution():
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.15, 0.05], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    draws = sample_categorical(probs.repeat(n // 2, 1), generator=g).view(n // 2, 2)
+    freq = torch.stack([torch.bincount(draws[:, i], minlength=5).float() / (n // 2) for i in range(2)])
+    assert freq[0, 1] == 0 and freq[1, :4].sum() == 0  # zero probability: never drawn
+    # 4 standard errors of a binomial frequency at n/2 draws
+    se = (probs * (1 - probs) / (n // 2)).sqrt()
+    assert ((freq - probs).abs() <= 4 * se + 1e-12).all(), (freq, probs)
+    unnormalised = sample_categorical(torch.tensor([[2.0, 0.0, 6.0]]).repeat(40_000, 1), generator=g)
+    assert abs(float((unnormalised == 2).float().mean()) - 0.75) < 0.01
+
+
+def test_architectures_it_does_not_cover_fall_back_to_generate(tok):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=128,
+                                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    assert packed_decoder(gpt2) is None and "not a Llama-style" in unsupported_reason(gpt2)
+    torch.manual_seed(0)
+    r = generate(gpt2, tok, ["a cat"], num_generations=2, max_new_tokens=4)
+    assert len(r.completions) == 2
+    llama = build_tiny_model(tok)
+    llama.generation_config.repetition_penalty = 1.3  # a processor the loop does not reproduce
+    assert packed_decoder(llama) is None and "repetition_penalty" in unsupported_reason(llama)
