@@ -619,7 +619,7 @@ CASES = [
     C("demo-learning-rate-nan", lambda c: demo(c, "--learning-rate", "nan"), r"learning.rate", no_stdout=DEMO_LOAD),
     C("demo-batch-size-0", lambda c: demo(c, "--batch-size", "0"), r"batch.size", no_stdout=DEMO_LOAD),
     C("demo-max-new-tokens-0", lambda c: demo(c, "--max-new-tokens", "0"), r"max.new.tokens", no_stdout=DEMO_LOAD),
-    C("demo-num-generations-1-group-advantage", lambda c: demo(c, "--num-generations", "1", "--advantage", "group"),
+    C("demo-num-generations-1-group-advantage", lambda c: demo(c, "--num-generations", "1"),
       r"num.generations", no_stdout=DEMO_LOAD),
     C("demo-output-dir-is-a-file", lambda c: seq(c.write("f", "mine\n"), existing(demo(c, out="f"))), OUT_FILE),
     C("demo-output-dir-holds-a-run", lambda c: seq(c.run(), existing(demo(c, out="run"))),

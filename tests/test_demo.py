@@ -7,21 +7,49 @@ from paretoalign.cli import main
 
 def test_demo_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--model", "tiny", "--steps", "2", "--eval-prompts", "3", "--batch-size", "2",
-               "--max-new-tokens", "6", "--output-dir", str(out)])
+    rc = main(["demo", "--model", "tiny", "--steps", "2", "--eval-prompts", "3", "--eval-samples", "2",
+               "--batch-size", "2", "--max-new-tokens", "6", "--output-dir", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "before (mean ± s.e.)" in printed and "sentiment" in printed and "length" in printed
-    assert "--- prompt:" in printed
+    assert "change [95% CI]" in printed and "sentiment" in printed and "concise" in printed
+    assert "--- prompt:" in printed and "standard errors" in printed
     result = json.loads((out / "demo.json").read_text())
-    for side in ("before", "after"):
-        assert set(result[side]["summary"]) == {"sentiment", "length"}
-        assert len(result[side]["samples"]) == 3
-    # same prompts, same decoding settings before and after
+    assert set(result["objectives"]) == {"sentiment", "concise"}
+    for st in result["objectives"].values():
+        assert {"before", "after", "diff", "diff_se"} <= set(st) and st["prompts"] == 3
+        assert st["diff"] == pytest.approx(st["after"] - st["before"])
+    assert result["run"] == str(out / "run") and result["wall_seconds"] > 0
+    # same prompts, same decoding settings before and after; each prompt answered twice
     assert result["before"]["prompts_sha256"] == result["after"]["prompts_sha256"]
     assert result["before"]["decoding"] == result["after"]["decoding"]
-    assert (out / "final" / "policy" / "adapter_config.json").is_file()
+    assert len(result["before"]["scores"]) == 6
+    assert (out / "run" / "final" / "policy" / "adapter_config.json").is_file()
     assert result["training"]["steps"] == 2
+    assert result["recipe"]["pama_granularity"] == "sequence" and not result["recipe"]["paper"]
+
+
+def test_paper_flag_runs_the_papers_reading(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "tiny", "--paper", "--steps", "1", "--eval-prompts", "2", "--eval-samples", "1",
+                 "--batch-size", "2", "--max-new-tokens", "4", "--samples", "0", "--output-dir", str(out)]) == 0
+    recipe = json.loads((out / "demo.json").read_text())["recipe"]
+    assert (recipe["advantage"], recipe["pama_granularity"], recipe["pama_ratio"], recipe["kl_coef"]) == \
+        ("gae", "batch", "reference", 0.2)
+
+
+def test_paired_differences_average_each_prompts_completions_then_pair():
+    from paretoalign.demo import paired_differences
+
+    # 3 prompts x 2 completions, K = 2 (the second objective is minimised)
+    before = [[0.0, 1.0], [0.2, 1.0], [0.5, 1.2], [0.5, 1.2], [0.1, 0.9], [0.3, 0.9]]
+    after = [[0.4, 0.8], [0.6, 0.8], [0.9, 1.0], [0.7, 0.8], [0.2, 0.9], [0.4, 0.5]]
+    s, c = paired_differences(before, after, ["maximize", "minimize"], reps=2)
+    # per-prompt differences: sentiment 0.4, 0.3, 0.1; concise -0.2, -0.3, -0.2
+    assert s["diff"] == pytest.approx(0.8 / 3) and c["diff"] == pytest.approx(-0.7 / 3)
+    sd = (sum((x - 0.8 / 3) ** 2 for x in (0.4, 0.3, 0.1)) / 2) ** 0.5
+    assert s["diff_se"] == pytest.approx(sd / 3 ** 0.5)
+    assert s["improvement_in_se"] > 0 and c["improvement_in_se"] > 0  # lower is better for concise
+    assert s["ci95"][0] == pytest.approx(s["diff"] - 1.959963984540054 * s["diff_se"])
 
 
 @pytest.mark.parametrize("args, says", [
@@ -29,7 +57,8 @@ def test_demo_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
     (["--steps", "-3"], "--steps must be an integer >= 1; got -3"),
     (["--batch-size", "0"], "--batch-size must be an integer >= 1; got 0"),
     (["--num-generations", "0"], "--num-generations must be an integer >= 1; got 0"),
-    (["--num-generations", "1"], "--num-generations must be >= 2 with --advantage group"),
+    (["--num-generations", "1"], "--num-generations must be >= 2 with the demo's group baselines"),
+    (["--eval-samples", "0"], "--eval-samples must be an integer >= 1; got 0"),
     (["--max-new-tokens", "0"], "--max-new-tokens must be an integer >= 1; got 0"),
     (["--learning-rate", "0"], "--learning-rate must be a finite number > 0; got 0.0"),
     (["--learning-rate=-1e-4"], "--learning-rate must be a finite number > 0; got -0.0001"),

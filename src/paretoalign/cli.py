@@ -204,18 +204,21 @@ def _demo_parser(sub) -> None:
     D = {k: v.default for k, v in inspect.signature(run_demo).parameters.items()}
     p = sub.add_parser(
         "demo",
-        help="The main job on the bundled SmolLM2-135M-Instruct: PAMA on sentiment and length, before/after.",
+        help="The main job on the bundled SmolLM2-135M-Instruct: PAMA on sentiment and conciseness, before/after "
+        "on held-out prompts with paired 95% intervals.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default=D["model"], help="Policy to align.")
     p.add_argument("--method", default=D["method"], choices=METHODS, help="Online method (from the method table).")
+    p.add_argument("--paper", action="store_true",
+                   help="PAMA as the paper reads: K value heads + GAE, one weight vector per batch, ratio against the "
+                   "reference, KL 0.2 (default: the demo's recipe; README 'The demo' says why).")
     p.add_argument("--steps", type=int, default=D["steps"], help="Training steps.")
     p.add_argument("--eval-prompts", type=int, default=D["eval_prompts"], help="Held-out prompts evaluated before and after.")
+    p.add_argument("--eval-samples", type=int, default=D["eval_samples"], help="Completions per held-out prompt (averaged per prompt).")
     p.add_argument("--samples", type=int, default=D["samples"], help="Sample completions shown before/after.")
-    p.add_argument("--output-dir", default=None, help="Run folder (default: runs/demo-<timestamp>).")
+    p.add_argument("--output-dir", default=None, help="Folder for run/ and demo.json (default: runs/demo-<timestamp>).")
     p.add_argument("--seed", type=int, default=D["seed"], help="Random seed.")
-    p.add_argument("--advantage", default=D["advantage"], choices=["gae", "group"],
-                   help="'gae': K value heads (the paper's setting); 'group': critic-free group baselines.")
     p.add_argument("--batch-size", type=int, default=D["batch_size"], help="Prompts per step.")
     p.add_argument("--num-generations", type=int, default=D["num_generations"], help="Completions per prompt.")
     p.add_argument("--max-new-tokens", type=int, default=D["max_new_tokens"], help="Completion length cap (training and evaluation).")
@@ -228,9 +231,9 @@ def _cmd_demo(args) -> int:
 
     run_demo(
         model=args.model, method=args.method, steps=args.steps, eval_prompts=args.eval_prompts,
-        samples=args.samples, output_dir=args.output_dir, seed=args.seed, advantage=args.advantage,
-        batch_size=args.batch_size, num_generations=args.num_generations, max_new_tokens=args.max_new_tokens,
-        learning_rate=args.learning_rate,
+        eval_samples=args.eval_samples, samples=args.samples, output_dir=args.output_dir, seed=args.seed,
+        paper=args.paper, batch_size=args.batch_size, num_generations=args.num_generations,
+        max_new_tokens=args.max_new_tokens, learning_rate=args.learning_rate,
     )
     return 0
 
