@@ -2,6 +2,8 @@
 
 - :func:`add_lora`: the PEFT LoRA wrapper every trainer puts on its policy (``use_lora`` and the
   ``lora_*`` options of :class:`paretoalign.trainers.options.LoraOptions`).
+- :func:`make_accelerator` and :func:`enable_gradient_checkpointing`: ``--mixed-precision`` and
+  ``--gradient-checkpointing`` (:class:`paretoalign.trainers.options.ModelOptions`).
 - :func:`epoch_indices`: the seeded order in which a trainer walks its data (prompts, pairs): epochs
   of permutations that depend on (seed, epoch) only, so any step of any process can be recomputed
   and a resumed run sees exactly the data it would have.
@@ -21,6 +23,37 @@ def add_lora(policy, cfg):
 
     return get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                              target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
+
+
+def make_accelerator(cfg):
+    """The trainer's ``accelerate.Accelerator``: ``--mixed-precision`` when given, else whatever the
+    launcher configured (``accelerate launch``'s environment), else full precision."""
+    from accelerate import Accelerator
+
+    mp = getattr(cfg, "mixed_precision", None)
+    if not mp:
+        return Accelerator()
+    try:
+        return Accelerator(mixed_precision=mp)
+    except ValueError as e:  # accelerate's state is per process, fixed by the first Accelerator
+        if "already been initialized" not in str(e):
+            raise
+        from paretoalign.errors import ConfigError
+
+        raise ConfigError(f"--mixed-precision {mp}: this process already runs accelerate with another precision; "
+                          "start a new process (or set it with `accelerate launch --mixed_precision`)") from None
+
+
+def enable_gradient_checkpointing(policy, cfg) -> None:
+    """``--gradient-checkpointing``: transformers' non-reentrant activation checkpointing on ``policy``
+    (a PEFT model's base included; with frozen base weights the inputs must require grad so
+    the checkpointed layers still reach the adapters)."""
+    if not getattr(cfg, "gradient_checkpointing", False):
+        return
+    policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(policy, "enable_input_require_grads"):
+        policy.enable_input_require_grads()
+    policy.config.use_cache = False
 
 
 def epoch_indices(seed: int, n: int, start: int, count: int) -> list[int]:

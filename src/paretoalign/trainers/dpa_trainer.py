@@ -55,7 +55,7 @@ from paretoalign.rollout import count_overlong, generate
 from paretoalign.sequences import ResponseBatch, response_token_logps
 from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
-from paretoalign.trainers.adaptation import add_lora, epoch_indices
+from paretoalign.trainers.adaptation import add_lora, enable_gradient_checkpointing, epoch_indices, make_accelerator
 from paretoalign.trainers.dpa_config import DPAConfig
 
 
@@ -89,10 +89,8 @@ class DPATrainer(base.StepTrainer):
     """Orchestrates DPA's rounds; the direction maths is in :mod:`paretoalign.preferences`."""
 
     def __init__(self, config: DPAConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
-        from accelerate import Accelerator
-
         self.config = cfg = config
-        self.accelerator = acc = accelerator or Accelerator()
+        self.accelerator = acc = accelerator or make_accelerator(config)
         self.out = Path(cfg.output_dir)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
         seq = cfg.max_prompt_length + cfg.max_new_tokens
@@ -116,6 +114,7 @@ class DPATrainer(base.StepTrainer):
         policy = model if model is not None else load_causal_lm(cfg.model, self.tokenizer, cfg.seed, cfg.allow_download)
         if cfg.use_lora:
             policy = add_lora(policy, cfg)
+        enable_gradient_checkpointing(policy, cfg)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.start_step = 0

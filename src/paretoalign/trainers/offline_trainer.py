@@ -37,7 +37,7 @@ from paretoalign.rollout import render_prompt
 from paretoalign.sequences import encode_responses, response_token_logps
 from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
-from paretoalign.trainers.adaptation import add_lora, epoch_indices
+from paretoalign.trainers.adaptation import add_lora, enable_gradient_checkpointing, epoch_indices, make_accelerator
 from paretoalign.trainers.offline_config import OfflineConfig
 from paretoalign.trainers.offline_methods import STRATEGIES
 
@@ -85,10 +85,8 @@ class OfflineTrainer(base.StepTrainer):
     """
 
     def __init__(self, config: OfflineConfig, model=None, tokenizer=None, data=None, accelerator=None):
-        from accelerate import Accelerator
-
         self.config = cfg = config
-        self.accelerator = acc = accelerator or Accelerator()
+        self.accelerator = acc = accelerator or make_accelerator(config)
         self.out = Path(cfg.output_dir)
         if data is None and not cfg.pairs:
             raise ConfigError("--pairs is required: a preference dataset (see `paretoalign pairs` to make one)")
@@ -119,6 +117,7 @@ class OfflineTrainer(base.StepTrainer):
             policy = add_lora(policy, cfg)
         elif not cfg.use_lora and self.strategy.needs_reference:
             self.ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
+        enable_gradient_checkpointing(policy, cfg)
         self.ref_model = self.strategy.setup(policy, self.ref_model)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

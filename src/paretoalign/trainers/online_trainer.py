@@ -64,7 +64,7 @@ from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import Rollout, generate, token_logprobs
 from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
-from paretoalign.trainers.adaptation import add_lora, epoch_indices
+from paretoalign.trainers.adaptation import add_lora, enable_gradient_checkpointing, epoch_indices, make_accelerator
 from paretoalign.trainers.online_config import LINEAR_METHODS, OnlineConfig
 
 
@@ -103,10 +103,8 @@ class OnlineTrainer(base.StepTrainer):
     mgda_gram = "factored"
 
     def __init__(self, config: OnlineConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
-        from accelerate import Accelerator
-
         self.config = cfg = config
-        self.accelerator = accelerator or Accelerator()
+        self.accelerator = accelerator or make_accelerator(config)
         acc = self.accelerator
         self.out = Path(cfg.output_dir)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
@@ -147,6 +145,7 @@ class OnlineTrainer(base.StepTrainer):
         elif self.uses_reference:
             # Full fine-tuning keeps a frozen copy as the KL reference (when anything reads it).
             self.ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
+        enable_gradient_checkpointing(policy, cfg)
         wrapped = PolicyWithValueHeads(policy, self.K, with_values=cfg.uses_critic)
         params = [p for p in wrapped.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

@@ -57,6 +57,14 @@ class ModelOptions(LoraOptions):
         "tiny", help="Policy: a local folder, a Hugging Face id already in the local cache, "
         "'smollm2-135m-instruct' (bundled, offline) or 'tiny' (random test model).")
     allow_download: bool = field(False, help="Let --model and reward models be fetched from a hub (off: local only).")
+    mixed_precision: Optional[Literal["bf16", "fp16"]] = field(
+        None, help="Autocast the forward passes (accelerate's mixed precision): 'bf16' or 'fp16' (loss scaling). "
+        "Default: the launcher's setting (`accelerate launch --mixed_precision`, a --config_file), else full precision. "
+        "Weights and optimiser state stay float32.")
+    gradient_checkpointing: bool = field(
+        False, help="Recompute each decoder layer's activations in the backward pass (transformers' gradient "
+        "checkpointing, non-reentrant): about a third more compute for much less activation memory; for long "
+        "sequences or large batches on a GPU.")
 
 
 @option_group
