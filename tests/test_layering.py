@@ -4,7 +4,8 @@
     config_utils, run_dir
     preferences, data/                  what a run reads
     combiners, losses/                  pure maths: tensors in, tensors out (no model code)
-    models, decoding, rollout, sequences  models and sampling
+    models, decoding, vllm_backend,     models and sampling
+    rollout, sequences
     reward_model/                       ArmoRM pieces (no objectives/)
     objectives/                         the reward tensor
     trainers/ | evaluation/, pairs      side by side: trainers and evaluation never import each other
@@ -26,7 +27,7 @@ LAYERS = [
     {"config_utils", "run_dir"},
     {"preferences", "data"},
     {"combiners", "losses"},
-    {"models", "decoding", "rollout", "sequences"},
+    {"models", "decoding", "vllm_backend", "rollout", "sequences"},
     {"reward_model"},
     {"objectives"},
     {"trainers", "evaluation", "pairs"},

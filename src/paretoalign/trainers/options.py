@@ -137,11 +137,18 @@ class GenerationOptions:
     max_prompt_length: int = field(256, help="Prompts longer than this many tokens are truncated from the left.")
     temperature: float = field(1.0, help="Sampling temperature.")
     top_p: float = field(1.0, help="Nucleus sampling.")
-    generation_backend: Literal["hf", "hf-generate"] = field(
+    generation_backend: Literal["hf", "hf-generate", "vllm"] = field(
         "hf", help="How completions are sampled: 'hf' (default) runs the in-process model with paretoalign's packed "
         "decode loop for Llama/Mistral/Qwen2 models (LoRA read in place, shared prompt prefill, static KV cache; "
         "transformers' generate for other models), 'hf-generate' always uses transformers' generate (the slower path, "
-        "kept for comparison). Both sample the same distribution.")
+        "kept for comparison), 'vllm' a colocated vLLM engine whose weights are refreshed from the policy after each "
+        "update (GPU; pip install 'paretoalign[vllm]'). All sample the same distribution.")
+
+    def check_generation(self) -> None:
+        if self.generation_backend == "vllm":
+            from paretoalign.vllm_backend import check_available
+
+            check_available()
 
 
 @option_group

@@ -1,0 +1,41 @@
+"""bench/rollout.py on the tiny model: both generation paths timed side by side, the step cut into phases with ideals."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location("bench_rollout", Path(__file__).resolve().parents[1] / "bench" / "rollout.py")
+br = importlib.util.module_from_spec(spec)
+sys.modules["bench_rollout"] = br
+spec.loader.exec_module(br)
+
+
+def test_flop_counts_follow_the_model_shapes():
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, vocab_size=10)
+    # q 8, k 4, v 4 outputs of 8 inputs; o 8x8; gate/up/down 3 x 8 x 16; attention: 2 heads x 4 dims x 2 (QK, AV)
+    proj = 2 * 8 * (8 + 4 + 4) + 2 * 8 * 8 + 2 * 3 * 8 * 16
+    assert br.layer_flops_per_token(cfg, context=3) == proj + 2 * 2 * 2 * 4 * 3
+    fwd = br.forward_flops(cfg, rows=2, seq=3, logit_positions=1)
+    assert fwd == 2 * (2 * sum(br.layer_flops_per_token(cfg, t + 1) for t in range(3)) + 2 * 8 * 10)
+
+
+def test_tiny_run_reports_both_paths_the_phases_and_writes_json(tmp_path):
+    out = tmp_path / "r.json"
+    res = br.main(["--model", "tiny", "--sections", "gen", "step", "--rows", "4", "8", "--demo-rows", "8",
+                   "--step-rows", "8", "--tokens", "5", "--reps", "1", "--out", str(out)])
+    gen = res["generation"]
+    assert set(gen["rows"]) == {4, 8, 16}
+    for r in gen["rows"].values():
+        assert set(r["tokens_per_s"]) == {"hf-generate", "hf"} and min(r["tokens_per_s"].values()) > 0
+    assert gen["demo"]["old_rows"] == 16 and gen["demo"]["new_rows"] == 8
+    step = res["step"]
+    assert set(step["phases"]) == {"generation", "scoring", "reference forward", "policy forward", "backward",
+                                   "optimiser"}
+    assert step["rows"] == 8 and step["completion_tokens"] == 5 and step["matmul_rate_gflops"] > 0
+    assert step["phases"]["backward"]["gflop"] > step["phases"]["reference forward"]["gflop"] > 0
+    assert step["over_ideal"] > 0
+    assert json.loads(out.read_text())["step"]["rows"] == 8
