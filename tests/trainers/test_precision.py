@@ -54,3 +54,19 @@ def test_a_second_precision_in_one_process_is_one_clear_error(tmp_path, fresh_ac
     _one_update(tmp_path, "plain")
     with pytest.raises(ConfigError, match="--mixed-precision fp16: this process already runs accelerate"):
         _one_update(tmp_path, "fp16", mixed_precision="fp16")
+
+
+def test_deepspeed_micro_batch_is_filled_only_where_auto():
+    from types import SimpleNamespace
+
+    from paretoalign.trainers.adaptation import set_deepspeed_micro_batch
+
+    ds = {"train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto", "gradient_accumulation_steps": "auto"}
+    acc = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=ds)), num_processes=4)
+    set_deepspeed_micro_batch(acc, 8)
+    assert ds == {"train_micro_batch_size_per_gpu": 8, "train_batch_size": 32, "gradient_accumulation_steps": 1}
+    mine = {"train_micro_batch_size_per_gpu": 2, "train_batch_size": "auto", "gradient_accumulation_steps": 3}
+    acc.state.deepspeed_plugin.deepspeed_config = mine
+    set_deepspeed_micro_batch(acc, 8)
+    assert mine == {"train_micro_batch_size_per_gpu": 2, "train_batch_size": 24, "gradient_accumulation_steps": 3}
+    set_deepspeed_micro_batch(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None)), 8)  # no DeepSpeed: nothing

@@ -44,6 +44,25 @@ def make_accelerator(cfg):
                           "start a new process (or set it with `accelerate launch --mixed_precision`)") from None
 
 
+def set_deepspeed_micro_batch(accelerator, rows: int) -> None:
+    """Under DeepSpeed, fill ``train_micro_batch_size_per_gpu`` with the rows one backward sees.
+
+    accelerate takes it from a prepared DataLoader when the config says "auto"; the trainers
+    prepare none (they build their batches from rollouts or pairs), so it is set here, before
+    ``accelerator.prepare``.  A value the user wrote in a DeepSpeed JSON is kept."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        ds["train_micro_batch_size_per_gpu"] = int(rows)
+    if ds.get("gradient_accumulation_steps", "auto") == "auto":
+        ds["gradient_accumulation_steps"] = 1  # the trainers step once per backward
+    if ds.get("train_batch_size", "auto") == "auto":
+        ds["train_batch_size"] = (int(ds["train_micro_batch_size_per_gpu"]) * accelerator.num_processes
+                                  * int(ds["gradient_accumulation_steps"]))
+
+
 def enable_gradient_checkpointing(policy, cfg) -> None:
     """``--gradient-checkpointing``: transformers' non-reentrant activation checkpointing on ``policy``
     (a PEFT model's base included; with frozen base weights the inputs must require grad so

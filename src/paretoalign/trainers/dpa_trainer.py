@@ -55,7 +55,13 @@ from paretoalign.rollout import count_overlong, generate
 from paretoalign.sequences import ResponseBatch, response_token_logps
 from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
-from paretoalign.trainers.adaptation import add_lora, enable_gradient_checkpointing, epoch_indices, make_accelerator
+from paretoalign.trainers.adaptation import (
+    add_lora,
+    enable_gradient_checkpointing,
+    epoch_indices,
+    make_accelerator,
+    set_deepspeed_micro_batch,
+)
 from paretoalign.trainers.dpa_config import DPAConfig
 
 
@@ -122,6 +128,7 @@ class DPATrainer(base.StepTrainer):
             ckpt_lib.load_policy_state(policy, self.resume_from / run_dir.POLICY)
             ckpt_lib.load_optimizer(optimizer, self.resume_from)
             self.start_step = int(ckpt_lib.read_state(self.resume_from)["step"])
+        set_deepspeed_micro_batch(acc, cfg.batch_size)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
 
     @property

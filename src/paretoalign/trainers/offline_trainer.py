@@ -37,7 +37,13 @@ from paretoalign.rollout import render_prompt
 from paretoalign.sequences import encode_responses, response_token_logps
 from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
-from paretoalign.trainers.adaptation import add_lora, enable_gradient_checkpointing, epoch_indices, make_accelerator
+from paretoalign.trainers.adaptation import (
+    add_lora,
+    enable_gradient_checkpointing,
+    epoch_indices,
+    make_accelerator,
+    set_deepspeed_micro_batch,
+)
 from paretoalign.trainers.offline_config import OfflineConfig
 from paretoalign.trainers.offline_methods import STRATEGIES
 
@@ -124,6 +130,7 @@ class OfflineTrainer(base.StepTrainer):
         self.start_step = 0
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from, policy, optimizer)
+        set_deepspeed_micro_batch(acc, cfg.batch_size)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
         if self.ref_model is not None:
             self.ref_model.to(acc.device)

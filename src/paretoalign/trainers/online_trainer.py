@@ -64,7 +64,13 @@ from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import Rollout, generate, token_logprobs
 from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
-from paretoalign.trainers.adaptation import add_lora, enable_gradient_checkpointing, epoch_indices, make_accelerator
+from paretoalign.trainers.adaptation import (
+    add_lora,
+    enable_gradient_checkpointing,
+    epoch_indices,
+    make_accelerator,
+    set_deepspeed_micro_batch,
+)
 from paretoalign.trainers.online_config import LINEAR_METHODS, OnlineConfig
 
 
@@ -152,6 +158,7 @@ class OnlineTrainer(base.StepTrainer):
         self.start_step = 0
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from, wrapped, optimizer)
+        set_deepspeed_micro_batch(acc, cfg.batch_size * cfg.num_generations // cfg.num_mini_batches)
         self.model, self.optimizer = acc.prepare(wrapped, optimizer)
         if self.ref_model is not None:
             self.ref_model.to(acc.device)

@@ -1,0 +1,373 @@
+"""Sampling with a vLLM engine colocated in the training process (``--generation-backend vllm``).
+
+Design reference: TRL's GRPOTrainer with ``use_vllm=True, vllm_mode="colocate"`` (TRL 1.x,
+``trl/generation/vllm_generation.py``: ``VLLMGeneration._init_vllm``, ``_iter_named_params``,
+``sync_weights`` and the colocate branch of ``generate``).  As there, every training process owns
+one ``vllm.LLM`` on its own GPU (``distributed_executor_backend="external_launcher"``, so the engine
+runs inside this process and joins the ``torch.distributed`` world that accelerate set up, if any),
+takes a slice ``gpu_memory_utilization`` of the card, samples ``n=1`` completion per row (the rows
+already repeat each prompt ``num_generations`` times) from prompts given as token ids, and has the
+policy's current weights pushed into it in place before it samples.
+
+The engine is built lazily, once per process, on the first call.  vLLM needs a model folder: the
+policy's config and tokenizer are written to a temporary folder, the engine is built from it with
+``load_format="dummy"`` (random weights, nothing read from disk) and the folder is deleted at once;
+the first weight refresh then fills every weight.  Nothing is written where the user can see it.
+
+Weight refresh.  The trainers sample after each optimiser update, so the weights change every
+step.  Before sampling, a cheap key (each parameter's ``data_ptr`` and ``Tensor._version``, which
+every in-place update bumps) is compared with the key of the last push; when it differs, the
+weights are pushed, one tensor at a time as TRL does, through the engine model's own
+``load_weights`` (which maps Hugging Face names onto vLLM's fused layers), and the prefix cache is
+reset.  For a PEFT LoRA policy each adapted weight is pushed as ``W + ΔW`` computed into a
+temporary tensor with the layer's ``get_delta_weight`` (TRL calls ``merge_adapter``/
+``unmerge_adapter``; here the model's own base weights are never written, so the KL reference,
+the base with adapters disabled, cannot drift by merge/unmerge rounding); PEFT's name prefixes
+(``base_model.model.``, ``.base_layer``, ``modules_to_save.default.``) are stripped and ``lora_``
+tensors skipped, so names are the base architecture's.  How the engine's model is reached depends
+on the vLLM version: ``llm.llm_engine.model_executor.driver_worker.model_runner.model`` where it
+exists (in-process engines; what TRL uses), else ``llm.apply_model``, else ``llm.collective_rpc``.
+
+Sampling matches ``transformers``' ``generate`` as :mod:`paretoalign.rollout` calls it: EOS ends a
+completion and is kept (``stop_token_ids`` = the EOS ids with ``ignore_eos=True``, so vLLM stops on
+exactly those ids and not on another EOS it finds in the model's generation config), no EOS before
+``min_new_tokens`` (vLLM's ``min_tokens`` bans stop ids before it), temperature then top-p with
+top-k off, greedy (temperature 0) when not sampling.  The result has ``generate``'s layout.
+
+Limits: weights must be whole in each process (one GPU or DDP); FSDP and DeepSpeed ZeRO-3 shard
+them, and DoRA / LoRA-bias adapters are not merged here: those raise :class:`ConfigError`.
+
+This module was written on a machine without a GPU and without vLLM.  The tests
+(``tests/test_vllm_backend.py``) exercise it against a fake ``vllm`` module; the real run, on a
+CUDA machine with vLLM installed, is ``scripts/gpu_check.sh`` (``bench/gpu_check.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import sys
+import tempfile
+
+import torch
+
+from paretoalign.errors import ConfigError
+
+INSTALL_HINT = "--generation-backend vllm needs vLLM: pip install 'paretoalign[vllm]' (a CUDA machine)"
+
+# Engine settings, read when the engine is built: a module-level value other than None wins, else the
+# environment variable, else the default.
+GPU_MEMORY_UTILIZATION: float | None = None  # $PARETOALIGN_VLLM_GPU_MEMORY, default 0.3 (share of the card)
+TENSOR_PARALLEL_SIZE: int | None = None  # $PARETOALIGN_VLLM_TENSOR_PARALLEL, default 1 (the only size supported)
+DTYPE: str | None = None  # $PARETOALIGN_VLLM_DTYPE, default "auto" (vLLM picks from the config)
+MAX_MODEL_LEN: int | None = None  # $PARETOALIGN_VLLM_MAX_MODEL_LEN, default: the model's context length
+_SETTINGS = {  # name: (environment variable, default, type)
+    "GPU_MEMORY_UTILIZATION": ("PARETOALIGN_VLLM_GPU_MEMORY", 0.3, float),
+    "TENSOR_PARALLEL_SIZE": ("PARETOALIGN_VLLM_TENSOR_PARALLEL", 1, int),
+    "DTYPE": ("PARETOALIGN_VLLM_DTYPE", "auto", str),
+    "MAX_MODEL_LEN": ("PARETOALIGN_VLLM_MAX_MODEL_LEN", None, int),
+}
+
+_ENGINE = None  # the process's _Engine, built on first use
+
+
+class _Engine:
+    def __init__(self, llm, fingerprint: str):
+        self.llm = llm
+        self.fingerprint = fingerprint  # the architecture it was built for
+        self.synced = None  # key of the weights last pushed (None: never)
+        self.pushes = 0  # how many times weights were pushed (tests and benchmarks read it)
+
+
+def check_available() -> None:
+    """Raise :class:`ConfigError` (one line saying how to get it) unless vLLM and a CUDA device are present."""
+    try:
+        found = importlib.util.find_spec("vllm") is not None
+    except (ValueError, ImportError):  # a module in sys.modules without a spec: present
+        found = sys.modules.get("vllm") is not None
+    if not found:
+        raise ConfigError(INSTALL_HINT)
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{INSTALL_HINT}; vLLM is installed but no CUDA device is visible")
+
+
+def setting(name: str):
+    """The engine setting ``name`` (see the module constants): module value, else environment, else default."""
+    value = globals()[name]
+    if value is not None:
+        return value
+    env, default, cast = _SETTINGS[name]
+    raw = os.environ.get(env)
+    if raw in (None, ""):
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ConfigError(f"${env} must be a {cast.__name__}; got {raw!r}") from None
+
+
+def reset() -> None:
+    """Drop this process's engine (the next call builds a new one)."""
+    global _ENGINE
+    old, _ENGINE = _ENGINE, None
+    if old is not None:
+        del old
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def engine():
+    """This process's engine wrapper, or None before the first call (``.llm``, ``.pushes``)."""
+    return _ENGINE
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate_ids(model, tokenizer, enc: dict, max_new_tokens: int, min_new_tokens: int = 0, do_sample: bool = True,
+                 temperature: float = 1.0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None) -> torch.Tensor:
+    """Prompt + completion ids ``[N, P + T]`` sampled by the colocated vLLM engine, laid out as ``generate`` returns them.
+
+    ``enc`` is the tokenizer's left-padded output (``input_ids``, ``attention_mask`` ``[N, P]``), one row
+    per completion.  The first ``P`` columns are ``enc["input_ids"]`` unchanged; then each row's
+    completion, ending with its EOS when it stopped on one, right-padded with ``pad_token_id``;
+    ``T`` is the longest completion.  ``model`` is the policy (a causal LM, PEFT LoRA or not):
+    its current weights are pushed into the engine first when they changed since the last push."""
+    check_available()
+    eos_token_id = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+    pad_token_id = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
+    if pad_token_id is None:
+        pad_token_id = eos_token_id if not isinstance(eos_token_id, (list, tuple)) else eos_token_id[0]
+    eos_ids = [int(e) for e in (eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id])
+               if e is not None]
+    input_ids, mask = enc["input_ids"], enc["attention_mask"]
+    if max_new_tokens <= 0:  # nothing to sample (vLLM refuses max_tokens=0); the caller keeps shapes valid
+        return input_ids.clone()
+
+    eng = _engine_for(model, tokenizer)
+    sync_weights(model, eng)
+    from vllm import SamplingParams
+
+    params = SamplingParams(
+        n=1,
+        max_tokens=int(max_new_tokens),
+        min_tokens=int(min(min_new_tokens, max_new_tokens)),
+        temperature=float(temperature) if do_sample else 0.0,  # 0: greedy
+        top_p=float(top_p) if do_sample else 1.0,
+        top_k=_top_k_off(SamplingParams),
+        stop_token_ids=eos_ids,
+        ignore_eos=True,  # stop on exactly eos_ids (above), as generate(eos_token_id=...) does
+        detokenize=False,  # text is decoded by the caller from the ids
+    )
+    prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(input_ids.cpu(), mask.cpu())]
+    outputs = eng.llm.generate(prompts, sampling_params=params, use_tqdm=False)
+    if len(outputs) != len(prompts):
+        raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
+    completions = [_completion_ids(out.outputs[0], eos_ids) for out in outputs]
+    T = max((len(c) for c in completions), default=0)
+    tail = torch.full((len(completions), T), pad_token_id, dtype=input_ids.dtype)
+    for i, c in enumerate(completions):
+        if c:
+            tail[i, : len(c)] = torch.tensor(c, dtype=input_ids.dtype)
+    return torch.cat([input_ids, tail.to(input_ids.device)], dim=1)
+
+
+def _top_k_off(sampling_params_cls) -> int:
+    """The value that turns top-k off: SamplingParams' own default (0 in recent vLLM, which also reads -1
+    as off; -1 in older versions, which refuse 0)."""
+    try:
+        return int(getattr(sampling_params_cls(), "top_k", -1))
+    except Exception:  # pragma: no cover - a SamplingParams that cannot be built bare
+        return -1
+
+
+def _completion_ids(completion, eos_ids: list[int]) -> list[int]:
+    """One completion's token ids, its stop token kept (appended if a vLLM version left it out)."""
+    ids = [int(t) for t in completion.token_ids]
+    stop = getattr(completion, "stop_reason", None)
+    if (getattr(completion, "finish_reason", None) == "stop" and isinstance(stop, int) and stop in eos_ids
+            and (not ids or ids[-1] != stop)):
+        ids.append(stop)
+    return ids
+
+
+# --- the engine ---------------------------------------------------------------------------------
+
+
+def _base_model(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _fingerprint(model) -> str:
+    """The architecture the engine serves: model type and the base weights' names and shapes (config metadata
+    such as ``architectures`` or ``dtype``, which saving a checkpoint fills in, does not count)."""
+    shapes = [(vllm_name(n), tuple(p.shape)) for n, p in model.named_parameters()
+              if "lora_" not in n and "original_module" not in n]
+    return repr((getattr(_base_model(model).config, "model_type", None), shapes))
+
+
+def _engine_for(model, tokenizer) -> _Engine:
+    global _ENGINE
+    fingerprint = _fingerprint(model)
+    if _ENGINE is None:
+        _ENGINE = _Engine(_build_llm(model, tokenizer), fingerprint)
+    elif _ENGINE.fingerprint != fingerprint:
+        raise ConfigError("--generation-backend vllm holds one engine per process, built for another model "
+                          "architecture; sample one model per process (or call paretoalign.vllm_backend.reset())")
+    return _ENGINE
+
+
+def _distributed_env() -> int:
+    """Set what vLLM's external launcher reads (as TRL does); returns this process's rank."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    os.environ.setdefault("RANK", str(rank))
+    os.environ.setdefault("LOCAL_RANK", str(rank))
+    os.environ.setdefault("WORLD_SIZE", str(world))
+    os.environ.setdefault("MASTER_ADDR", "localhost")
+    if not os.environ.get("MASTER_PORT"):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("localhost", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    # the engine core in this process, so that its model is reachable for load_weights
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    return rank
+
+
+def _build_llm(model, tokenizer):
+    from vllm import LLM
+
+    tp = setting("TENSOR_PARALLEL_SIZE")
+    if tp != 1:
+        raise ConfigError(f"--generation-backend vllm runs one engine per training process on its own GPU; "
+                          f"tensor parallel size {tp} is not supported (set it to 1)")
+    rank = _distributed_env()
+    kwargs = dict(
+        tensor_parallel_size=tp,
+        gpu_memory_utilization=float(setting("GPU_MEMORY_UTILIZATION")),
+        dtype=setting("DTYPE"),
+        load_format="dummy",  # random weights: the first sync_weights() pushes the policy's
+        distributed_executor_backend="external_launcher",
+        seed=(torch.initial_seed() + rank) % 2**31,
+        max_num_batched_tokens=4096,  # as TRL: V1's memory profiler is misled by the larger default
+    )
+    if setting("MAX_MODEL_LEN") is not None:
+        kwargs["max_model_len"] = int(setting("MAX_MODEL_LEN"))
+    folder = tempfile.mkdtemp(prefix="paretoalign-vllm-")
+    try:
+        _base_model(model).config.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return LLM(model=folder, tokenizer=folder, **kwargs)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- weight refresh -----------------------------------------------------------------------------
+
+
+def weights_key(model) -> tuple:
+    """Changes whenever a parameter is written in place (``_version``) or replaced (``data_ptr``)."""
+    return (id(model),) + tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+def _check_whole(model) -> None:
+    for name, p in model.named_parameters():
+        if hasattr(p, "ds_id") or "_fsdp_wrapped_module" in name or "_flat_param" in name \
+                or type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor":
+            raise ConfigError("--generation-backend vllm pushes whole weights into its engine: it needs one GPU or "
+                              "DDP, not FSDP or DeepSpeed ZeRO-3 (they shard the weights); use --generation-backend hf")
+
+
+def vllm_name(name: str) -> str:
+    """A policy parameter's name as the base architecture (and vLLM's ``load_weights``) spells it."""
+    name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+    for part in ("modules_to_save.default.", "_checkpoint_wrapped_module.", "_orig_mod."):
+        name = name.replace(part, "")
+    return name
+
+
+def named_weights(model):
+    """``(name, tensor)`` for every weight of the base architecture, LoRA adapters merged into
+    temporary tensors (``W + ΔW``); the model's own parameters are never written."""
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # pragma: no cover - peft is a dependency
+        LoraLayer = None
+    lora = {n: m for n, m in model.named_modules() if LoraLayer is not None and isinstance(m, LoraLayer)}
+    for name, param in model.named_parameters():
+        if "lora_" in name or "original_module" in name:  # adapters (merged below) and modules_to_save originals
+            continue
+        tensor = param.detach()
+        owner, _, leaf = name.rpartition(".")
+        if leaf == "weight" and owner.endswith(".base_layer") and owner[: -len(".base_layer")] in lora:
+            tensor = _merged(lora[owner[: -len(".base_layer")]], tensor)
+        yield vllm_name(name), tensor
+
+
+def _merged(layer, weight: torch.Tensor) -> torch.Tensor:
+    if layer.merged or layer.disable_adapters:  # base weight already holds the adapters / adapters off
+        return weight
+    adapters = [a for a in layer.active_adapters if a in layer.lora_A or a in getattr(layer, "lora_embedding_A", {})]
+    for a in adapters:
+        if layer.use_dora.get(a, False) or getattr(layer, "lora_bias", {}).get(a, False):
+            raise ConfigError("--generation-backend vllm merges plain LoRA adapters only (not DoRA or lora_bias); "
+                              "use --generation-backend hf")
+        weight = weight + layer.get_delta_weight(a).to(weight.dtype)  # a new tensor each time
+    return weight
+
+
+def _engine_model(llm):
+    try:
+        return llm.llm_engine.model_executor.driver_worker.model_runner.model
+    except AttributeError:
+        return None
+
+
+def _worker_load(worker, item):
+    model = worker.get_model() if hasattr(worker, "get_model") else worker.model_runner.model
+    model.load_weights([item])
+
+
+def _loader(llm):
+    """A function loading one ``(name, tensor)`` into the engine's model, by what this vLLM version offers."""
+    model = _engine_model(llm)
+    if model is not None and hasattr(model, "load_weights"):  # TRL's colocate path (in-process engine)
+        return lambda item: model.load_weights([item])
+    if hasattr(llm, "apply_model"):  # newer vLLM: run a function on the model inside each worker
+        return lambda item: llm.apply_model(lambda m: m.load_weights([item]))
+    if hasattr(llm, "collective_rpc"):
+        return lambda item: llm.collective_rpc(_worker_load, args=(item,))
+    raise ConfigError("this vLLM version exposes no in-process way to load weights (llm_engine.model_executor, "
+                      "apply_model or collective_rpc); install a vLLM that paretoalign[vllm] allows")
+
+
+def sync_weights(model, eng: _Engine | None = None, force: bool = False) -> bool:
+    """Push ``model``'s current weights into the engine if they changed since the last push; True if pushed."""
+    eng = eng or _ENGINE
+    key = weights_key(model)
+    if not force and key == eng.synced:
+        return False
+    _check_whole(model)
+    load = _loader(eng.llm)
+    with torch.no_grad():
+        for item in named_weights(model):
+            load(item)
+    if hasattr(eng.llm, "reset_prefix_cache"):
+        eng.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
+    eng.synced = key
+    eng.pushes += 1
+    return True
+
+
+__all__ = ["INSTALL_HINT", "check_available", "generate_ids", "sync_weights", "named_weights", "vllm_name",
+           "weights_key", "reset", "engine", "setting"]
