@@ -35,7 +35,7 @@ from paretoalign.errors import ConfigError, RunDirError
 from paretoalign.models import check_batch_fits, kv_bytes_per_token, load_causal_lm, load_tokenizer
 from paretoalign.objectives import build_objective_set
 from paretoalign.objectives.spec import split_objective_specs
-from paretoalign.rollout import generate
+from paretoalign.rollout import check_backend, generate
 
 CARD_FILE = "card.json"
 README_FILE = "README.md"
@@ -78,10 +78,7 @@ class PairsConfig:
         if isinstance(self.objectives, str):
             self.objectives = split_objective_specs(self.objectives)
         self.objectives = list(self.objectives)
-        if self.generation_backend == "vllm":
-            from paretoalign.vllm_backend import check_available
-
-            check_available()
+        check_backend(self.generation_backend)
         if not self.objectives:
             raise ConfigError("--objectives is empty")
         if self.num_completions < 2:

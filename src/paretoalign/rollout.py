@@ -13,6 +13,7 @@ import torch
 
 from paretoalign.data.prompts import Prompt, prompt_text
 from paretoalign.decoding import packed_decoder
+from paretoalign.errors import ConfigError
 
 MAX_PROMPT_LENGTH = 256  # generate()'s default: longer rendered prompts are cut from the left
 # How completions are sampled (``--generation-backend``): "hf" samples the in-process model with the packed
@@ -20,6 +21,17 @@ MAX_PROMPT_LENGTH = 256  # generate()'s default: longer rendered prompts are cut
 # ``generate`` elsewhere; "hf-generate" always uses ``generate`` (the slower path, kept for comparison);
 # "vllm" samples with a colocated vLLM engine refreshed from the policy (:mod:`paretoalign.vllm_backend`, GPU).
 BACKENDS = ("hf", "hf-generate", "vllm")
+
+
+def check_backend(backend: str) -> None:
+    """``backend`` is one of :data:`BACKENDS`, and vLLM is usable where it is asked for: else one
+    :class:`ConfigError` line (the configs call this before any model loads)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown generation backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "vllm":
+        from paretoalign.vllm_backend import check_available
+
+        check_available()
 
 
 def count_overlong(prompts: list, tokenizer, use_chat_template: bool = True, limit: int = MAX_PROMPT_LENGTH) -> int:
@@ -130,8 +142,8 @@ def generate(
 
     ``backend`` (see :data:`BACKENDS`) chooses the sampling loop; both draw from the same
     distribution (the model's, after min-new-tokens, temperature and top-p, in ``generate``'s order)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown generation backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend not in BACKENDS:  # vLLM's availability was checked with the config
+        check_backend(backend)
     texts = [render_prompt(p, tokenizer, use_chat_template, system_prompt) for p in prompts]
     texts = [t for t in texts for _ in range(num_generations)]
     tokenizer.padding_side = "left"
@@ -144,16 +156,17 @@ def generate(
     tokenizer.truncation_side = truncation_side
     device = next(model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
+    temperature = max(temperature, 1e-5)  # 0 means greedy-like sampling, never a division by zero
     decoder = packed_decoder(model) if backend == "hf" else None
     if backend == "vllm":
         from paretoalign import vllm_backend
 
         out = vllm_backend.generate_ids(model, tokenizer, enc, max_new_tokens, min_new_tokens, do_sample,
-                                        max(temperature, 1e-5), top_p, tokenizer.eos_token_id, tokenizer.pad_token_id)
+                                        temperature, top_p, tokenizer.eos_token_id, tokenizer.pad_token_id)
     elif decoder is not None:  # reads LoRA adapters itself: no merge, no copy of the base weights
         out = decoder.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens, tokenizer.eos_token_id,
                                tokenizer.pad_token_id, min_new_tokens=min_new_tokens, do_sample=do_sample,
-                               temperature=max(temperature, 1e-5), top_p=top_p)
+                               temperature=temperature, top_p=top_p)
     else:
         out = _hf_generate(model, tokenizer, enc, max_new_tokens, min_new_tokens, do_sample, temperature, top_p,
                            merge_lora)
@@ -171,7 +184,7 @@ def _hf_generate(model, tokenizer, enc, max_new_tokens, min_new_tokens, do_sampl
         eos_token_id=tokenizer.eos_token_id,
     )
     if do_sample:
-        gen_kwargs.update(temperature=max(temperature, 1e-5), top_p=top_p, top_k=0)
+        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     with lora_merged(model) if merge_lora else nullcontext():
         out = model.generate(**enc, **gen_kwargs)
     if was_training:

@@ -49,7 +49,7 @@ from paretoalign.objectives import build_objective_set
 from paretoalign.objectives.base import check_scores
 from paretoalign.objectives.spec import split_objective_specs
 from paretoalign.preferences import DEFAULT_DIRECTION_TEMPLATE, conditioned_prompt, direction_prompt, validate_direction
-from paretoalign.rollout import MAX_PROMPT_LENGTH, count_overlong
+from paretoalign.rollout import MAX_PROMPT_LENGTH, check_backend, count_overlong
 
 EVAL_FORMAT = 2  # 2: inverse-CDF sampling of the packed decode loop (other samples for a seed)
 # Settings that change the completions; anything else (objectives, baseline...) does not.
@@ -94,11 +94,7 @@ class EvalConfig:
 
     def __post_init__(self):
         check_choice("split", self.split, ("heldout", "train", "all"))
-        check_choice("generation_backend", self.generation_backend, ("hf", "hf-generate", "vllm"))
-        if self.generation_backend == "vllm":
-            from paretoalign.vllm_backend import check_available
-
-            check_available()
+        check_backend(self.generation_backend)
         if isinstance(self.direction, str):
             self.direction = split_list(self.direction)
         if self.direction is not None and self.system_prompt is not None:

@@ -145,10 +145,9 @@ class GenerationOptions:
         "update (GPU; pip install 'paretoalign[vllm]'). All sample the same distribution.")
 
     def check_generation(self) -> None:
-        if self.generation_backend == "vllm":
-            from paretoalign.vllm_backend import check_available
+        from paretoalign.rollout import check_backend  # here: the option groups stay free of torch
 
-            check_available()
+        check_backend(self.generation_backend)
 
 
 @option_group
