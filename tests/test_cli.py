@@ -124,3 +124,22 @@ def test_mo_grpo_gdpo_under_two_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = run_dir.read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["samples"] == 8 and rows[0]["value_loss"] == 0.0
+
+
+HEAVY = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "vaderSentiment", "moocore",
+         "matplotlib", "huggingface_hub", "tqdm")
+COMMANDS = ["train", "evaluate", "front", "compare", "report", "pairs", "reward-model", "demo", "objectives"]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_prints_and_imports_nothing_heavy(command):
+    """--help answers before any heavy library loads (the cause of a slow --help; the time itself, as a
+    ratio to `python -c pass`, is in bench/cli_startup.py: no timing assertions in unit tests)."""
+    argv = ["--help"] if command is None else [command, "--help"]
+    code = ("import sys\nfrom paretoalign.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "usage: paretoalign" in res.stdout
+    assert res.stdout.strip().splitlines()[-1] == "HEAVY []"

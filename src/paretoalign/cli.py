@@ -70,7 +70,7 @@ def _cmd_train(args) -> int:
 
 def _evaluate_parser(sub) -> None:
     from paretoalign.config_utils import add_dataclass_arguments
-    from paretoalign.evaluation.evaluate import EvalConfig
+    from paretoalign.evaluation.config import EvalConfig
 
     p = sub.add_parser(
         "evaluate",
@@ -116,7 +116,7 @@ def _family_heading(cls) -> str:
 
 def _front_parser(sub) -> None:
     from paretoalign.config_utils import add_config_arguments
-    from paretoalign.fronts.sweep import FRONT_SETS, FrontConfig
+    from paretoalign.fronts.config import FRONT_SETS, FrontConfig
     from paretoalign.trainers.methods import FAMILY_CLASSES, _load
     from paretoalign.trainers.options import GROUP_ORDER
 
@@ -205,7 +205,7 @@ def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="The main job on the bundled SmolLM2-135M-Instruct: PAMA on sentiment and conciseness, before/after "
-        "on held-out prompts with paired 95% intervals.",
+        "on held-out prompts with paired 95%% intervals.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default=D["model"], help="Policy to align.")
@@ -240,7 +240,7 @@ def _cmd_demo(args) -> int:
 
 def _pairs_parser(sub) -> None:
     from paretoalign.config_utils import add_dataclass_arguments
-    from paretoalign.pairs import PairsConfig
+    from paretoalign.pairs_config import PairsConfig
 
     p = sub.add_parser(
         "pairs",

@@ -175,7 +175,8 @@ def resolve_model_path(name: str, allow_download: bool = False) -> str:
         raise ModelNotFoundError(
             f"model {name!r} not found: it is not a local folder, not one of the built-in names "
             f"({SMOLLM2_NAME!r}, {TINY_NAME!r}), and not in the local Hugging Face cache. "
-            "Download it first (huggingface-cli download ...) or pass a folder path"
+            f"Pass --allow-download to fetch it from the Hub (it lands in that cache), download it first "
+            f"(hf download {name}), or pass a folder path"
         ) from None
 
 

@@ -24,10 +24,12 @@ DPA directions (unit vectors in reward space, the preference of a steerable mode
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from paretoalign.errors import ConfigError
 
@@ -49,6 +51,7 @@ def _fmt(values) -> str:
 
 
 def _parse(weights) -> list[float]:
+    import torch  # here, not at import: the configs (and so --help) read this module
     if isinstance(weights, str):
         parts = [p.strip() for p in weights.split(",")]
         if weights.strip() == "" or any(p == "" for p in parts):
@@ -102,6 +105,7 @@ def validate_weights(
         ConfigError: unparsable input; wrong length; NaN or infinite entries; negative entries;
             all zeros; or (without ``normalize``) a sum further than 1e-6 from 1.
     """
+    import torch  # here, not at import: the configs (and so --help) read this module
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"the number of objectives must be a positive integer, got {k!r}")
     if names is not None:
@@ -135,6 +139,7 @@ def validate_weights(
 
 def uniform_weights(k: int) -> torch.Tensor:
     """The uniform preference 1/k, float32 ``[k]``."""
+    import torch  # here, not at import: the configs (and so --help) read this module
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"the number of objectives must be a positive integer, got {k!r}")
     return torch.full((int(k),), 1.0 / int(k), dtype=torch.float32)
@@ -256,6 +261,7 @@ def validate_direction(direction, k: int, names: Sequence[str] | None = None) ->
     """A direction given as K numbers -> the unit vector [K] (float64).  Any non-zero finite vector is
     accepted and normalised (a preference vector on the simplex becomes its direction); negative
     entries mean "less of that objective" (DPA's θ < 0).  Wrong length, NaN/inf or zero: ConfigError."""
+    import torch  # here, not at import: the configs (and so --help) read this module
     if isinstance(direction, str):
         direction = [x for x in direction.replace(" ", "").split(",") if x]
     try:
@@ -275,6 +281,7 @@ def validate_direction(direction, k: int, names: Sequence[str] | None = None) ->
 
 def direction_from_angle(degrees: float) -> torch.Tensor:
     """v = (cos θ, sin θ) for two objectives (θ = 0: all first objective, 90: all second)."""
+    import torch  # here, not at import: the configs (and so --help) read this module
     t = math.radians(float(degrees))
     return torch.tensor([math.cos(t), math.sin(t)], dtype=torch.float64)
 
@@ -283,6 +290,7 @@ def sample_directions(n: int, k: int, generator: torch.Generator, min_angle: flo
                       max_angle: float = 90.0) -> torch.Tensor:
     """``n`` directions [n, K]: for K = 2, θ uniform in [min_angle, max_angle] degrees; for K > 2,
     uniform on the unit sphere's non-negative orthant (|N(0, I)| normalised)."""
+    import torch  # here, not at import: the configs (and so --help) read this module
     if k == 2:
         if not min_angle <= max_angle:
             raise ConfigError(f"min_angle {min_angle} > max_angle {max_angle}")
@@ -318,6 +326,7 @@ def conditioned_prompt(prompt, system: str) -> list:
 
 def check_direction_template(template: str, names: Sequence[str]) -> None:
     """Fail early on a template that does not mention the direction or uses unknown fields."""
+    import torch  # here, not at import: the configs (and so --help) read this module
     if "{weighted_rating}" not in template and not any(("{w_" + n + "}") in template for n in names):
         raise ConfigError("direction template must contain {weighted_rating} or {w_<objective>} fields; "
                           "otherwise the model never sees the direction")

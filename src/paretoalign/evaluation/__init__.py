@@ -9,6 +9,23 @@ Layer: evaluation stands beside training; neither imports the other.  Fronts (sw
 plots) build on both: :mod:`paretoalign.fronts`.
 """
 
-from paretoalign.evaluation.scoring import evaluate_policy, summarize_scores, win_rates
+# Resolved on first use (PEP 562): importing the package, or its light modules, never pulls in torch
+# (`paretoalign --help` builds its parser from config modules beside these).
+_EXPORTS = {
+    "evaluate_policy": "paretoalign.evaluation.scoring",
+    "summarize_scores": "paretoalign.evaluation.scoring",
+    "win_rates": "paretoalign.evaluation.scoring",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["evaluate_policy", "summarize_scores", "win_rates"]

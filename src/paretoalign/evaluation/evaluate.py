@@ -23,19 +23,18 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal, Optional
 
 import torch
 
 from paretoalign import run_dir
-from paretoalign.config_utils import check_choice, field, split_list
 from paretoalign.console import table
 from paretoalign.data.prompts import load_prompts, prompts_hash, split_prompts
 from paretoalign.errors import ConfigError
 from paretoalign.evaluation import scoring
 from paretoalign.evaluation.cache import EvalCache, cache_key, eval_cache_dir, objective_key
+from paretoalign.evaluation.config import EvalConfig
 from paretoalign.evaluation.scoring import summarize_scores, win_rates
 from paretoalign.evaluation.targets import Target, default_output, load_target, resolve_target, target_fingerprint
 from paretoalign.models import (
@@ -47,71 +46,13 @@ from paretoalign.models import (
 )
 from paretoalign.objectives import build_objective_set
 from paretoalign.objectives.base import check_scores
-from paretoalign.objectives.spec import split_objective_specs
 from paretoalign.preferences import DEFAULT_DIRECTION_TEMPLATE, conditioned_prompt, direction_prompt, validate_direction
-from paretoalign.rollout import MAX_PROMPT_LENGTH, check_backend, count_overlong
+from paretoalign.rollout import MAX_PROMPT_LENGTH, count_overlong
 
 EVAL_FORMAT = 2  # 2: inverse-CDF sampling of the packed decode loop (other samples for a seed)
 # Settings that change the completions; anything else (objectives, baseline...) does not.
 _GEN_KEYS = ("seed", "batch_size", "max_new_tokens", "temperature", "top_p", "do_sample",
              "use_chat_template", "system_prompt", "generation_backend")
-
-
-@dataclass
-class EvalConfig:
-    """Options of ``paretoalign evaluate`` (``None`` means: take it from the run, else the default shown)."""
-
-    target: str = field("", cli=False, help="A run folder, a checkpoint folder (RUN/checkpoints/step-N), or a model (folder, cached id, 'smollm2-135m-instruct', 'tiny').")
-    objectives: Optional[list] = field(None, help="Objective specs (default: the run's objectives; required for a model).")
-    prompts: Optional[str] = field(None, help="Prompt set (default: the run's --prompts, else 'builtin').")
-    prompt_column: Optional[str] = field(None, help="Column holding the prompt (default: the run's, else 'prompt').")
-    split: Literal["heldout", "train", "all"] = field("heldout", help="Which part of the prompt set: the held-out split (default), train, or all.")
-    heldout_fraction: Optional[float] = field(None, help="Held-out fraction of the split (default: the run's, else 0.15).")
-    split_seed: Optional[int] = field(None, help="Seed of the train/held-out split (default: the run's --seed, else 0).")
-    num_prompts: Optional[int] = field(None, help="Evaluate only the first N prompts of the split.")
-    max_new_tokens: Optional[int] = field(None, help="Completion length cap (default: the run's, else 48).")
-    temperature: float = field(0.7, help="Sampling temperature.")
-    top_p: float = field(1.0, help="Nucleus sampling.")
-    do_sample: bool = field(True, help="Sample (true) or decode greedily (false).")
-    seed: int = field(1234, help="Generation seed (completions depend on it and on --batch-size).")
-    batch_size: int = field(64, help="Prompts per generation batch (64 rows use a CPU's cores well).")
-    generation_backend: Literal["hf", "hf-generate", "vllm"] = field(
-        "hf", help="'hf': paretoalign's packed decode loop where the model is Llama-like, else transformers' generate; "
-        "'vllm': a vLLM engine (GPU; pip install 'paretoalign[vllm]'); "
-        "'hf-generate': always generate (slower; same distribution, other samples for a seed).")
-    system_prompt: Optional[str] = field(None, help="System message (default: the run's).")
-    direction: Optional[list] = field(
-        None, help="Steer a DPA model: a direction over the objectives (e.g. 0.8,0.6; normalised to unit length), "
-        "written into the system message with the run's direction template.")
-    direction_template: Optional[str] = field(None, help="Template for --direction (default: the run's, else DPA's).")
-    use_chat_template: Optional[bool] = field(None, help="Apply the chat template (default: the run's, else true).")
-    baseline: str = field("auto", help="Win rates against: 'auto' (a run's base model; none for a model), 'none', or another target.")
-    output: Optional[str] = field(None, help="Where to write eval.json (default: RUN/eval.json, CHECKPOINT/eval.json, or ./eval-<model>.json).")
-    num_samples: int = field(8, help="Sample completions kept in the 'samples' list (all completions are stored anyway).")
-    nan_policy: Literal["fail", "skip"] = field("fail", help="A NaN/inf score: 'fail' (error naming the objective) or 'skip' (left out of that objective's statistics).")
-    cache: bool = field(True, help="Reuse cached completions and scores (see the module docs); --no-cache recomputes.")
-    allow_download: bool = field(False, help="Let models be fetched from a hub (off: local only).")
-
-    def __post_init__(self):
-        check_choice("split", self.split, ("heldout", "train", "all"))
-        check_backend(self.generation_backend)
-        if isinstance(self.direction, str):
-            self.direction = split_list(self.direction)
-        if self.direction is not None and self.system_prompt is not None:
-            raise ConfigError("--direction writes the system message itself; drop --system-prompt")
-        check_choice("nan_policy", self.nan_policy, ("fail", "skip"))
-        if not self.target:
-            raise ConfigError("evaluate needs a target: a run folder, a checkpoint folder or a model")
-        if isinstance(self.objectives, str):
-            self.objectives = split_objective_specs(self.objectives)
-        elif self.objectives is not None:
-            self.objectives = split_list(self.objectives)
-        for name in ("batch_size", "num_prompts", "max_new_tokens"):
-            v = getattr(self, name)
-            if v is not None and int(v) < 1:
-                raise ConfigError(f"{name} must be >= 1; got {v!r}")
-        if not self.temperature > 0 and self.do_sample:
-            raise ConfigError(f"temperature must be > 0 when sampling; got {self.temperature!r} (use --do-sample false for greedy)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,17 +8,38 @@ The objective classes live in :mod:`.rules`, :mod:`.embedding` and :mod:`.models
 ones import transformers only when they first load their model.
 """
 
-from paretoalign.objectives.base import Objective, ObjectiveSet, check_scores
-from paretoalign.objectives.embedding import RelevanceObjective, SentenceEmbedder
-from paretoalign.objectives.models import PythonObjective, RewardModelObjective
-from paretoalign.objectives.registry import (
-    available_objectives,
-    build_objective,
-    build_objective_set,
-    register_objective,
-)
-from paretoalign.objectives.rules import KeywordObjective, LengthObjective, ReadabilityObjective, SentimentObjective
-from paretoalign.objectives.spec import parse_objective_spec, split_objective_specs
+# Resolved on first use (PEP 562): importing the package, or its light modules, never pulls in torch
+# (`paretoalign --help` builds its parser from config modules beside these).
+_EXPORTS = {
+    "Objective": "paretoalign.objectives.base",
+    "ObjectiveSet": "paretoalign.objectives.base",
+    "check_scores": "paretoalign.objectives.base",
+    "RelevanceObjective": "paretoalign.objectives.embedding",
+    "SentenceEmbedder": "paretoalign.objectives.embedding",
+    "PythonObjective": "paretoalign.objectives.models",
+    "RewardModelObjective": "paretoalign.objectives.models",
+    "available_objectives": "paretoalign.objectives.registry",
+    "build_objective": "paretoalign.objectives.registry",
+    "build_objective_set": "paretoalign.objectives.registry",
+    "register_objective": "paretoalign.objectives.registry",
+    "KeywordObjective": "paretoalign.objectives.rules",
+    "LengthObjective": "paretoalign.objectives.rules",
+    "ReadabilityObjective": "paretoalign.objectives.rules",
+    "SentimentObjective": "paretoalign.objectives.rules",
+    "parse_objective_spec": "paretoalign.objectives.spec",
+    "split_objective_specs": "paretoalign.objectives.spec",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Objective",

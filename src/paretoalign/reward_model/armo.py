@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)  # the reference code's grid
+from paretoalign.reward_model import RIDGE_ALPHAS  # the reference code's grid
 
 
 def scale_ratings(values: torch.Tensor, low: float, high: float, name: str = "rating") -> torch.Tensor:

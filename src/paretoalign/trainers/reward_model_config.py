@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from paretoalign.config_utils import check_fields, field, split_list
 from paretoalign.errors import ConfigError
-from paretoalign.reward_model.armo import RIDGE_ALPHAS
+from paretoalign.reward_model import RIDGE_ALPHAS
 
 # rating scales of the public schemas (scaled to [0, 1] as (r - low) / (high - low))
 KNOWN_RANGES = {"helpsteer2": (0.0, 4.0), "ultrafeedback": (1.0, 5.0)}
