@@ -143,3 +143,19 @@ def test_help_prints_and_imports_nothing_heavy(command):
     assert res.returncode == 0, res.stderr
     assert "usage: paretoalign" in res.stdout
     assert res.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_objectives_lists_each_kind_with_its_options_and_defaults(capsys):
+    assert main(["objectives"]) == 0
+    out = capsys.readouterr().out
+    assert "length(scale=140.0, low=0.5, high=1.5, unit='chars')" in out
+    assert "reward_model:<model>(index=0," in out and "python:<function>(...)" in out
+    assert "VADER compound sentiment" in out
+
+
+def test_evaluate_has_one_cache_flag():
+    from paretoalign.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["evaluate"]
+    flags = [s for a in sub._actions for s in a.option_strings if "cache" in s]
+    assert flags == ["--no-cache"]

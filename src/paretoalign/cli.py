@@ -367,9 +367,10 @@ def _objectives_parser(sub) -> None:
 def _cmd_objectives(args) -> int:
     from paretoalign.objectives import registry
 
-    print("Built-in objectives (use in --objectives, comma-separated):")
+    print("Built-in objectives (use in --objectives, comma-separated), with their options and defaults:")
     for name in registry.available_objectives():
-        print(f"  {name}")
+        usage, summary = registry.describe_objective(name)
+        print(f"  {usage}\n      {summary}")
     print("\nSpec syntax: name | name(k=v,...) | kind:arg | kind:arg(k=v,...); every objective accepts")
     print("  name=<alias> and direction=maximize|minimize.")
     print("  e.g. sentiment,length(scale=100,unit=words)  reward_model:/path/to/rm(index=0)  python:mymod:fn")

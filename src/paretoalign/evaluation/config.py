@@ -45,7 +45,8 @@ class EvalConfig:
     output: Optional[str] = field(None, help="Where to write eval.json (default: RUN/eval.json, CHECKPOINT/eval.json, or ./eval-<model>.json).")
     num_samples: int = field(8, help="Sample completions kept in the 'samples' list (all completions are stored anyway).")
     nan_policy: Literal["fail", "skip"] = field("fail", help="A NaN/inf score: 'fail' (error naming the objective) or 'skip' (left out of that objective's statistics).")
-    cache: bool = field(True, help="Reuse cached completions and scores (see the module docs); --no-cache recomputes.")
+    # one flag on the command line, --no-cache (cli.py); YAML may say `cache: false`
+    cache: bool = field(True, cli=False, help="Reuse cached completions and scores (see the module docs).")
     allow_download: bool = field(False, help="Let models be fetched from a hub (off: local only).")
 
     def __post_init__(self):

@@ -64,6 +64,11 @@ class _Kind:
     any_options: bool  # the factory takes **kwargs: every option is passed on
     takes_name: bool
     takes_tokenizer: bool
+    defaults: tuple[tuple[str, Any], ...] = ()  # (option, default) in signature order; no default: REQUIRED
+    summary: str = ""  # the factory's first docstring line
+
+
+REQUIRED = object()
 
 
 _KINDS: dict[str, _Kind] = {}
@@ -97,6 +102,9 @@ def register_objective(kind: str, factory: Callable[..., Objective] | None = Non
             any_options=any(p.kind is p.VAR_KEYWORD for p in params),
             takes_name="name" in names,
             takes_tokenizer="tokenizer" in names,
+            defaults=tuple((p.name, REQUIRED if p.default is p.empty else p.default) for p in params
+                           if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("name", "tokenizer")),
+            summary=(inspect.getdoc(f) or "").split("\n")[0],
         )
         return f
 
@@ -106,6 +114,14 @@ def register_objective(kind: str, factory: Callable[..., Objective] | None = Non
 def available_objectives() -> list[str]:
     """The registered kinds, sorted (``reward_model`` and ``python`` take an argument: ``kind:arg``)."""
     return sorted(_KINDS)
+
+
+def describe_objective(kind: str) -> tuple[str, str]:
+    """(``kind[:<arg>](option=default, ...)``, one-line summary) of a registered kind, for listings."""
+    k = _KINDS[kind]
+    head = kind + (f":<{k.arg}>" if k.arg else "")
+    opts = [f"{n}={d!r}" if d is not REQUIRED else n for n, d in k.defaults] + (["..."] if k.any_options else [])
+    return f"{head}({', '.join(opts)})" if opts else head, k.summary
 
 
 def _usage(kind: str) -> str:
@@ -227,29 +243,35 @@ def build_objective_set(specs: str | Sequence[str | Mapping[str, Any] | Objectiv
 
 def _length(scale: float = 140.0, low: float = 0.5, high: float = 1.5, unit: str = "chars", tokenizer: Any = None,
             name: str = "length"):
+    """Clipped length reward clip(len/scale, low, high) in chars, words or tokens (PAMA's length objective)."""
     return LengthObjective(scale=scale, low=low, high=high, unit=unit, tokenizer=tokenizer, name=name)
 
 
 def _sentiment(name: str = "sentiment"):
+    """VADER compound sentiment of the completion, in [-1, 1] (higher: more positive)."""
     return SentimentObjective(name=name)
 
 
 def _readability(clip: bool = False, empty: float = 0.0, lang: str = "en_US", name: str = "readability"):
+    """Flesch reading ease of the completion (textstat; higher: easier); clip=true bounds it to [0, 100]."""
     return ReadabilityObjective(clip=clip, empty=empty, lang=lang, name=name)
 
 
 def _keywords(words: Any = (), mode: str = "fraction", whole_words: bool = True, name: str = "keywords"):
+    """Keywords present in the completion (words='a|b'): their fraction, any (0/1) or count (mode=)."""
     return KeywordObjective(words=words, mode=mode, whole_words=whole_words, name=name)
 
 
 def _relevance(model: str | None = None, max_length: int | None = None, batch_size: int = 32, device: str = "auto",
                name: str = "relevance"):
+    """Cosine similarity of prompt and completion embeddings, in [-1, 1] (the bundled MiniLM unless model=)."""
     return RelevanceObjective(model=model, max_length=max_length, batch_size=batch_size, device=device, name=name)
 
 
 def _reward_model(model: str, index: int = 0, batch_size: int = 8, max_length: int = 1024, device: str = "auto",
                   format: str = "auto", dtype: str = "auto", allow_download: bool = False, name: str | None = None,
                   debiased: bool = False):
+    """A sequence-classification reward model's logit (index=), or a head/score of a paretoalign reward model folder."""
     folder, _, head = str(model).partition("#")
     path = Path(folder).expanduser()
     # a damaged config.json is one error naming it, whichever kind of folder it belongs to
@@ -273,6 +295,7 @@ def _reward_model(model: str, index: int = 0, batch_size: int = 8, max_length: i
 
 
 def _python(function: str, name: str | None = None, **options: Any):
+    """Your function <module>:<fn>(prompts, completions, **options) -> one number per completion."""
     return PythonObjective(function, name=name, **options)
 
 
@@ -287,6 +310,7 @@ register_objective("python", _python, arg="function")
 
 def _implicit_dpo(adapter: str, beta: float = 0.1, base: str | None = None, batch_size: int = 8,
                   max_length: int = 512, use_chat_template: bool = True, name: str | None = None):
+    """DPO's implicit reward beta*log(pi_adapter/pi_base) of a trained LoRA adapter (a run folder or final/policy)."""
     return ImplicitRewardObjective(adapter, beta=beta, base=base, batch_size=batch_size, max_length=max_length,
                                    use_chat_template=use_chat_template, name=name)
 
