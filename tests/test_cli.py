@@ -159,3 +159,24 @@ def test_evaluate_has_one_cache_flag():
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["evaluate"]
     flags = [s for a in sub._actions for s in a.option_strings if "cache" in s]
     assert flags == ["--no-cache"]
+
+
+def test_loading_is_quiet_unless_verbose(tmp_path, capfd, monkeypatch):
+    """No per-tensor progress bar when a saved model loads; --verbose (anywhere on the line) brings it back,
+    and the setting does not outlive the command."""
+    from paretoalign.console import VERBOSE_ENV
+    from paretoalign.models import build_tiny_model, build_tiny_tokenizer
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    folder = tmp_path / "m"
+    tok = build_tiny_tokenizer()
+    build_tiny_model(tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    base = ["evaluate", str(folder), "--objectives", "length", "--num-prompts", "2", "--max-new-tokens", "2",
+            "--output", str(tmp_path / "e.json"), "--no-cache"]
+    capfd.readouterr()
+    assert main(base) == 0
+    assert "Loading weights" not in capfd.readouterr().err
+    assert main(base + ["--verbose"]) == 0
+    assert "Loading weights" in capfd.readouterr().err
+    assert VERBOSE_ENV not in os.environ

@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 
+from paretoalign.console import VERBOSE_ENV
 from paretoalign.errors import ParetoAlignError
 
 
@@ -391,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     from paretoalign import __version__
 
     parser.add_argument("--version", action="version", version=f"paretoalign {__version__}")
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="Show every third-party warning and progress bar (model loading, shard writing, GGUF "
+                        "conversion) that paretoalign otherwise keeps quiet; accepted anywhere on the line.")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _evaluate_parser(sub)
@@ -407,8 +411,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub unless the user opts in
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" not in argv:
+        return _run(argv)
+    # accepted anywhere on the line, for every command; the environment carries it to accelerate's workers
+    previous = os.environ.get(VERBOSE_ENV)
+    os.environ[VERBOSE_ENV] = "1"
+    try:
+        return _run([a for a in argv if a != "--verbose"])
+    finally:  # a caller in the same process (a notebook, a test) keeps its own setting
+        if previous is None:
+            os.environ.pop(VERBOSE_ENV, None)
+        else:
+            os.environ[VERBOSE_ENV] = previous
+
+
+def _run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ParetoAlignError as exc:
@@ -421,7 +440,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; resume with --resume (the last checkpoint is intact)", file=sys.stderr)
         return 130
-
 
 if __name__ == "__main__":
     sys.exit(main())

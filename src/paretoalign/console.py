@@ -1,6 +1,10 @@
-"""Plain-text tables for the terminal (no extra dependency)."""
+"""What the terminal shows: plain-text tables (no extra dependency), and third-party noise kept quiet."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import warnings
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -31,3 +35,47 @@ def print_summary(summary: dict, output_dir: str) -> None:
         print(table(["objective", f"first {n} steps", f"last {n} steps", "change", "mean weight"], rows))
     print("(training-batch values; evaluate on held-out prompts for a fair comparison: paretoalign evaluate "
           f"{output_dir})")
+
+
+# ---------------------------------------------------------------------------------------------
+# third-party noise: quiet at our call sites unless --verbose
+
+VERBOSE_ENV = "PARETOALIGN_VERBOSE"  # an environment variable, so accelerate's worker processes inherit it
+
+# Warnings we have read and know to be harmless for what paretoalign does: (category, message regex).
+KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    # PEFT reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model (transformers 5)
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+)
+
+
+def verbose() -> bool:
+    """True when ``--verbose`` (or ``PARETOALIGN_VERBOSE=1``) asked for every third-party message."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0", "false")
+
+
+@contextlib.contextmanager
+def quiet_third_party():
+    """Around our calls into transformers/PEFT/huggingface_hub: the :data:`KNOWN_WARNINGS` are dropped and
+    their per-file progress bars (weight loading, shard writing) are off; everything comes back with
+    ``--verbose``.  Scoped to the call (warning filters and bar switches are restored), so code around
+    ours, a user's notebook included, keeps its own settings."""
+    if verbose():
+        yield
+        return
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hub_off, hf_on = are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()
+    with warnings.catch_warnings():
+        for category, message in KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        disable_progress_bars()
+        hf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            if not hub_off:
+                enable_progress_bars()
+            if hf_on:
+                hf_logging.enable_progress_bar()

@@ -15,6 +15,8 @@ Names ``--model`` accepts:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -26,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from paretoalign.console import quiet_third_party
 from paretoalign.data.prompts import builtin_prompts, prompt_text
 from paretoalign.errors import ConfigError, ModelNotFoundError
 
@@ -66,18 +69,40 @@ def smollm2_gguf_path() -> Path:
     )
 
 
+@contextlib.contextmanager
+def _no_gguf_bar():
+    """transformers' GGUF reader draws a raw tqdm bar (no switch of its own): off for this call unless --verbose."""
+    from paretoalign.console import verbose
+
+    if verbose():
+        yield
+        return
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def smollm2_path() -> Path:
     """The converted safetensors folder of the bundled SmolLM2, converting on first use."""
     target = cache_dir() / SMOLLM2_NAME
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     gguf = smollm2_gguf_path()
+    import time
+
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    print(f"[paretoalign] converting {gguf.name} to {target} (once; takes under a minute)", flush=True)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    t0 = time.perf_counter()
+    print(f"[paretoalign] converting {gguf.name} to {target} (once; takes under a minute) ...", end=" ", flush=True)
+    with quiet_third_party(), _no_gguf_bar():  # one line instead of transformers' per-tensor bars
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.name_or_path = SMOLLM2_NAME
@@ -90,8 +115,10 @@ def smollm2_path() -> Path:
     # see a half-written folder.
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_NAME}-", dir=target.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    with quiet_third_party():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
     try:
         os.rename(tmp, target)
     except OSError:  # another process won the race
@@ -189,7 +216,8 @@ def load_tokenizer(name: str, allow_download: bool = False):
 
         path = resolve_model_path(name, allow_download)
         try:
-            tok = AutoTokenizer.from_pretrained(path)
+            with quiet_third_party():
+                tok = AutoTokenizer.from_pretrained(path)
         except Exception as exc:  # missing, truncated or corrupt tokenizer files
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ModelNotFoundError(f"no tokenizer could be loaded from {path!r}: {first}") from None
@@ -199,6 +227,43 @@ def load_tokenizer(name: str, allow_download: bool = False):
     return tok
 
 
+def adapter_base(folder: str | Path, allow_download: bool = False) -> str:
+    """The base model of the PEFT adapter in ``folder``, as ``from_pretrained`` takes it.
+
+    Its ``adapter_config.json`` names the base (``base_model_name_or_path``) as paretoalign's final
+    models write it: a built-in name (``smollm2-135m-instruct``), a path relative to the adapter
+    folder (``../base``, a base saved inside the run; PEFT itself would read it against the working
+    directory), an absolute folder, or a Hugging Face id (local cache unless ``allow_download``).
+    """
+    folder = Path(folder)
+    f = folder / "adapter_config.json"
+    try:
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"{f}: not a readable adapter config ({exc})") from None
+    base = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
+    if not base or not isinstance(base, str):
+        raise ModelNotFoundError(
+            f"the adapter in {str(folder)!r} does not name its base model (base_model_name_or_path is empty); "
+            f"load its run folder instead, or use PeftModel.from_pretrained(<base model>, {str(folder)!r})")
+    if base == SMOLLM2_NAME:
+        return str(smollm2_path())
+    path = Path(base).expanduser()
+    if path.is_absolute():
+        if (path / "config.json").is_file():
+            return str(path)
+        raise ModelNotFoundError(
+            f"the adapter in {str(folder)!r} was trained on the local folder {base!r}, which holds no model any more; "
+            "put the base model back there, or use PeftModel.from_pretrained(<base model>, <adapter folder>)")
+    if (folder / path / "config.json").is_file():
+        return str((folder / path).resolve())
+    if base.startswith(".") or base.count("/") > 1 or base == TINY_NAME:  # a relative path, not a hub id
+        raise ModelNotFoundError(
+            f"the base model of the adapter in {str(folder)!r}, {base!r} (relative to the adapter folder), is missing: "
+            f"{str(folder / path)!r} holds no config.json")
+    return resolve_model_path(base, allow_download)
+
+
 def load_causal_lm(name: str, tokenizer=None, seed: int = 0, allow_download: bool = False, dtype=torch.float32):
     """A causal LM for ``name``; a folder holding a PEFT adapter is loaded onto its base model."""
     if name == TINY_NAME:
@@ -206,12 +271,15 @@ def load_causal_lm(name: str, tokenizer=None, seed: int = 0, allow_download: boo
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name, allow_download)
+    base = adapter_base(path, allow_download) if (Path(path) / "adapter_config.json").is_file() else None
     try:
-        if (Path(path) / "adapter_config.json").is_file():
-            from peft import AutoPeftModelForCausalLM
+        with quiet_third_party():  # no per-tensor "Loading weights" bar: loading takes under a second
+            if base is not None:  # not AutoPeftModelForCausalLM: it reads a relative base against the cwd
+                from peft import PeftModel
 
-            return AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype, is_trainable=True)
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), path,
+                                                 is_trainable=True)
+            return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except Exception as exc:  # a missing, truncated or foreign file: the user's folder, not our bug
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise ModelNotFoundError(f"could not load a causal LM from {path!r}: {type(exc).__name__}: {first}") from None
