@@ -215,7 +215,7 @@ def _demo_parser(sub) -> None:
                    help="PAMA as the paper reads: K value heads + GAE, one weight vector per batch, ratio against the "
                    "reference, KL 0.2 (default: the demo's recipe; README 'The demo' says why).")
     p.add_argument("--steps", type=int, default=D["steps"], help="Training steps.")
-    p.add_argument("--eval-prompts", type=int, default=D["eval_prompts"], help="Held-out prompts evaluated before and after.")
+    p.add_argument("--eval-prompts", type=int, default=D["eval_prompts"], help="Held-out prompts evaluated before and after (the first N of the run's held-out split, the one `paretoalign evaluate RUN` scores; 53 is all of it).")
     p.add_argument("--eval-samples", type=int, default=D["eval_samples"], help="Completions per held-out prompt (averaged per prompt).")
     p.add_argument("--samples", type=int, default=D["samples"], help="Sample completions shown before/after.")
     p.add_argument("--output-dir", default=None, help="Folder for run/ and demo.json (default: runs/demo-<timestamp>).")

@@ -127,8 +127,9 @@ def run_demo(
 ) -> dict:
     check_demo_args(model, method, steps, eval_prompts, eval_samples, samples, output_dir, seed, paper, batch_size,
                     num_generations, max_new_tokens, learning_rate)
-    from paretoalign.data.prompts import builtin_prompts
+    from paretoalign.data.prompts import builtin_prompts, split_prompts
     from paretoalign.evaluation import evaluate_policy
+    from paretoalign.evaluation.records import describe_prompts
     from paretoalign.models import load_causal_lm, load_tokenizer
     from paretoalign.objectives import build_objective_set
     from paretoalign.trainers.online_config import OnlineConfig
@@ -147,7 +148,11 @@ def run_demo(
     tokenizer = load_tokenizer(model)
     policy = load_causal_lm(model, tokenizer, seed=seed)
     objectives = build_objective_set(cfg.objectives, tokenizer)
-    heldout = builtin_prompts("heldout")[:eval_prompts]
+    # the held-out part of the run's own split (seeded by --seed), which `paretoalign evaluate RUN` also scores
+    _train, heldout = split_prompts(builtin_prompts("all"), cfg.heldout_fraction, cfg.seed)
+    split = {"prompts": "builtin", "split": "heldout", "heldout_fraction": cfg.heldout_fraction, "split_seed": cfg.seed,
+             "n": min(eval_prompts, len(heldout)), "num_prompts": eval_prompts if eval_prompts < len(heldout) else None}
+    heldout = heldout[:eval_prompts]
     # each prompt eval_samples times, adjacent: the same seed draws the same completions before and after
     # wherever the policy did not change
     repeated = [p for p in heldout for _ in range(eval_samples)]
@@ -175,7 +180,7 @@ def run_demo(
                      f"{st['after']:.3f}", f"{st['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
                      f"{st['improvement_in_se']:+.1f}"])
     print()
-    print(f"{len(heldout)} held-out prompts x {eval_samples} completions, the same decoding seed before and after "
+    print(f"{describe_prompts(split)} x {eval_samples} completions, the same decoding seed before and after "
           f"(temperature {before['decoding']['temperature']}, up to {cfg.max_new_tokens} new tokens); "
           "change = mean paired difference with its 95% interval")
     print(table(["objective", "better", "before", "after", "change [95% CI]", "improvement in s.e."], rows))
@@ -191,7 +196,7 @@ def run_demo(
     elapsed = time.perf_counter() - t0
     result = {"objectives": {n: {k: st[k] for k in ("before", "after", "diff", "diff_se", "ci95", "direction",
                                                     "improvement_in_se", "prompts")} for n, st in zip(names, stats)},
-              "wall_seconds": elapsed, "run": str(run_folder),
+              "wall_seconds": elapsed, "run": str(run_folder), "prompts": split,
               "recipe": {"method": method, "paper": paper, "steps": steps, "batch_size": batch_size,
                          "num_generations": num_generations, "max_new_tokens": max_new_tokens,
                          "learning_rate": learning_rate, "objectives": OBJECTIVES, **recipe},

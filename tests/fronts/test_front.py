@@ -331,3 +331,22 @@ def test_front_overwrite_keeps_the_users_own_files(tmp_path):
     (out / "notes.md").write_text("keep")
     run_front(FrontConfig(**cfg, overwrite=True), TRAIN, progress=lambda s: None)
     assert (out / "notes.md").read_text() == "keep" and (out / "front.json").is_file()
+
+
+def test_compare_shows_each_fronts_own_hypervolume_beside_the_shared_one(capsys):
+    """The same automatic rule as `front`, over every point compared: the shared reference point differs
+    from each front's own, and the table says so with both numbers."""
+    a = make_front(_points([[1.0, 2.0], [2.0, 1.0]]), "A", "pama", _meta())
+    b = make_front(_points([[3.0, 3.0]]), "B", "morlhf", _meta())
+    c = compare_fronts([a, b])
+    own = {f["name"]: f["own"] for f in c["fronts"]}
+    assert own["A"]["hypervolume"] == a["hypervolume"] and own["A"]["reference_point"] == a["reference_point"]
+    # the shared point is the rule over the union of both fronts' points
+    union = np.array([[1.0, 2.0], [2.0, 1.0], [3.0, 3.0]])
+    assert c["reference_point"] == front_mod.automatic_reference_point(union).tolist()
+    assert c["hypervolumes"]["A"] == pytest.approx(hypervolume(union[:2], np.array(c["reference_point"])))
+    front_mod.print_front(c)
+    out = capsys.readouterr().out
+    assert "shared by all fronts" in out and f"A: {a['hypervolume']:.4f} in its front.json" in out
+    front_mod.print_front(a)  # a single front: nothing to explain
+    assert "shared by all fronts" not in capsys.readouterr().out

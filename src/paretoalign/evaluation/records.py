@@ -63,3 +63,16 @@ class EvalResult(TypedDict, total=False):
 
 
 __all__ = ["ObjectiveSummary", "WinRate", "Sample", "EvalResult"]
+
+
+def describe_prompts(p: dict) -> str:
+    """One line on which prompts were scored, from eval.json's ``prompts`` record: how many, which part
+    of which set, and the split (printed by evaluate, front and the demo, so their numbers can be matched)."""
+    n, split, source = p.get("n", "?"), p.get("split", "heldout"), p.get("prompts", "builtin")
+    part = {"heldout": "held-out", "train": "training", "all": "all"}.get(split, split)
+    text = f"{n} {part} prompts of {source!r}"
+    if split != "all" and p.get("heldout_fraction") is not None:
+        text += f" ({p['heldout_fraction']:.0%} held out, split seed {p.get('split_seed', 0)})"
+    if p.get("num_prompts"):
+        text += f", the first {p['num_prompts']}"
+    return text

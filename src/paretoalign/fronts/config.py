@@ -39,7 +39,8 @@ class FrontConfig:
     eval_max_new_tokens: Optional[int] = field(None, help="Evaluation completion length (default: the training one).")
     eval_temperature: float = field(0.7, help="Evaluation sampling temperature.")
     eval_seed: int = field(1234, help="Evaluation generation seed.")
-    eval_batch_size: int = field(16, help="Evaluation generation batch size.")
+    eval_batch_size: int = field(64, help="Evaluation generation batch size (the default of `paretoalign evaluate`: "
+                                 "samples depend on seed and batch size, so a point equals `evaluate` on its run).")
     num_samples: int = field(5, help="Sample completions per point kept in front.json and the report.")
     resume: bool = field(False, help="Continue the sweep in --output-dir (finished points are skipped).")
     overwrite: bool = field(False, help="Delete an existing front in --output-dir and start over.")

@@ -23,7 +23,7 @@ from paretoalign import run_dir
 from paretoalign.config_utils import split_list
 from paretoalign.console import table
 from paretoalign.errors import ConfigError, FrontError
-from paretoalign.evaluation.records import EvalResult
+from paretoalign.evaluation.records import EvalResult, describe_prompts
 from paretoalign.fronts.html_report import screenshot as take_screenshot
 from paretoalign.fronts.html_report import write_report
 from paretoalign.fronts.metrics import hypervolume, igd, igd_plus, pareto_mask
@@ -178,10 +178,13 @@ def compare_fronts(fronts: list[Front], base: FrontPoint | None = None, referenc
         g = {**f, **{k: v for k, v in ind.items() if k != "dominated"}}
         g["points"] = [dict(p, dominated=bool(d)) for p, d in zip(f["points"], ind["dominated"])]
         g["reference_point"] = (ref * signs).tolist()
+        if "hypervolume" in f and "reference_point" in f:  # what its own front.json says, shown beside
+            g["own"] = {"hypervolume": f["hypervolume"], "reference_point": f["reference_point"],
+                        "reference_point_source": f.get("reference_point_source")}
         out_fronts.append(g)
     result = {
         "paretoalign_comparison": 1, "names": all_names, "objectives": objectives,
-        "prompts_sha256": first["prompts_sha256"], "decoding": first["decoding"],
+        "prompts_sha256": first["prompts_sha256"], "prompts": first.get("prompts"), "decoding": first["decoding"],
         "reference_point": (ref * signs).tolist(), "reference_point_source": source,
         "orientation": signs.tolist(), "fronts": out_fronts, "base": base,
         "hypervolumes": {f["name"]: f["hypervolume"] for f in out_fronts},
@@ -346,6 +349,8 @@ def print_front(result: dict) -> None:
     base = result.get("base")
     if base:
         rows.append(["base", "-", *[f"{m:.3f} ± {s:.3f}" for m, s in zip(base["mean"], base["stderr"])], ""])
+    if result.get("prompts"):
+        print(f"evaluated on {describe_prompts(result['prompts'])}")
     print(table(["front", "preference", *names, "non-dominated"], rows))
     ref = ", ".join(f"{x:.3f}" for x in result["reference_point"])
     for f in fronts:
@@ -353,6 +358,18 @@ def print_front(result: dict) -> None:
         print(f"hypervolume {f['name']}: {f['hypervolume']:.4f}{extra}   (reference point {ref})")
     if result.get("base_hypervolume") is not None:
         print(f"hypervolume of the base model alone: {result['base_hypervolume']:.4f}")
+    own = [f for f in fronts if f.get("own") and _differs(f["own"]["reference_point"], result["reference_point"])]
+    if "fronts" in result and own:
+        # the rule is front's, but over every point compared: a front's own front.json saw only its points
+        print("The reference point above is shared by all fronts (the same automatic rule as `paretoalign front`, "
+              "applied to every point compared), so these hypervolumes differ from each front's own front.json:")
+        for f in own:
+            r = ", ".join(f"{x:.3f}" for x in f["own"]["reference_point"])
+            print(f"  {f['name']}: {f['own']['hypervolume']:.4f} in its front.json (reference point {r}, from its own points)")
+
+
+def _differs(a, b) -> bool:
+    return not np.allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=1e-9, atol=1e-12)
 
 
 def compare_dirs(dirs: list[str], output_dir: str, reference_point=None, reference_front=None,
