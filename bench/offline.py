@@ -85,7 +85,7 @@ def make_pairs(a, out: Path) -> dict:
         return json.loads((folder / CARD_FILE).read_text())
     return _make(PairsConfig(model=a.model, objectives=a.objectives, max_prompts=a.pair_prompts, num_completions=a.samples,
                              pairing="all", max_new_tokens=a.tokens, seed=a.seed, output_dir=str(folder),
-                             overwrite=True, progress=False))
+                             overwrite=True, progress=False, force=True))  # its table reports the untied counts
 
 
 def train_options(a, out: Path) -> dict:

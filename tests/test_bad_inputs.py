@@ -84,7 +84,7 @@ def built(tmp_path_factory) -> Built:
                      "--max-steps", "1", "--batch-size", "2", "--max-new-tokens", "6", "--eval-num-prompts", "2",
                      "--progress", "false", "--report", "false", "--output-dir", str(b.front)]) == 0
         assert main(["pairs", "--model", "tiny", "--objectives", OBJ, "--num-completions", "2", "--max-prompts", "6",
-                     "--max-new-tokens", "6", "--progress", "false", "--output-dir", str(b.pairs)]) == 0
+                     "--max-new-tokens", "6", "--progress", "false", "--force", "--output-dir", str(b.pairs)]) == 0
         assert main(["reward-model", "train", "--ratings", str(HS2), "--backbone", "tiny", "--pooling", "mean",
                      "--gate-hidden", "16", "--gate-layers", "1", "--gate-steps", "10", "--gate-batch-size", "32",
                      "--progress", "false", "--output-dir", str(b.rm)]) == 0
@@ -271,7 +271,7 @@ def front_with(c: Ctx, content: str | bytes | None, name: str = "fb") -> Path:
 def pairs_cmd(c: Ctx, *extra: str, out: str = "pairs") -> tuple[list[str], Path]:
     o = c.p(out)
     return ["pairs", "--model", "tiny", "--objectives", OBJ, "--num-completions", "2", "--max-prompts", "4",
-            "--max-new-tokens", "6", "--progress", "false", "--output-dir", str(o), *extra], o
+            "--max-new-tokens", "6", "--progress", "false", "--force", "--output-dir", str(o), *extra], o
 
 
 def rm_train(c: Ctx, *extra: str, ratings: Path | str = HS2, out: str = "rm-out") -> tuple[list[str], Path]:

@@ -1,7 +1,7 @@
 """The package's layers run in data-flow order: a module imports only from its own layer or below.
 
     errors, console
-    config_utils, run_dir
+    config_utils, run_dir, model_card   model_card: a run's records in, markdown out
     preferences, data/                  what a run reads
     combiners, losses/                  pure maths: tensors in, tensors out (no model code)
     models, decoding, vllm_backend,     models and sampling
@@ -9,7 +9,7 @@
     reward_model/                       ArmoRM pieces (no objectives/)
     objectives/                         the reward tensor
     trainers/ | evaluation/, pairs      side by side: trainers and evaluation never import each other
-    fronts/, demo                       sweeps drive training and evaluation
+    fronts/, demo, inference            sweeps drive training and evaluation; inference uses a result
     cli                                 the commands
 
 Every import counts, also those inside functions (a lazy import is still a dependency).
@@ -24,14 +24,14 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "paretoalign"
 
 LAYERS = [
     {"errors", "console"},
-    {"config_utils", "run_dir"},
+    {"config_utils", "run_dir", "model_card"},
     {"preferences", "data"},
     {"combiners", "losses"},
     {"models", "decoding", "vllm_backend", "rollout", "sequences"},
     {"reward_model"},
     {"objectives"},
-    {"trainers", "evaluation", "pairs"},
-    {"fronts", "demo"},
+    {"trainers", "evaluation", "pairs", "pairs_config"},
+    {"fronts", "demo", "inference"},
     {"cli"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}

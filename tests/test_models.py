@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -105,3 +107,32 @@ def test_kv_bytes_come_from_the_config_without_reading_weights(tmp_path):
     assert kv_bytes_per_token(str(tmp_path)) == 2 * 30 * 3 * 64 * 4  # SmolLM2-135M's shape
     (tmp_path / "config.json").write_text("{not json")
     assert kv_bytes_per_token(str(tmp_path)) == 0  # unknown: no bound rather than a wrong one
+
+
+def test_allow_download_fetches_a_hub_model_online_for_that_call_only(monkeypatch, tmp_path):
+    """The CLI runs with HF_HUB_OFFLINE=1; --allow-download must still reach the Hub (the hub client reads
+    the variable at import, so it is switched in its constants), for the download call only, and never
+    fetch pickled weights."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from paretoalign import models
+
+    seen = []
+
+    def fake_snapshot(name, local_files_only=False, ignore_patterns=None, **kw):
+        if local_files_only:
+            raise FileNotFoundError("not cached")
+        seen.append((name, constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE"), ignore_patterns))
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert models.resolve_model_path("someone/some-model", allow_download=True) == str(tmp_path)
+    (name, offline_const, offline_env, ignored), = seen
+    assert name == "someone/some-model" and offline_const is False and offline_env == "0"
+    assert "*.bin" in ignored and "*.pt" in ignored
+    assert constants.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"  # restored
+    with pytest.raises(models.ModelNotFoundError, match="--allow-download"):
+        models.resolve_model_path("someone/some-model", allow_download=False)

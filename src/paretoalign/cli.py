@@ -264,8 +264,11 @@ def _cmd_pairs(args) -> int:
     cfg = build_config(PairsConfig, args.config, overrides)
     card = make_pairs(cfg)
     print(f"{card['pairs']} pairs from {card['samples']} samples in {card['seconds']:.1f} s -> {cfg.output_dir}")
-    rows = [[n, c["+1"], c["-1"], c["tie"]] for n, c in card["label_counts"].items()]
-    print(table(["objective", "chosen better", "rejected better", "tie"], rows))
+    rows = [[n, c["+1"], c["-1"], c["tie"], card["untied_pairs"][n]] for n, c in card["label_counts"].items()]
+    print(table(["objective", "chosen better", "rejected better", "tie", "untied (what training learns from)"], rows))
+    if card["forced_below_minimum"]:
+        print(f"warning: below --min-untied-pairs {cfg.min_untied_pairs} on {', '.join(card['forced_below_minimum'])} "
+              "(written because of --force)")
     return 0
 
 

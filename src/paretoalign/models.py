@@ -192,19 +192,41 @@ def resolve_model_path(name: str, allow_download: bool = False) -> str:
                 "point --model at a folder written by save_pretrained"
             )
         return str(path)
-    if allow_download:
-        return name
-    try:  # a Hugging Face id: only usable if already in the local cache
-        from huggingface_hub import snapshot_download  # heavy (hub client, ~0.2 s): only for a hub id
+    from huggingface_hub import snapshot_download  # heavy (hub client, ~0.2 s): only for a hub id
 
+    try:  # a Hugging Face id: the local cache first, whether or not downloads are allowed
         return snapshot_download(name, local_files_only=True)
     except Exception:
+        if allow_download:
+            return _download(name)
         raise ModelNotFoundError(
             f"model {name!r} not found: it is not a local folder, not one of the built-in names "
             f"({SMOLLM2_NAME!r}, {TINY_NAME!r}), and not in the local Hugging Face cache. "
             f"Pass --allow-download to fetch it from the Hub (it lands in that cache), download it first "
             f"(hf download {name}), or pass a folder path"
         ) from None
+
+
+# Weights we never load (pickles can run code; other frameworks' formats are of no use here): not fetched either.
+_NOT_DOWNLOADED = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.msgpack", "*.h5", "*.onnx", "*.onnx_data",
+                   "*.gguf", "*.tflite", "*.ot"]
+
+
+def _download(name: str) -> str:
+    """``--allow-download``: fetch a Hub model into the Hugging Face cache (the CLI runs offline unless
+    told otherwise, so the hub client is switched online for this call only) and return its folder."""
+    from huggingface_hub import snapshot_download
+
+    from paretoalign.data.hub_datasets import hub_access
+
+    print(f"[paretoalign] downloading {name} into the Hugging Face cache (--allow-download) ...", flush=True)
+    try:
+        with hub_access(online=True):
+            return snapshot_download(name, ignore_patterns=_NOT_DOWNLOADED)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(f"model {name!r} could not be downloaded: {first} (a private or gated model "
+                                 "needs `hf auth login`; check the id's spelling)") from None
 
 
 def load_tokenizer(name: str, allow_download: bool = False):

@@ -29,7 +29,7 @@ from paretoalign import __version__, run_dir
 from paretoalign.config_utils import config_to_dict
 from paretoalign.data.preference_pairs import PAIRS_FILE, PreferencePair, save_preference_data
 from paretoalign.data.prompts import load_prompts, prompts_hash, split_prompts
-from paretoalign.errors import RunDirError
+from paretoalign.errors import DataError, RunDirError
 from paretoalign.models import check_batch_fits, kv_bytes_per_token, load_causal_lm, load_tokenizer
 from paretoalign.objectives import build_objective_set
 from paretoalign.pairs_config import PairsConfig
@@ -62,7 +62,7 @@ def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
                      kv_bytes_per_token(cfg.model, cfg.allow_download), "--batch-size x --num-completions")
     run_dir.claim(out, "pairs", cfg.overwrite, (PAIRS_FILE, CARD_FILE, README_FILE))
     objectives = build_objective_set(cfg.objectives, tokenizer, nan_policy="skip")
-    train, _held = split_prompts(load_prompts(cfg.prompts, column=cfg.prompt_column), cfg.heldout_fraction, cfg.seed)
+    train, _held = split_prompts(load_prompts(cfg.prompts, column=cfg.prompt_column, allow_download=cfg.allow_download), cfg.heldout_fraction, cfg.seed)
     if cfg.max_prompts:
         train = train[: cfg.max_prompts]
     torch.manual_seed(cfg.seed)
@@ -102,7 +102,17 @@ def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
     if bar is not None:
         bar.close()
     if not pairs:
+        run_dir.unlock(out)
         raise RunDirError("no pairs could be made (every completion was empty, identical or unscorable)")
+    untied = {n: sum(p.labels.get(n) in (1.0, -1.0) for p in pairs) for n in names}
+    few = {n: c for n, c in untied.items() if c < cfg.min_untied_pairs}
+    if few and not cfg.force:
+        run_dir.unlock(out)  # nothing written: the folder holds only its marker, reusable without --overwrite
+        counts = ", ".join(f"{n}: {untied[n]} untied" for n in names)
+        raise DataError(
+            f"too few untied pairs to learn from: {len(pairs)} pairs, {counts} (minimum {cfg.min_untied_pairs}); "
+            "sample more or more varied completions (--max-prompts, --num-completions, --temperature) or use "
+            "objectives that separate them, or pass --force to write the set anyway")
     save_preference_data(pairs, out / PAIRS_FILE)
     card = {
         "made_by": f"paretoalign {__version__} pairs",
@@ -112,7 +122,8 @@ def make_pairs(cfg: PairsConfig, model=None, tokenizer=None) -> dict:
         "scores": "per-response rewards oriented so that higher is better (minimised objectives negated)",
         "labels": "per objective, the sign of the chosen-minus-rejected score (0: tie)",
         "prompts": {"source": cfg.prompts, "split": "train", "count": len(train), "hash": prompts_hash(train)},
-        "samples": n_samples, "unscorable_samples": n_nan, "pairs": len(pairs),
+        "samples": n_samples, "unscorable_samples": n_nan, "pairs": len(pairs), "untied_pairs": untied,
+        "forced_below_minimum": sorted(few),
         "label_counts": {n: {"+1": sum(p.labels.get(n) == 1.0 for p in pairs),
                              "-1": sum(p.labels.get(n) == -1.0 for p in pairs),
                              "tie": sum(p.labels.get(n) == 0.0 for p in pairs)} for n in names},

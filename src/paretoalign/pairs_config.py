@@ -42,6 +42,10 @@ class PairsConfig:
     seed: int = field(0, help="Seed of the prompt split and of sampling.")
     output_dir: str = field("data/pairs", help="Dataset folder to write.")
     overwrite: bool = field(False, help="Replace an existing dataset in --output-dir.")
+    min_untied_pairs: int = field(
+        32, help="Refuse to write a set in which some objective has fewer untied pairs than this (a tie teaches "
+        "nothing: the offline methods learn only from pairs whose label on their objective is not a tie).")
+    force: bool = field(False, help="Write the pairs even below --min-untied-pairs (e.g. a smoke test).")
     allow_download: bool = field(False, help="Let --model and reward models be fetched from a hub.")
     progress: bool = field(True, help="Show a progress bar.")
 

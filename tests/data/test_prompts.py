@@ -193,9 +193,16 @@ def test_missing_file(tmp_path):
         load_prompts(p)
 
 
-def test_hub_name_refused():
-    with pytest.raises(DataError, match=r"only local files are supported.*\.jsonl.*\.parquet"):
-        load_prompts("HuggingFaceH4/ultrafeedback_binarized")
+def test_url_refused():
+    # a URL is neither a local path nor a dataset name (names are tested in test_hub_datasets.py)
+    with pytest.raises(DataError, match=r"no such file or folder; give a local file \(\.jsonl.*\.parquet.*"
+                                        r"or a Hugging Face dataset name"):
+        load_prompts("https://example.org/prompts")
+
+
+def test_missing_local_file_is_not_a_dataset_name():
+    with pytest.raises(DataError, match=r"^no_such_dir/prompts\.jsonl: no such file or folder; give a local file"):
+        load_prompts("no_such_dir/prompts.jsonl")
 
 
 def test_unsupported_suffix(tmp_path):

@@ -3,8 +3,12 @@
 One in-memory shape for every source: :class:`PreferencePair` (prompt, chosen, rejected, a label
 per objective, optional per-objective scores of each response), gathered in :class:`PreferenceData`.
 Rows are read from ``.jsonl``, ``.json``, ``.parquet``, ``.csv`` or a ``datasets`` folder (also a folder
-written by ``paretoalign pairs``) and turned into pairs by their schema: TRL, HH-RLHF, PKU-SafeRLHF,
-HelpSteer2 or UltraFeedback (:mod:`.schemas`, which documents each).
+written by ``paretoalign pairs``), or from one split of a Hugging Face dataset named
+``owner/name[:config[:split]]`` (e.g. ``trl-lib/ultrafeedback_binarized``; used only when no local path of
+that name exists), and turned into pairs by their schema: TRL, HH-RLHF, PKU-SafeRLHF, HelpSteer2 or
+UltraFeedback (:mod:`.schemas`, which documents each).  A dataset is read from the local Hugging Face
+cache only, unless ``allow_download=True`` (``--allow-download``) lets it come from the Hub
+(:mod:`.hub_datasets`); ``PreferenceData.sources`` records its name, config, split, revision and fingerprint.
 
 Several pair sets, one per objective, are given as ``["helpful=a.jsonl", "harmless=b.jsonl"]``.
 Errors name the file, the row and the field.
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from paretoalign.data.hub_datasets import load_hub_dataset, parse_hub_name
 from paretoalign.data.prompt_files import Prompt
 from paretoalign.data.text_files import decode_text, first_line, read_text
 from paretoalign.errors import DataError
@@ -65,6 +70,7 @@ class PreferenceData:
     objectives: list
     name: str
     format: str
+    sources: list = field(default_factory=list)  # a record per Hugging Face dataset read (HubDataset.record)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -142,6 +148,8 @@ class PreferenceData:
     def summary(self) -> dict:
         out = {"pairs": len(self.pairs), "prompts": len({prompt_key(p.prompt) for p in self.pairs}), "format": self.format,
                "objectives": {}}
+        if self.sources:
+            out["sources"] = [dict(s) for s in self.sources]
         for o in self.objectives:
             labs = [p.labels.get(o) for p in self.pairs]
             out["objectives"][o] = {"labelled": sum(v in (1.0, -1.0) for v in labs), "ties": labs.count(0.0),
@@ -251,28 +259,46 @@ def read_rows(path: Path, max_rows: int | None) -> list[tuple[str, dict]]:
     return rows
 
 
+def source_rows(source, max_rows: int | None, split: str | None = None,
+                allow_download: bool = False) -> tuple[str, list[tuple[str, dict]], dict | None]:
+    """(name for messages, rows as :func:`read_rows` gives them, record of the Hub dataset or ``None``) of a
+    local file or folder, or, when no such path exists, of a Hugging Face dataset ``owner/name[:config[:split]]``."""
+    path = Path(str(source)).expanduser()
+    hub = None if path.exists() else parse_hub_name(source)
+    if hub is None:
+        return path.name, read_rows(path, max_rows), None
+    loaded = load_hub_dataset(hub, split, allow_download, what="pairs")
+    ds = loaded.dataset
+    if max_rows:
+        ds = ds.select(range(min(len(ds), max_rows)))
+    rows = [(f"row {i}", r) for i, r in enumerate(ds, start=1)]
+    if not rows:
+        raise DataError(f"{loaded.name}: no rows (the split is empty)")
+    return loaded.name, rows, loaded.record()
+
+
 # ---------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------
 
 
-def _load_one(path: Path, fmt: str, objective: str | None, max_rows: int | None) -> tuple[list, str]:
+def _load_one(path: Path, fmt: str, objective: str | None, max_rows: int | None, split: str | None = None,
+              allow_download: bool = False) -> tuple[list, str, dict | None]:
     # imported here, not at the top: the schemas build this module's PreferencePair records
     from paretoalign.data.schemas import pairs_from_rows
 
-    rows = read_rows(path, max_rows)
-    name = path.name
+    name, rows, record = source_rows(path, max_rows, split, allow_download)
     pairs, fmt = pairs_from_rows(rows, fmt, name, objective)
-    pairs = _drop_identical(pairs, path)
+    pairs = _drop_identical(pairs, path if record is None else name)
     if objective and fmt in ("helpsteer2", "ultrafeedback", "pku-saferlhf"):
         for p in pairs:
             if objective not in p.labels:
                 raise DataError(f"{name}: objective {objective!r} is not one of this {fmt} set's labels "
                                 f"({', '.join(sorted(p.labels))})")
-    return pairs, fmt
+    return pairs, fmt, record
 
 
-def _drop_identical(pairs: list, path: Path) -> list:
+def _drop_identical(pairs: list, path: Path | str) -> list:
     """Pairs whose chosen and rejected responses are the same text teach nothing (and give DPO a zero
     margin): dropped, with one warning line; a file of nothing else is an error."""
     kept = [p for p in pairs if p.chosen != p.rejected]
@@ -287,14 +313,15 @@ def _drop_identical(pairs: list, path: Path) -> list:
 
 
 def load_preference_data(path, format: str = "auto", split: str | None = None, objective: str | None = None,
-                         max_rows: int | None = None) -> PreferenceData:
+                         max_rows: int | None = None, allow_download: bool = False) -> PreferenceData:
     """Load preference pairs (see the module docstring).  ``path`` may be a list of ``name=path``
-    sets (one per objective) or a mapping name -> path."""
+    sets (one per objective) or a mapping name -> path; each path may be a Hugging Face dataset name,
+    read from the local cache, or from the Hub if ``allow_download``.  ``split`` picks a dataset's split."""
     if isinstance(path, Mapping):
         specs = [(str(k), Path(v)) for k, v in path.items()]
     elif isinstance(path, (list, tuple)):
         if len(path) == 1 and "=" not in str(path[0]):
-            return load_preference_data(path[0], format, split, objective, max_rows)
+            return load_preference_data(path[0], format, split, objective, max_rows, allow_download)
         specs = []
         for s in path:
             if "=" not in str(s):
@@ -307,29 +334,32 @@ def load_preference_data(path, format: str = "auto", split: str | None = None, o
             k, _, v = text.partition("=")
             specs = [(k.strip(), Path(v.strip()).expanduser())]
         else:
-            pairs, fmt = _load_one(Path(text).expanduser(), format, objective, max_rows)
-            return _finish(pairs, text, fmt)
+            pairs, fmt, record = _load_one(Path(text).expanduser(), format, objective, max_rows, split, allow_download)
+            return _finish(pairs, text, fmt, [record] if record else [])
     if not specs:
         raise DataError("no preference data given")
-    all_pairs, fmts = [], []
+    all_pairs, fmts, records = [], [], []
     for name, p in specs:
-        pairs, fmt = _load_one(p, format, name, max_rows)
+        pairs, fmt, record = _load_one(p, format, name, max_rows, split, allow_download)
         all_pairs.extend(pairs)
         fmts.append(fmt)
-    return _finish(all_pairs, ", ".join(f"{n}={p}" for n, p in specs), "+".join(dict.fromkeys(fmts)))
+        if record:
+            records.append({"objective": name, **record})
+    return _finish(all_pairs, ", ".join(f"{n}={p}" for n, p in specs), "+".join(dict.fromkeys(fmts)), records)
 
 
 def merge_preference_data(parts: Sequence[PreferenceData]) -> PreferenceData:
     """Several loaded sets as one (pairs concatenated, labels united)."""
     pairs = [p for d in parts for p in d.pairs]
-    return _finish(pairs, ", ".join(d.name for d in parts), "+".join(dict.fromkeys(d.format for d in parts)))
+    return _finish(pairs, ", ".join(d.name for d in parts), "+".join(dict.fromkeys(d.format for d in parts)),
+                   [s for d in parts for s in d.sources])
 
 
-def _finish(pairs: list, name: str, fmt: str) -> PreferenceData:
+def _finish(pairs: list, name: str, fmt: str, sources: list | None = None) -> PreferenceData:
     if not pairs:
         raise DataError(f"{name}: no preference pairs found")
     objectives = list(dict.fromkeys(k for p in pairs for k in p.labels))
-    return PreferenceData(pairs, objectives, name, fmt)
+    return PreferenceData(pairs, objectives, name, fmt, list(sources or []))
 
 
 def save_preference_data(pairs: Sequence[PreferencePair], path: str | Path) -> Path:
@@ -347,4 +377,4 @@ def save_preference_data(pairs: Sequence[PreferencePair], path: str | Path) -> P
 
 
 __all__ = ["PAIRS_FILE", "PreferenceData", "PreferencePair", "ResponseGroup", "load_preference_data",
-           "merge_preference_data", "prompt_key", "read_jsonl", "read_rows", "save_preference_data"]
+           "merge_preference_data", "prompt_key", "read_jsonl", "read_rows", "save_preference_data", "source_rows"]

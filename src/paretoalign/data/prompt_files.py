@@ -3,7 +3,8 @@
 :func:`read_prompt_file` picks the reader by suffix (``.jsonl``, ``.json``, ``.csv``, ``.txt``, ``.parquet``,
 or a ``datasets`` ``save_to_disk`` folder; :mod:`.prompts` documents each) and every problem is a
 :class:`~paretoalign.errors.DataError` naming the file, the row and the field.
-:func:`validate_conversation` is the one check of a conversation (the pair readers use it too).
+:func:`validate_conversation` is the one check of a conversation (the pair readers use it too), and
+:func:`prompts_from_values` the one check of a table's prompt column (a Hugging Face dataset's too).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from paretoalign.errors import DataError
 Prompt = str | list[dict]
 """A plain prompt string, or a conversation ``[{"role": "user", "content": "..."}]``."""
 
-__all__ = ["FORMATS", "VALID_ROLES", "Prompt", "parse_prompt_jsonl", "read_prompt_file", "validate_conversation"]
+__all__ = ["FORMATS", "VALID_ROLES", "Prompt", "parse_prompt_jsonl", "prompts_from_values", "read_prompt_file",
+           "validate_conversation"]
 
 FORMATS = (".jsonl", ".json", ".csv", ".txt", ".parquet", "a datasets save_to_disk folder")
 VALID_ROLES = ("system", "user", "assistant")
@@ -193,7 +195,8 @@ def _load_csv(path: Path, column: str) -> list[Prompt]:
     return _nonempty(prompts, name)
 
 
-def _from_columns(values: Iterable[Any], name: str, column: str) -> list[Prompt]:
+def prompts_from_values(values: Iterable[Any], name: str, column: str) -> list[Prompt]:
+    """The values of a table's ``column`` (of ``name``) checked as prompts, rows named ``row i`` (0-based)."""
     prompts = [_validate_prompt(v, name, f"row {i}", column) for i, v in enumerate(values)]
     return _nonempty(prompts, name)
 
@@ -219,7 +222,7 @@ def _load_parquet(path: Path, column: str) -> list[Prompt]:
     except Exception as e:  # a damaged column chunk or page: the footer alone was fine
         raise DataError(f"{name}: column '{column}' cannot be read; the parquet file is damaged "
                         f"({first_line(e)})") from None
-    return _from_columns(values, name, column)
+    return prompts_from_values(values, name, column)
 
 
 def _load_disk(path: Path, column: str, split: str | None) -> list[Prompt]:
@@ -260,7 +263,7 @@ def _load_disk(path: Path, column: str, split: str | None) -> list[Prompt]:
             f"{name}: missing column '{column}' "
             f"(columns present: {', '.join(repr(c) for c in columns) or 'none'})"
         )
-    return _from_columns(ds[column], name, column)
+    return prompts_from_values(ds[column], name, column)
 
 
 def read_prompt_file(path: Path, column: str, split: str | None) -> list[Prompt]:

@@ -7,9 +7,9 @@ of ``{"role": ..., "content": ...}`` messages whose roles are ``system``, ``user
     "Write a short review of a pizza place."
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Review a pizza place."}]
 
-:func:`load_prompts` reads prompts from the packaged set (``None`` or ``"builtin"``) or from a
-local file.  Nothing is ever downloaded: hub dataset names and URLs are refused.  Accepted
-sources, chosen by suffix:
+:func:`load_prompts` reads prompts from the packaged set (``None`` or ``"builtin"``), from a
+local file or folder, or from a Hugging Face dataset named like ``trl-lib/tldr`` (see below).
+Local sources, chosen by suffix:
 
 ``.jsonl``
     One JSON object per line, the prompt under ``column`` (default ``"prompt"``); a line may
@@ -29,9 +29,21 @@ a folder written by ``datasets``' ``save_to_disk``
     A ``Dataset``, or a ``DatasetDict`` from which ``split`` picks one split (it may be left out
     when the folder holds a single split).  Rows are reported by index (0-based).
 
+a Hugging Face dataset name: ``owner/name``, ``owner/name:config`` or ``owner/name:config:split``
+    Used only when no local file or folder of that name exists (a local path always wins).  The
+    prompts are ``column`` of one split: ``split`` or the name's, else the only split, else
+    ``train``.  By default it is read from the local caches only, with the Hub switched off
+    (``hf download <name> --repo-type dataset`` or an earlier online load fills them); with
+    ``allow_download=True`` (``--allow-download``) it is fetched from the Hub if needed.  URLs are
+    refused.  The returned list is a :class:`PromptList` whose ``source`` records the name, config,
+    split, revision and fingerprint; :mod:`.hub_datasets` does the loading.  Rows are reported by
+    index (0-based).
+
 Every problem raises :class:`~paretoalign.errors.DataError` with a message that names the
 file, the row and the field: a missing file, a file with no prompts, malformed JSON (the
-decoder's message is quoted), a missing column (the columns that exist are listed), a value
+decoder's message is quoted), a missing column (the columns that exist are listed), a dataset
+name in neither the local cache nor (with ``allow_download``) the Hub, an unknown config or split
+(those that exist are listed), a value
 that is neither a string nor a valid conversation, an empty or whitespace-only prompt, and a
 conversation message without ``role``/``content`` or with an unknown role.  The readers and
 these checks live in :mod:`.prompt_files`.
@@ -52,7 +64,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from paretoalign.data.prompt_files import FORMATS, VALID_ROLES, Prompt, parse_prompt_jsonl, read_prompt_file
+from paretoalign.data.hub_datasets import load_hub_dataset, parse_hub_name
+from paretoalign.data.prompt_files import (
+    FORMATS,
+    VALID_ROLES,
+    Prompt,
+    parse_prompt_jsonl,
+    prompts_from_values,
+    read_prompt_file,
+)
 from paretoalign.errors import ConfigError, DataError
 
 __all__ = [
@@ -60,6 +80,7 @@ __all__ = [
     "FORMATS",
     "VALID_ROLES",
     "Prompt",
+    "PromptList",
     "builtin_prompts",
     "load_prompts",
     "prompt_text",
@@ -80,15 +101,27 @@ _FORMATS_TEXT = ", ".join(FORMATS)
 # Public API
 
 
-def load_prompts(
-    source: str | Path | None = None, column: str = "prompt", split: str | None = None
-) -> list[Prompt]:
-    """Load and validate prompts from the packaged set or a local file (see the module doc).
+class PromptList(list):
+    """The prompts of a Hugging Face dataset; ``source`` records what was loaded (name, config, split,
+    revision, fingerprint, rows: :meth:`.hub_datasets.HubDataset.record`)."""
 
-    ``source`` is ``None`` or ``"builtin"`` for the packaged prompts, otherwise the path of a
-    ``.jsonl``, ``.json``, ``.csv``, ``.txt`` or ``.parquet`` file or of a ``save_to_disk``
-    folder.  ``column`` names the field holding the prompt (ignored for ``.txt``); ``split``
-    picks a split of a saved ``DatasetDict``.  Raises :class:`DataError` on any problem.
+    def __init__(self, prompts: Sequence[Prompt] = (), source: dict | None = None):
+        super().__init__(prompts)
+        self.source = dict(source or {})
+
+
+def load_prompts(
+    source: str | Path | None = None, column: str = "prompt", split: str | None = None,
+    allow_download: bool = False,
+) -> list[Prompt]:
+    """Load and validate prompts from the packaged set, a local file or a Hugging Face dataset (see the module doc).
+
+    ``source`` is ``None`` or ``"builtin"`` for the packaged prompts, the path of a ``.jsonl``,
+    ``.json``, ``.csv``, ``.txt`` or ``.parquet`` file or of a ``save_to_disk`` folder, or a dataset
+    name ``owner/name[:config[:split]]`` (when no such path exists).  ``column`` names the field
+    holding the prompt (ignored for ``.txt``); ``split`` picks a split of a saved ``DatasetDict`` or
+    of the dataset.  A dataset is read from the local cache unless ``allow_download``, which lets it
+    come from the Hub.  Raises :class:`DataError` on any problem.
     """
     if source is None or (isinstance(source, str) and source == BUILTIN):
         if split is not None:
@@ -102,12 +135,22 @@ def load_prompts(
             f"prompt source must be a path or 'builtin', got {type(source).__name__}"
         )
     path = Path(source).expanduser()
-    if not path.exists():
+    if path.exists():
+        return read_prompt_file(path, column, split)
+    name = parse_hub_name(source)
+    if name is None:
         raise DataError(
-            f"{source}: no such file or folder; only local files are supported "
-            f"({_FORMATS_TEXT}), datasets are never downloaded"
+            f"{source}: no such file or folder; give a local file ({_FORMATS_TEXT}) "
+            "or a Hugging Face dataset name such as trl-lib/tldr"
         )
-    return read_prompt_file(path, column, split)
+    loaded = load_hub_dataset(name, split, allow_download, what="prompts")
+    columns = list(loaded.dataset.column_names)
+    if column not in columns:
+        raise DataError(
+            f"{loaded.name}: missing column '{column}' (columns present: "
+            f"{', '.join(repr(c) for c in columns) or 'none'}); choose one with --prompt-column"
+        )
+    return PromptList(prompts_from_values(loaded.dataset[column], loaded.name, column), loaded.record())
 
 
 def prompt_text(p: Prompt) -> str:

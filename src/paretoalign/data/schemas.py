@@ -27,10 +27,11 @@ from typing import Mapping
 
 from paretoalign.data.preference_pairs import (
     DEFAULT_LABEL,
+    PreferenceData,
     PreferencePair,
     load_preference_data,
     prompt_key,
-    read_rows,
+    source_rows,
 )
 from paretoalign.data.prompt_files import Prompt, validate_conversation
 from paretoalign.errors import DataError
@@ -317,33 +318,37 @@ class RatedResponse:
     format: str = ""  # the schema it was read from (its rating scale)
 
 
-def load_ratings(paths, format: str = "auto", max_rows: int | None = None) -> tuple[list, str]:
-    """Every rated response of one or several files/folders, read row by row (a prompt with a single
-    response counts too; nothing is paired).  HelpSteer2 and UltraFeedback rows directly; other
-    schemas through their pairs' per-response scores (distinct responses per prompt).  Returns
-    (responses, format)."""
+def load_ratings(paths, format: str = "auto", max_rows: int | None = None,
+                 allow_download: bool = False) -> tuple[list, str]:
+    """Every rated response of one or several files/folders (or Hugging Face datasets, from the local
+    cache or, if ``allow_download``, the Hub), read row by row (a prompt with a single response counts
+    too; nothing is paired).  HelpSteer2 and UltraFeedback rows directly; other schemas through their
+    pairs' per-response scores (distinct responses per prompt).  Returns (responses, format)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise DataError("no ratings given")
     out, fmts = [], []
     for raw in paths:
         path = Path(str(raw)).expanduser()
-        rows = read_rows(path, max_rows)
+        name, rows, record = source_rows(raw, max_rows, allow_download=allow_download)
         fmt = detect_format(rows[0][1]) if format == "auto" else format
         if fmt not in FORMATS:
             raise DataError(f"unknown format {fmt!r}; known: auto, {', '.join(FORMATS)}")
         if fmt == "helpsteer2":
-            for items in _helpsteer_groups(rows, path.name):
-                out.extend(RatedResponse(pr, resp, sc, f"{path.name}, {w}", fmt) for w, pr, resp, sc in items)
+            for items in _helpsteer_groups(rows, name):
+                out.extend(RatedResponse(pr, resp, sc, f"{name}, {w}", fmt) for w, pr, resp, sc in items)
         elif fmt == "ultrafeedback":
-            for w, _, items in _ultrafeedback_items(rows, path.name):
+            for w, _, items in _ultrafeedback_items(rows, name):
                 out.extend(RatedResponse(pr, resp, sc, f"{w}, {cw}", fmt) for cw, pr, resp, sc in items)
         else:
-            data = load_preference_data(str(path), format=fmt, max_rows=max_rows)
+            if record is None:
+                data = load_preference_data(str(path), format=fmt, max_rows=max_rows)
+            else:  # a Hugging Face dataset: pair the rows already read
+                data = PreferenceData(pairs_from_rows(rows, fmt, name, None)[0], [], name, fmt)
             for g in data.groups():
                 for i, resp in enumerate(g.responses):
                     out.append(RatedResponse(g.prompt, resp, {k: float(v[i]) for k, v in g.scores.items()},
-                                             f"{path.name}, {prompt_key(g.prompt)[:40]}", fmt))
+                                             f"{name}, {prompt_key(g.prompt)[:40]}", fmt))
         fmts.append(fmt)
     if not out:
         raise DataError(f"{', '.join(map(str, paths))}: no rated responses found")

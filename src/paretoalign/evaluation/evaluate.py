@@ -35,6 +35,7 @@ from paretoalign.errors import ConfigError
 from paretoalign.evaluation import scoring
 from paretoalign.evaluation.cache import EvalCache, cache_key, eval_cache_dir, objective_key
 from paretoalign.evaluation.config import EvalConfig
+from paretoalign.evaluation.records import describe_prompts
 from paretoalign.evaluation.scoring import summarize_scores, win_rates
 from paretoalign.evaluation.targets import Target, default_output, load_target, resolve_target, target_fingerprint
 from paretoalign.models import (
@@ -80,6 +81,7 @@ def resolved_settings(cfg: EvalConfig, t: Target) -> dict:
         "heldout_fraction": float(pick(cfg.heldout_fraction, "heldout_fraction", 0.15)),
         "split_seed": int(cfg.split_seed if cfg.split_seed is not None else rc.get("seed", 0)),
         "num_prompts": cfg.num_prompts,
+        "allow_download": cfg.allow_download,  # a Hub dataset as --prompts may be fetched too
         "decoding": {
             "seed": cfg.seed,
             "batch_size": cfg.batch_size,
@@ -95,7 +97,7 @@ def resolved_settings(cfg: EvalConfig, t: Target) -> dict:
 
 
 def eval_prompts(settings: dict) -> list:
-    prompts = load_prompts(settings["prompts"], column=settings["prompt_column"])
+    prompts = load_prompts(settings["prompts"], column=settings["prompt_column"], allow_download=bool(settings.get("allow_download", False)))
     if settings["split"] != "all":
         train, held = split_prompts(prompts, settings["heldout_fraction"], settings["split_seed"])
         prompts = held if settings["split"] == "heldout" else train
@@ -282,9 +284,9 @@ def print_eval(result: dict) -> None:
     headers = ["objective", "mean", "s.e.", "median"]
     if result.get("win_rate"):
         headers += ["baseline mean", "win rate [95% CI]"]
-    n = result["prompts"]["n"]
     hit = "cached" if result["cached"]["completions"] else f"{result['seconds']['generate']:.1f} s generating"
-    print(f"{result['target']} ({result['kind']}): {n} prompts, sha256 {result['prompts_sha256'][:12]}, {hit}")
+    print(f"{result['target']} ({result['kind']}): {describe_prompts(result['prompts'])}, sha256 "
+          f"{result['prompts_sha256'][:12]}, {hit}")
     if result.get("direction") is not None:
         print("direction " + ", ".join(f"{x:.3f}" for x in result["direction"])
               + f" (system message: {result['decoding']['system_prompt']!r})")

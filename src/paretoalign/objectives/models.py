@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -202,12 +203,18 @@ class RewardModelObjective(Objective):
             return
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from paretoalign.console import quiet_third_party
+        from paretoalign.data.hub_datasets import hub_access
+
         kw = {"local_files_only": not self.allow_download}
+        # the CLI runs offline unless told otherwise: allow_download=true switches the hub client on for this load
+        online = hub_access(online=True) if self.allow_download else contextlib.nullcontext()
         try:
-            tok = AutoTokenizer.from_pretrained(self.source, **kw)
-            # safetensors only: a pickled checkpoint (pytorch_model.bin) is refused, never unpickled
-            model = AutoModelForSequenceClassification.from_pretrained(self.source, dtype=self.DTYPES[self.dtype],
-                                                                       use_safetensors=True, **kw)
+            with online, quiet_third_party():
+                tok = AutoTokenizer.from_pretrained(self.source, **kw)
+                # safetensors only: a pickled checkpoint (pytorch_model.bin) is refused, never unpickled
+                model = AutoModelForSequenceClassification.from_pretrained(self.source, dtype=self.DTYPES[self.dtype],
+                                                                           use_safetensors=True, **kw)
         except Exception as e:  # one line, never a deep traceback (the cause is in the message)
             if Path(self.source).is_dir():
                 raise ObjectiveError(
