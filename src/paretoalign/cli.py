@@ -355,8 +355,11 @@ def _cmd_reward_model_score(args) -> int:
         raise DataError(f"{path}: choose which label 'overall' is counted on with --preference-label "
                         f"(labels: {', '.join(data.objectives)})")
     res = evaluate_reward_model(model, data.oriented(label))
-    rows = [[o, f"{v['accuracy']:.3f}", v["pairs"]] for o, v in res["per_objective"].items()]
-    rows.append([f"overall ({label})", f"{res['overall']['accuracy']:.3f}", res["overall"]["pairs"]])
+    def acc(v):  # an objective with no (untied) pairs has no accuracy: say so rather than print nan
+        return f"{v['accuracy']:.3f}" if v["pairs"] else "n/a (no pairs)"
+
+    rows = [[o, acc(v), v["pairs"]] for o, v in res["per_objective"].items()]
+    rows.append([f"overall ({label})", acc(res["overall"]), res["overall"]["pairs"]])
     print(table(["objective", "pair accuracy", "pairs"], rows))
     if args.output:
         Path(args.output).write_text(json.dumps(res, indent=2))

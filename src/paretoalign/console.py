@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 
 
+def _cell(c) -> str:
+    if isinstance(c, float):
+        return f"{c:.3f}" if math.isfinite(c) else "n/a"  # never "nan" where a reader expects a score
+    return str(c)
+
+
 def table(headers: list[str], rows: list[list]) -> str:
-    """A fixed-width table; floats print with 3 decimals."""
-    cells = [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    """A fixed-width table; floats print with 3 decimals, a NaN/inf float as ``n/a``."""
+    cells = [[_cell(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
     sep = "  ".join("-" * w for w in widths)

@@ -1,0 +1,31 @@
+"""Terminal output: tables never print nan; third-party noise is off inside our calls only."""
+
+import warnings
+
+from paretoalign.console import VERBOSE_ENV, quiet_third_party, table
+
+
+def test_table_prints_non_finite_floats_as_n_a():
+    out = table(["objective", "accuracy"], [["a", 0.5], ["b", float("nan")], ["c", float("inf")]])
+    assert "nan" not in out and "inf" not in out
+    assert out.splitlines()[3].split() == ["b", "n/a"] and out.splitlines()[2].split() == ["a", "0.500"]
+
+
+def test_quiet_third_party_is_scoped_and_verbose_turns_it_off(monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    assert hf_logging.is_progress_bar_enabled()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_third_party():
+            assert not hf_logging.is_progress_bar_enabled()
+            warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed", FutureWarning)
+            warnings.warn("something else", FutureWarning)  # unknown warnings still show
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed", FutureWarning)
+    assert hf_logging.is_progress_bar_enabled()  # restored
+    assert [str(w.message) for w in caught] == ["something else",
+                                                 "`is_gradient_checkpointing` is deprecated and will be removed"]
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    with quiet_third_party():
+        assert hf_logging.is_progress_bar_enabled()
