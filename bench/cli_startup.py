@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-COMMANDS = ["", "train", "evaluate", "front", "pairs", "reward-model", "demo"]
+COMMANDS = ["", "train", "evaluate", "front", "pairs", "reward-model", "demo", "generate", "chat"]
 
 
 def cases(old_src: str | None) -> dict[str, tuple[list[str], dict]]:

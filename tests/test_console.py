@@ -20,9 +20,9 @@ def test_quiet_third_party_is_scoped_and_verbose_turns_it_off(monkeypatch):
         warnings.simplefilter("always")
         with quiet_third_party():
             assert not hf_logging.is_progress_bar_enabled()
-            warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed", FutureWarning)
-            warnings.warn("something else", FutureWarning)  # unknown warnings still show
-        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed", FutureWarning)
+            warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed", FutureWarning, stacklevel=1)
+            warnings.warn("something else", FutureWarning, stacklevel=1)  # unknown warnings still show
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed", FutureWarning, stacklevel=1)
     assert hf_logging.is_progress_bar_enabled()  # restored
     assert [str(w.message) for w in caught] == ["something else",
                                                  "`is_gradient_checkpointing` is deprecated and will be removed"]

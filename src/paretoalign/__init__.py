@@ -2,10 +2,29 @@
 
 The public entry points are the combiners (:mod:`paretoalign.combiners`), the objectives
 (:mod:`paretoalign.objectives`), the model loader (:mod:`paretoalign.models`) and the online
-trainer (:mod:`paretoalign.trainers`).  The command line is ``paretoalign`` (:mod:`paretoalign.cli`).
+trainer (:mod:`paretoalign.trainers`); a trained policy is loaded with :func:`load_policy`
+(:mod:`paretoalign.inference`).  The command line is ``paretoalign`` (:mod:`paretoalign.cli`).
 """
 
 from paretoalign.errors import ParetoAlignError
 
 __version__ = "0.1.0"
-__all__ = ["ParetoAlignError", "__version__"]
+
+# Resolved on first use (PEP 562): ``import paretoalign`` stays light (no torch, no transformers).
+_LAZY = {
+    "load_policy": "paretoalign.inference",
+    "refresh_model_card": "paretoalign.model_card",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ParetoAlignError", "__version__", "load_policy", "refresh_model_card"]

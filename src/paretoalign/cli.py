@@ -10,6 +10,8 @@
     paretoalign reward-model train --ratings data/helpsteer2.jsonl --backbone smollm2-135m-instruct --output-dir rm/
     paretoalign reward-model score rm/ --input pairs.jsonl
     paretoalign demo
+    paretoalign generate runs/smoke --prompts prompts.jsonl --output answers.jsonl   # answers + every objective's score
+    paretoalign chat runs/smoke                            # talk to the trained policy (streaming)
     paretoalign objectives
 
 User errors print one ``error: ...`` line and exit with status 2.
@@ -95,8 +97,20 @@ def _cmd_evaluate(args) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "func", "command")}
     cfg = build_config(EvalConfig, args.config, overrides)
-    print_eval(evaluate_target(cfg))
+    result = evaluate_target(cfg)
+    print_eval(result)
+    _refresh_card(cfg.target)
     return 0
+
+
+def _refresh_card(target: str) -> None:
+    """A run's model card (final/policy/README.md) shows the newest held-out results after evaluate."""
+    from paretoalign.evaluation.targets import resolve_target
+    from paretoalign.model_card import refresh_model_card
+
+    t = resolve_target(target)
+    if t.kind == "run" and t.run is not None:
+        refresh_model_card(t.run)
 
 
 def _method_help() -> str:
@@ -410,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     _pairs_parser(sub)
     _reward_model_parser(sub)
     _demo_parser(sub)
+    from paretoalign.inference import add_chat_parser, add_generate_parser  # light: no torch
+
+    add_generate_parser(sub)
+    add_chat_parser(sub)
     _objectives_parser(sub)
     return parser
 
