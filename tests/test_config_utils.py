@@ -75,3 +75,58 @@ def test_flags_take_both_the_dash_and_the_underscore_spelling(tmp_path):
     b = parser.parse_args(["train", "--max-steps", "3", "--learning_rate", "0.01", "--use-lora", "false"])
     for args in (a, b):
         assert (args.max_steps, args.learning_rate, args.use_lora) == (3, 0.01, False)
+
+
+def _train_flags():
+    """The train command's options: (action, its dataclass field name)."""
+    from paretoalign.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    return train, [a for a in train._actions if a.option_strings and a.dest not in ("help", "config")]
+
+
+def test_every_train_option_takes_both_spellings():
+    train, actions = _train_flags()
+    assert len(actions) > 60  # every family's options, the new ones included
+    for action in actions:
+        dash = "--" + action.dest.replace("_", "-")
+        assert dash in action.option_strings, action.dest
+        if "_" in action.dest:
+            assert "--" + action.dest in action.option_strings, action.dest
+        value = (str(action.choices[0]) if action.choices else "true" if action.metavar == "BOOL" else
+                 {int: "2", float: "0.5"}.get(action.type, "a,b"))
+        parsed = [getattr(train.parse_args([flag, value]), action.dest) for flag in action.option_strings]
+        assert len(set(map(repr, parsed))) == 1, (action.dest, parsed)
+
+
+def test_new_training_options_are_in_the_help_under_their_headings():
+    from paretoalign.trainers.options import EVAL, LOGGING, OPTIMISATION, RUN
+
+    train, _ = _train_flags()
+    groups = {g.title: {a.dest for a in g._group_actions} for g in train._action_groups}
+    assert {"gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "warmup_ratio"} <= groups[OPTIMISATION]
+    assert {"eval_steps", "eval_prompts", "eval_samples"} <= groups[EVAL]
+    assert {"push_to_hub", "hub_model_id"} <= groups[RUN]
+    assert "report_to" in groups[LOGGING]
+
+
+def test_yaml_keys_take_both_spellings_and_one_option_once(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("max-steps: 3\nlearning_rate: 0.01\nreport-to: tensorboard\ngradient_accumulation_steps: 2\n"
+                 "lr-scheduler-type: cosine\nwarmup_ratio: 0.1\neval-steps: 5\nhub_model_id: me/x\n")
+    cfg = build_config(OnlineConfig, f)
+    assert (cfg.max_steps, cfg.learning_rate, cfg.report_to, cfg.gradient_accumulation_steps) == (3, 0.01, ["tensorboard"], 2)
+    assert (cfg.lr_scheduler_type, cfg.warmup_ratio, cfg.eval_steps, cfg.hub_model_id) == ("cosine", 0.1, 5, "me/x")
+    both = tmp_path / "both.yaml"
+    both.write_text("max-steps: 3\nmax_steps: 4\n")
+    with pytest.raises(ConfigError, match="gives option max_steps twice"):
+        build_config(OnlineConfig, both)
+
+
+def test_train_without_model_is_the_bundled_smollm2_never_the_random_tiny_model():
+    from paretoalign.models import SMOLLM2_NAME
+
+    assert OnlineConfig().model == OfflineConfig(pairs="x").model == DPAConfig().model == SMOLLM2_NAME
+    train, actions = _train_flags()
+    model = next(a for a in actions if a.dest == "model")
+    assert f"(default: '{SMOLLM2_NAME}')" in " ".join(model.help.split())

@@ -24,6 +24,7 @@ import os
 import sys
 
 from paretoalign.console import VERBOSE_ENV
+from paretoalign.data.hub_datasets import OFFLINE_BY_DEFAULT_ENV
 from paretoalign.errors import ParetoAlignError
 
 
@@ -433,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub unless the user opts in
+    if "HF_HUB_OFFLINE" not in os.environ:  # never reach a hub unless the user opts in (--allow-download, ...)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ[OFFLINE_BY_DEFAULT_ENV] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--verbose" not in argv:

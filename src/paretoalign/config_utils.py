@@ -260,7 +260,15 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of option: value")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    # keys take both spellings, as flags do (max-steps, max_steps); one option given both ways is ambiguous
+    out: dict = {}
+    for k, v in data.items():
+        name = str(k).replace("-", "_")
+        if name in out:
+            raise ConfigError(f"config file {str(path)!r} gives option {name} twice (as {name!r} and "
+                              f"{name.replace('_', '-')!r}); keep one")
+        out[name] = v
+    return out
 
 
 def build_config(cls, yaml_path: str | Path | None = None, overrides: dict | None = None):

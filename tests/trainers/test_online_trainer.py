@@ -78,12 +78,13 @@ def test_pama_batch_weights_follow_theorem_one(tmp_path):
     assert w in ([0.0, 1.0], [0.5, 0.5]) or (w[0] > 0 and abs(sum(w) - 1) < 1e-6)
 
 
-def test_final_folder_loads_with_peft_and_from_pretrained(tmp_path):
+def test_final_folder_loads_with_peft_and_from_pretrained(tmp_path, monkeypatch):
     tr = make(tmp_path, max_steps=1)
     tr.train()
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoTokenizer
 
+    monkeypatch.chdir(tr.out / "final" / "policy")  # the tiny base is recorded as ../base; PEFT reads it from the cwd
     m = AutoPeftModelForCausalLM.from_pretrained(tr.out / "final" / "policy")
     tok = AutoTokenizer.from_pretrained(tr.out / "final" / "policy")
     ids = tok("hello", return_tensors="pt")

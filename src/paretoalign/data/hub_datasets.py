@@ -52,6 +52,16 @@ _NAME = re.compile(rf"(?P<repo>(?:{_PART}/)?{_PART})(?::(?P<config>[\w.-]*)(?::(
 _FILE_ENDINGS = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".parquet", ".arrow", ".gz", ".zip")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+# Set by the paretoalign command beside the HF_HUB_OFFLINE=1 it defaults to: offline by our default, not by
+# the user's choice (an explicit opt-in such as --push-to-hub may then go online; a user's HF_HUB_OFFLINE=1 wins).
+OFFLINE_BY_DEFAULT_ENV = "PARETOALIGN_HUB_OFFLINE_BY_DEFAULT"
+
+
+def offline_by_user() -> bool:
+    """Whether the user set HF_HUB_OFFLINE themselves (not the paretoalign command's default)."""
+    value = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return value in ("1", "ON", "YES", "TRUE") and os.environ.get(OFFLINE_BY_DEFAULT_ENV) != "1"
+
 
 
 @dataclass(frozen=True)

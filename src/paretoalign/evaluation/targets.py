@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from paretoalign import __version__, run_dir
+from paretoalign.console import quiet_third_party
 from paretoalign.errors import RunDirError
 from paretoalign.models import TINY_NAME, load_causal_lm, load_tokenizer, resolve_model_path
 
@@ -122,7 +123,8 @@ def load_target(t: Target, allow_download: bool = False):
 
         base = load_causal_lm(t.base_model, tok, seed=t.seed, allow_download=allow_download)
         try:
-            model = PeftModel.from_pretrained(base, str(t.policy_dir))
+            with quiet_third_party():  # PEFT's FutureWarning on transformers' renamed attribute
+                model = PeftModel.from_pretrained(base, str(t.policy_dir))
         except Exception as exc:  # a truncated or garbled adapter: the folder's fault, named in one line
             raise RunDirError(f"{t.policy_dir / 'adapter_model.safetensors'}: cannot load the saved adapter, damaged or "
                               f"unreadable ({type(exc).__name__}: "

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from paretoalign import run_dir
+from paretoalign.console import quiet_third_party
 from paretoalign.errors import ConfigError, ObjectiveError
-from paretoalign.models import load_causal_lm, load_tokenizer
+from paretoalign.models import adapter_base, load_causal_lm, load_tokenizer
 from paretoalign.objectives.base import Objective
 from paretoalign.sequences import encode_responses, response_token_logps
 
@@ -44,6 +45,7 @@ class ImplicitRewardObjective(Objective):
         self.adapter = folder.resolve()
         self.beta = float(beta)
         cfg = json.loads((folder / "adapter_config.json").read_text())
+        self._base_given = bool(base)
         self.base = base or cfg.get("base_model_name_or_path")
         if not self.base:
             raise ConfigError(f"objective {self.name!r}: the adapter names no base model; pass base=<model>")
@@ -57,10 +59,13 @@ class ImplicitRewardObjective(Objective):
         from peft import PeftModel
 
         try:
-            tok_src = str(self.adapter) if (self.adapter / "tokenizer_config.json").is_file() else self.base
+            # the adapter's own record of its base may be relative to it (a run's final/base) or a built-in name
+            base_src = self.base if self._base_given else adapter_base(self.adapter)
+            tok_src = str(self.adapter) if (self.adapter / "tokenizer_config.json").is_file() else base_src
             self._tokenizer = load_tokenizer(tok_src)
-            base = load_causal_lm(self.base, self._tokenizer)
-            self._model = PeftModel.from_pretrained(base, str(self.adapter)).eval()
+            base = load_causal_lm(base_src, self._tokenizer)
+            with quiet_third_party():  # PEFT's FutureWarning on transformers' renamed attribute
+                self._model = PeftModel.from_pretrained(base, str(self.adapter)).eval()
         except Exception as e:
             raise ObjectiveError(f"objective {self.name!r}: cannot load adapter {str(self.adapter)!r} on base "
                                  f"{self.base!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

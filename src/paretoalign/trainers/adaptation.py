@@ -7,9 +7,15 @@
 - :func:`epoch_indices`: the seeded order in which a trainer walks its data (prompts, pairs): epochs
   of permutations that depend on (seed, epoch) only, so any step of any process can be recomputed
   and a resumed run sees exactly the data it would have.
+- :func:`micro_batch_context` and :func:`micro_batch_backward`: ``--gradient-accumulation-steps``
+  (:class:`paretoalign.trainers.options.AccumulationOptions`).
+- :func:`make_scheduler`: ``--lr-scheduler-type`` and its warm-up
+  (:class:`paretoalign.trainers.options.ScheduleOptions`).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -21,13 +27,17 @@ def add_lora(policy, cfg):
         return policy
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                             target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
+    from paretoalign.console import quiet_third_party
+
+    with quiet_third_party():  # PEFT reads transformers' deprecated is_gradient_checkpointing (a FutureWarning)
+        return get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                                 target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
 
 
 def make_accelerator(cfg):
     """The trainer's ``accelerate.Accelerator``: ``--mixed-precision`` when given, else whatever the
-    launcher configured (``accelerate launch``'s environment), else full precision."""
+    launcher configured (``accelerate launch``'s environment), else full precision.  ``--report-to``'s
+    trackers are not attached here but per run (:mod:`paretoalign.trainers.tracking` says why)."""
     from accelerate import Accelerator
 
     mp = getattr(cfg, "mixed_precision", None)
@@ -44,20 +54,28 @@ def make_accelerator(cfg):
                           "start a new process (or set it with `accelerate launch --mixed_precision`)") from None
 
 
-def set_deepspeed_micro_batch(accelerator, rows: int) -> None:
-    """Under DeepSpeed, fill ``train_micro_batch_size_per_gpu`` with the rows one backward sees.
+def set_deepspeed_micro_batch(accelerator, rows: int, accumulation: int = 1) -> None:
+    """Under DeepSpeed, fill ``train_micro_batch_size_per_gpu`` with the rows one backward sees and
+    ``gradient_accumulation_steps`` with the backwards per optimiser step.
 
-    accelerate takes it from a prepared DataLoader when the config says "auto"; the trainers
-    prepare none (they build their batches from rollouts or pairs), so it is set here, before
-    ``accelerator.prepare``.  A value the user wrote in a DeepSpeed JSON is kept."""
+    accelerate takes them from a prepared DataLoader when the config says "auto"; the trainers
+    prepare none (they build their batches from rollouts or pairs), so they are set here, before
+    ``accelerator.prepare``.  A value the user wrote in a DeepSpeed JSON is kept (with
+    ``--gradient-accumulation-steps`` above 1, its gradient_accumulation_steps must equal it)."""
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is None:
         return
     ds = plugin.deepspeed_config
     if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
         ds["train_micro_batch_size_per_gpu"] = int(rows)
-    if ds.get("gradient_accumulation_steps", "auto") == "auto":
-        ds["gradient_accumulation_steps"] = 1  # the trainers step once per backward
+    gas = ds.get("gradient_accumulation_steps", "auto")
+    if gas == "auto":
+        ds["gradient_accumulation_steps"] = int(accumulation)  # DeepSpeed scales the loss and steps at the boundary
+    elif accumulation > 1 and int(gas) != int(accumulation):  # DeepSpeed would step at other boundaries
+        from paretoalign.errors import ConfigError
+
+        raise ConfigError(f"the DeepSpeed config's gradient_accumulation_steps is {gas}, --gradient-accumulation-steps "
+                          f"{accumulation}; make them equal (\"auto\" in the DeepSpeed config takes the flag's)")
     if ds.get("train_batch_size", "auto") == "auto":
         ds["train_batch_size"] = (int(ds["train_micro_batch_size_per_gpu"]) * accelerator.num_processes
                                   * int(ds["gradient_accumulation_steps"]))
@@ -69,7 +87,11 @@ def enable_gradient_checkpointing(policy, cfg) -> None:
     the checkpointed layers still reach the adapters)."""
     if not getattr(cfg, "gradient_checkpointing", False):
         return
-    policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(policy, "activation_checkpointing_enable"):  # transformers >= 5.x's name; the old one warns
+        policy.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if hasattr(policy, "enable_input_require_grads"):
         policy.enable_input_require_grads()
     policy.config.use_cache = False
@@ -86,3 +108,30 @@ def epoch_indices(seed: int, n: int, start: int, count: int) -> list[int]:
             perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
         out.append(int(perms[epoch][pos]))
     return out
+
+
+def micro_batch_context(accelerator, model, last: bool):
+    """The context of one micro-batch's forward and backward: gradients are synchronised between
+    processes (DDP, FSDP) on the last micro-batch of an optimiser step only (``no_sync`` before it)."""
+    return contextlib.nullcontext() if last else accelerator.no_sync(model)
+
+
+def micro_batch_backward(accelerator, loss, micro_batches: int) -> None:
+    """Backward of one of ``micro_batches`` equal micro-batches, so the summed gradients are those of
+    the mean loss over the effective batch (DeepSpeed divides by its own gradient_accumulation_steps)."""
+    from accelerate.utils import DistributedType
+
+    if micro_batches > 1 and accelerator.distributed_type != DistributedType.DEEPSPEED:
+        loss = loss / micro_batches
+    accelerator.backward(loss)
+
+
+def make_scheduler(cfg, optimizer, total_steps: int):
+    """``--lr-scheduler-type`` on ``optimizer`` (transformers' ``get_scheduler``), over the run's
+    ``total_steps`` x ``cfg.updates_per_step`` optimiser steps, with ``--warmup-steps``/``--warmup-ratio``;
+    the trainer steps it after every optimiser step."""
+    from transformers import get_scheduler
+
+    total = total_steps * cfg.updates_per_step
+    return get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=cfg.warmup_for(total),
+                         num_training_steps=total)

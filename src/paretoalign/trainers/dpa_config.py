@@ -5,6 +5,7 @@ Every field's ``help`` is the documentation shown by ``paretoalign train --help`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -17,18 +18,20 @@ from paretoalign.trainers.options import (
     METHOD,
     RUN,
     GenerationOptions,
+    HubOptions,
     LoggingOptions,
     ModelOptions,
     OptimOptions,
     PromptOptions,
     RunOptions,
+    ScheduleOptions,
     ScoreOptions,
 )
 
 
 @dataclass
-class DPAConfig(ModelOptions, PromptOptions, ScoreOptions, GenerationOptions, OptimOptions, RunOptions,
-                LoggingOptions):
+class DPAConfig(ModelOptions, PromptOptions, ScoreOptions, GenerationOptions, OptimOptions, ScheduleOptions,
+                RunOptions, HubOptions, LoggingOptions):
     """Options of ``paretoalign train --method dpa``."""
 
     method: str = field("dpa", help="'dpa': rejection-sampling fine-tuning conditioned on a preference direction.", group=METHOD)
@@ -65,7 +68,10 @@ class DPAConfig(ModelOptions, PromptOptions, ScoreOptions, GenerationOptions, Op
         self.check_objectives(2, "DPA (a direction in one dimension is not a choice)")
         self.check_lora()
         self.check_generation()
+        self.check_schedule()
         self.check_run()
+        self.check_hub()
+        self.check_logging()
         if self.system_prompt is not None:
             raise ConfigError("DPA's system message carries the direction (--direction-template); --system-prompt "
                               "does not apply")
@@ -84,3 +90,9 @@ class DPAConfig(ModelOptions, PromptOptions, ScoreOptions, GenerationOptions, Op
                 raise ConfigError("--angles describes directions of exactly 2 objectives")
         if not -180.0 <= self.min_angle <= self.max_angle <= 180.0:
             raise ConfigError(f"need -180 <= min_angle <= max_angle <= 180; got {self.min_angle}, {self.max_angle}")
+
+    @property
+    def updates_per_step(self) -> int:
+        """Optimiser steps per round (what the learning-rate schedule counts): each fine-tuning pass takes
+        ``prompts_per_round`` samples in batches of ``batch_size``."""
+        return self.sft_epochs * math.ceil(self.prompts_per_round / self.batch_size)

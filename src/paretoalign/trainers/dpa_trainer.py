@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from paretoalign import run_dir
-from paretoalign.config_utils import config_to_dict
 from paretoalign.data.prompts import load_prompts, split_prompts
 from paretoalign.errors import ParetoAlignError
 from paretoalign.models import (
@@ -60,9 +59,11 @@ from paretoalign.trainers.adaptation import (
     enable_gradient_checkpointing,
     epoch_indices,
     make_accelerator,
+    make_scheduler,
     set_deepspeed_micro_batch,
 )
 from paretoalign.trainers.dpa_config import DPAConfig
+from paretoalign.trainers.tracking import preflight
 
 
 def select_best(scores: torch.Tensor, valid: torch.Tensor, directions: torch.Tensor, n: int,
@@ -96,6 +97,7 @@ class DPATrainer(base.StepTrainer):
 
     def __init__(self, config: DPAConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
         self.config = cfg = config
+        preflight(cfg)  # trackers' libraries, the Hub: refused before any work
         self.accelerator = acc = accelerator or make_accelerator(config)
         self.out = Path(cfg.output_dir)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
@@ -105,14 +107,14 @@ class DPATrainer(base.StepTrainer):
                          "--prompts-per-round x --num-candidates (generation)", acc.device.type)
         check_batch_fits(cfg.batch_size, seq, logit_bytes_per_token(len(self.tokenizer)), "--batch-size",
                          acc.device.type)
-        self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
+        self.resume_from = ckpt_lib.start_run(acc, self.out, cfg, cfg.resume, cfg.overwrite,
                                               cfg.rounds, "rounds").checkpoint
         self.objectives = objectives or build_objective_set(cfg.objectives, self.tokenizer, cfg.nan_policy)
         self.names = list(self.objectives.names)
         self.K = len(self.names)
         check_direction_template(cfg.direction_template, self.names)
         if prompts is None:
-            prompts, _held = split_prompts(load_prompts(cfg.prompts, column=cfg.prompt_column), cfg.heldout_fraction, cfg.seed)
+            prompts, _held = split_prompts(load_prompts(cfg.prompts, column=cfg.prompt_column, allow_download=cfg.allow_download), cfg.heldout_fraction, cfg.seed)
         self.prompts = list(prompts)
 
         torch.manual_seed(cfg.seed)
@@ -123,10 +125,12 @@ class DPATrainer(base.StepTrainer):
         enable_gradient_checkpointing(policy, cfg)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.scheduler = make_scheduler(cfg, optimizer, cfg.rounds)
         self.start_step = 0
         if self.resume_from is not None:
             ckpt_lib.load_policy_state(policy, self.resume_from / run_dir.POLICY)
             ckpt_lib.load_optimizer(optimizer, self.resume_from)
+            ckpt_lib.load_scheduler(self.scheduler, self.resume_from, optimizer)
             self.start_step = int(ckpt_lib.read_state(self.resume_from)["step"])
         set_deepspeed_micro_batch(acc, cfg.batch_size)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
@@ -152,6 +156,7 @@ class DPATrainer(base.StepTrainer):
     def round(self, r: int) -> dict:
         cfg, acc = self.config, self.accelerator
         t0 = time.perf_counter()
+        lr = self.current_lr()
         prompts, dirs = self.round_inputs(r)
         conditioned = [conditioned_prompt(p, direction_prompt(v, self.names, cfg.direction_template)) for p, v in zip(prompts, dirs)]
         self._check_direction_survives(conditioned, r)
@@ -188,7 +193,7 @@ class DPATrainer(base.StepTrainer):
             keys = sorted(k for k in row if k != "step")
             t = acc.reduce(torch.tensor([float(row[k]) for k in keys], device=acc.device), "mean")
             row.update(dict(zip(keys, t.tolist())))
-        row.update(time_generate=t_gen, time_step=time.perf_counter() - t0)
+        row.update(lr=lr, time_generate=t_gen, time_step=time.perf_counter() - t0)
         if not math.isfinite(row["loss"]):
             raise ParetoAlignError(f"round {r}: the fine-tuning loss is not finite; the last checkpoint is intact, "
                                    "lower --learning-rate and --resume")
@@ -217,6 +222,7 @@ class DPATrainer(base.StepTrainer):
                 if cfg.max_grad_norm > 0:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
+                self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
         return losses

@@ -25,12 +25,16 @@ from paretoalign.trainers.methods import check_family
 from paretoalign.trainers.options import (
     METHOD,
     OPTIMISATION,
+    AccumulationOptions,
+    EvalOptions,
+    HubOptions,
     LoggingOptions,
     ModelOptions,
     OptimOptions,
     PreferenceOptions,
     PromptOptions,
     RunOptions,
+    ScheduleOptions,
     StepOptions,
 )
 
@@ -69,8 +73,8 @@ def parse_constraint(text: str) -> tuple[str, float]:
 
 
 @dataclass
-class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions, StepOptions, RunOptions,
-                    LoggingOptions):
+class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions, AccumulationOptions,
+                    ScheduleOptions, StepOptions, RunOptions, HubOptions, EvalOptions, LoggingOptions):
     """Options of ``paretoalign train`` for the offline methods."""
 
     # --- what to train -------------------------------------------------------------------------
@@ -80,7 +84,7 @@ class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions
         "the others as margin rewards), 'mopo' (primary objective, constraints on the others), 'amopo' "
         "(dimension-aware prompts, adaptive weights, no reference or reward model).", group=METHOD)
     pairs: list = field(
-        [], help="Preference data: a .jsonl/.json/.parquet/.csv file or datasets folder, or several "
+        [], help="Preference data: a .jsonl/.json/.parquet/.csv file or datasets folder, a Hugging Face dataset name[:config[:split]] such as trl-lib/ultrafeedback_binarized (from the local cache; from the Hub with --allow-download), or several "
         "'objective=path' sets (one per objective). Formats: trl, hh-rlhf, pku-saferlhf, helpsteer2, ultrafeedback.",
     )
     pairs_format: str = field("auto", help="Schema of --pairs ('auto' detects it from the columns).")
@@ -144,7 +148,15 @@ class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions
         self.check_objectives(2 if self.method in ("modpo", "mopo") else 1, self.method)
         self.check_weights()
         self.check_lora()
+        self.check_accumulation()
+        self.check_schedule()
         self.check_run()
+        self.check_hub()
+        self.check_eval()
+        self.check_logging()
+        if self.method == "mopo" and self.gradient_accumulation_steps > 1:
+            raise ConfigError("MOPO takes a dual step after every batch, so it has no gradient accumulation; "
+                              "raise --batch-size instead of --gradient-accumulation-steps")
         self.pairs = split_list(self.pairs) if isinstance(self.pairs, str) else list(self.pairs or [])
         self.constraints = split_list(self.constraints) if isinstance(self.constraints, str) else list(self.constraints or [])
         self.parsed_constraints()  # malformed or out-of-range thresholds fail now
@@ -167,3 +179,8 @@ class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions
         if len(set(names)) != len(names):
             raise ConfigError(f"a constraint is given twice: {self.constraints}")
         return out
+
+    @property
+    def updates_per_step(self) -> int:
+        """Optimiser steps per training step (what the learning-rate schedule counts)."""
+        return 1

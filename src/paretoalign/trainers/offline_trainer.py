@@ -3,7 +3,9 @@
 Each step: this process's slice of examples (a seeded permutation, so a resumed run sees exactly
 the examples it would have) -> tokenise (prompt, response) in the rollout layout -> response
 log-probabilities under the policy (and the reference where the method has one) -> the method's
-loss from :mod:`paretoalign.losses` -> one optimiser step.  DDP/FSDP/DeepSpeed come from
+loss from :mod:`paretoalign.losses` -> one optimiser step.  With ``--gradient-accumulation-steps M``
+a step is M such batches (micro-batches, the examples of one step at M x ``--batch-size``) whose
+mean loss is the step's.  DDP/FSDP/DeepSpeed come from
 ``accelerate launch``; checkpoints and the final model are those of the online trainer.
 
 This module orchestrates; what differs between methods (their examples, loss, and state such as
@@ -26,10 +28,10 @@ import numpy as np
 import torch
 
 from paretoalign import run_dir
-from paretoalign.config_utils import config_to_dict
 from paretoalign.data.preference_pairs import load_preference_data
 from paretoalign.errors import ConfigError, DataError
 from paretoalign.models import TINY_NAME, check_batch_fits, load_causal_lm, load_tokenizer, logit_bytes_per_token
+from paretoalign.objectives.base import ObjectiveSet
 from paretoalign.objectives.registry import available_objectives, build_objective
 from paretoalign.objectives.spec import parse_objective_spec
 from paretoalign.preferences import uniform_weights, validate_weights
@@ -42,10 +44,15 @@ from paretoalign.trainers.adaptation import (
     enable_gradient_checkpointing,
     epoch_indices,
     make_accelerator,
+    make_scheduler,
+    micro_batch_backward,
+    micro_batch_context,
     set_deepspeed_micro_batch,
 )
+from paretoalign.trainers.heldout_eval import HeldoutEval
 from paretoalign.trainers.offline_config import OfflineConfig
 from paretoalign.trainers.offline_methods import STRATEGIES
+from paretoalign.trainers.tracking import preflight
 
 _IDENT = re.compile(r"^[A-Za-z_][\w\-]*$")
 
@@ -92,6 +99,7 @@ class OfflineTrainer(base.StepTrainer):
 
     def __init__(self, config: OfflineConfig, model=None, tokenizer=None, data=None, accelerator=None):
         self.config = cfg = config
+        preflight(cfg)  # trackers' libraries, the Hub: refused before any work
         self.accelerator = acc = accelerator or make_accelerator(config)
         self.out = Path(cfg.output_dir)
         if data is None and not cfg.pairs:
@@ -100,12 +108,14 @@ class OfflineTrainer(base.StepTrainer):
         check_batch_fits(2 * cfg.batch_size, cfg.max_prompt_length + cfg.max_response_length,
                          logit_bytes_per_token(len(self.tokenizer)), "--batch-size (chosen and rejected)",
                          acc.device.type)
-        self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
+        self.resume_from = ckpt_lib.start_run(acc, self.out, cfg, cfg.resume, cfg.overwrite,
                                               cfg.max_steps).checkpoint
         if data is None:
-            data = load_preference_data(cfg.pairs, format=cfg.pairs_format, max_rows=cfg.max_pairs)
+            data = load_preference_data(cfg.pairs, format=cfg.pairs_format, max_rows=cfg.max_pairs, allow_download=cfg.allow_download)
         self.data = data
         self.entries = resolve_objectives(cfg.objectives, self.tokenizer)
+        scorers = [e.scorer for e in self.entries if e.scorer is not None]  # data labels cannot score text
+        self.heldout_eval = HeldoutEval.from_config(cfg, ObjectiveSet(scorers) if scorers else None)
         self.names = [e.name for e in self.entries]
         self.K = len(self.names)
         raw = cfg.weights if cfg.weights is not None else uniform_weights(self.K).tolist()
@@ -127,10 +137,11 @@ class OfflineTrainer(base.StepTrainer):
         self.ref_model = self.strategy.setup(policy, self.ref_model)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.scheduler = make_scheduler(cfg, optimizer, cfg.max_steps)
         self.start_step = 0
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from, policy, optimizer)
-        set_deepspeed_micro_batch(acc, cfg.batch_size)
+        set_deepspeed_micro_batch(acc, cfg.batch_size, cfg.gradient_accumulation_steps)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
         if self.ref_model is not None:
             self.ref_model.to(acc.device)
@@ -155,11 +166,16 @@ class OfflineTrainer(base.StepTrainer):
     def unwrapped(self):
         return self.accelerator.unwrap_model(self.model)
 
-    def indices_for_step(self, step: int) -> list[int]:
-        """This process's example indices at ``step`` (1-based): epochs of seeded permutations."""
+    def indices_for_step(self, step: int, micro: int | None = None) -> list[int]:
+        """This process's example indices at ``step`` (1-based): epochs of seeded permutations.  All
+        ``--gradient-accumulation-steps`` x ``--batch-size`` of them, or micro-batch ``micro``'s; they
+        are those of one step at the effective batch size."""
         cfg, acc = self.config, self.accelerator
-        start = ((step - 1) * acc.num_processes + acc.process_index) * cfg.batch_size
-        return epoch_indices(cfg.seed, len(self.examples), start, cfg.batch_size)
+        per_step = cfg.batch_size * cfg.gradient_accumulation_steps
+        start = ((step - 1) * acc.num_processes + acc.process_index) * per_step
+        if micro is not None:
+            start, per_step = start + micro * cfg.batch_size, cfg.batch_size
+        return epoch_indices(cfg.seed, len(self.examples), start, per_step)
 
     def _encode(self, prompts: list, responses: list[str]):
         cfg = self.config
@@ -190,22 +206,33 @@ class OfflineTrainer(base.StepTrainer):
     # one step
     # ------------------------------------------------------------------------------------------
     def step(self, step: int) -> dict:
+        """One optimiser step on the step's micro-batches (their mean loss; with DDP only the last one
+        synchronises); the row's loss and metrics are their means."""
         cfg, acc = self.config, self.accelerator
         t0 = time.perf_counter()
-        idx = self.indices_for_step(step)
+        lr = self.current_lr()
+        M = cfg.gradient_accumulation_steps
         self.model.train()
-        loss, row = self.strategy.loss(idx, step)
-        acc.backward(loss)
+        losses, rows = [], []
+        for micro in range(M):
+            with micro_batch_context(acc, self.model, last=micro == M - 1):  # the forward too (DDP)
+                loss, row = self.strategy.loss(self.indices_for_step(step, micro), step)
+                micro_batch_backward(acc, loss, M)
+            losses.append(float(loss.detach()))
+            rows.append(row)
         if cfg.max_grad_norm > 0:
             acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
+        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        local = torch.tensor([float(loss.detach())] + [row[k] for k in sorted(row)], device=acc.device)
+        keys = sorted(rows[0])
+        means = [sum(losses) / M] + [sum(r[k] for r in rows) / M for k in keys]
+        local = torch.tensor(means, device=acc.device)
         local = acc.reduce(local, "mean") if acc.num_processes > 1 else local
         out = {"step": step, "loss": float(local[0])}
-        out.update({k: float(v) for k, v in zip(sorted(row), local[1:].tolist())})
+        out.update({k: float(v) for k, v in zip(keys, local[1:].tolist())})
         out.update(self.strategy.state_row())
-        out.update(lr=self.optimizer.param_groups[0]["lr"], time_step=time.perf_counter() - t0)
+        out.update(lr=lr, time_step=time.perf_counter() - t0)
         return out
 
     # the rest of the run lifecycle's protocol (trainers/base.py) --------------------------------------
@@ -241,6 +268,7 @@ class OfflineTrainer(base.StepTrainer):
     def _load_checkpoint(self, ckpt: Path, policy, optimizer) -> None:
         ckpt_lib.load_policy_state(policy, ckpt / run_dir.POLICY)
         ckpt_lib.load_optimizer(optimizer, ckpt)
+        ckpt_lib.load_scheduler(self.scheduler, ckpt, optimizer)
         state = ckpt_lib.read_state(ckpt)
         self.start_step = int(state["step"])
         if self.config.method in state:

@@ -13,13 +13,17 @@ from paretoalign.errors import ConfigError
 from paretoalign.trainers.methods import check_family
 from paretoalign.trainers.options import (
     METHOD,
+    AccumulationOptions,
+    EvalOptions,
     GenerationOptions,
+    HubOptions,
     LoggingOptions,
     ModelOptions,
     OptimOptions,
     PreferenceOptions,
     PromptOptions,
     RunOptions,
+    ScheduleOptions,
     ScoreOptions,
     StepOptions,
 )
@@ -30,7 +34,8 @@ LINEAR_METHODS = ("morlhf", "mo-grpo")  # fixed linear weights on the per-object
 
 @dataclass
 class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions, GenerationOptions,
-                   OptimOptions, StepOptions, RunOptions, LoggingOptions):
+                   OptimOptions, AccumulationOptions, ScheduleOptions, StepOptions, RunOptions, HubOptions,
+                   EvalOptions, LoggingOptions):
     """Options of ``paretoalign train`` for the online methods."""
 
     # --- what to train -------------------------------------------------------------------------
@@ -100,7 +105,12 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
         self.check_weights()
         self.check_lora()
         self.check_generation()
+        self.check_accumulation()
+        self.check_schedule()
         self.check_run()
+        self.check_hub()
+        self.check_eval()
+        self.check_logging()
         if self.advantage is None:
             self.advantage = "group" if self.method == "mo-grpo" else "gae"
         if self.method == "mo-grpo" and self.advantage != "group":
@@ -121,3 +131,8 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
     @property
     def uses_critic(self) -> bool:
         return self.advantage == "gae"
+
+    @property
+    def updates_per_step(self) -> int:
+        """Optimiser steps per training step (what the learning-rate schedule counts)."""
+        return self.ppo_epochs * self.num_mini_batches

@@ -4,7 +4,9 @@ multi-objective GRPO.
 Each step: sample prompts -> generate completions -> score every objective (reward vector
 ``[N, K]``) -> per-objective advantages (GAE with one value head per objective, or group
 baselines) -> the method's combiner (:mod:`paretoalign.losses.online`) -> one optimiser
-step.  Scaling goes through accelerate: under ``accelerate launch`` each process draws its own
+step.  With ``--gradient-accumulation-steps M`` a step is M such rollouts of ``--batch-size``
+prompts (micro-batches), each scored and given advantages and combiner weights on its own, whose
+gradients are averaged into each optimiser step.  Scaling goes through accelerate: under ``accelerate launch`` each process draws its own
 prompts, gradients are averaged by DDP/FSDP/DeepSpeed, and the combiners' inputs that must agree
 across processes (PAMA's batch terms, MGDA's Gram matrix) are reduced first.
 
@@ -37,7 +39,6 @@ from paretoalign.combiners import (
     normalize_then_sum,
     sum_then_normalize,
 )
-from paretoalign.config_utils import config_to_dict
 from paretoalign.data.prompts import load_prompts, split_prompts
 from paretoalign.errors import ParetoAlignError, RunDirError
 from paretoalign.losses import (
@@ -69,9 +70,14 @@ from paretoalign.trainers.adaptation import (
     enable_gradient_checkpointing,
     epoch_indices,
     make_accelerator,
+    make_scheduler,
+    micro_batch_backward,
+    micro_batch_context,
     set_deepspeed_micro_batch,
 )
+from paretoalign.trainers.heldout_eval import HeldoutEval
 from paretoalign.trainers.online_config import LINEAR_METHODS, OnlineConfig
+from paretoalign.trainers.tracking import preflight
 
 
 def standardize_valid(adv: torch.Tensor, pool: torch.Tensor, pool_valid: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -110,6 +116,7 @@ class OnlineTrainer(base.StepTrainer):
 
     def __init__(self, config: OnlineConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
         self.config = cfg = config
+        preflight(cfg)  # trackers' libraries, the Hub: refused before any work
         self.accelerator = accelerator or make_accelerator(config)
         acc = self.accelerator
         self.out = Path(cfg.output_dir)
@@ -122,9 +129,10 @@ class OnlineTrainer(base.StepTrainer):
                          logit_bytes_per_token(len(self.tokenizer)),
                          "--batch-size x --num-generations / --num-mini-batches (loss)", acc.device.type)
         # Claim and validate the run folder before any expensive loading: a mistake costs nothing.
-        self.resume_from = ckpt_lib.start_run(acc, self.out, config_to_dict(cfg), cfg.resume, cfg.overwrite,
+        self.resume_from = ckpt_lib.start_run(acc, self.out, cfg, cfg.resume, cfg.overwrite,
                                               cfg.max_steps).checkpoint
         self.objectives = objectives or build_objective_set(cfg.objectives, self.tokenizer, cfg.nan_policy)
+        self.heldout_eval = HeldoutEval.from_config(cfg, self.objectives)
         self.names = list(self.objectives.names)
         self.K = len(self.names)
         # The preference: MORLHF's linear weights; for PAMA / MGDA-UB the scales of their weight
@@ -136,7 +144,7 @@ class OnlineTrainer(base.StepTrainer):
         self.preference = None if cfg.method in LINEAR_METHODS else self.weights
         if prompts is None:
             prompts, _heldout = split_prompts(
-                load_prompts(cfg.prompts, column=cfg.prompt_column), cfg.heldout_fraction, cfg.seed
+                load_prompts(cfg.prompts, column=cfg.prompt_column, allow_download=cfg.allow_download), cfg.heldout_fraction, cfg.seed
             )
         self.prompts = list(prompts)
 
@@ -155,10 +163,12 @@ class OnlineTrainer(base.StepTrainer):
         wrapped = PolicyWithValueHeads(policy, self.K, with_values=cfg.uses_critic)
         params = [p for p in wrapped.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.scheduler = make_scheduler(cfg, optimizer, cfg.max_steps)
         self.start_step = 0
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from, wrapped, optimizer)
-        set_deepspeed_micro_batch(acc, cfg.batch_size * cfg.num_generations // cfg.num_mini_batches)
+        set_deepspeed_micro_batch(acc, cfg.batch_size * cfg.num_generations // cfg.num_mini_batches,
+                                  cfg.gradient_accumulation_steps)
         self.model, self.optimizer = acc.prepare(wrapped, optimizer)
         if self.ref_model is not None:
             self.ref_model.to(acc.device)
@@ -175,12 +185,21 @@ class OnlineTrainer(base.StepTrainer):
     def unwrapped(self) -> PolicyWithValueHeads:
         return self.accelerator.unwrap_model(self.model)
 
-    def prompts_for_step(self, step: int) -> list:
+    @property
+    def eval_policy(self):
+        return self.unwrapped.policy
+
+    def prompts_for_step(self, step: int, micro: int | None = None) -> list:
         """This process's prompts at ``step`` (1-based): epochs of seeded permutations, a function
-        of (seed, step, process) only, so a resumed run sees exactly the prompts it would have."""
+        of (seed, step, process) only, so a resumed run sees exactly the prompts it would have.
+        All ``--gradient-accumulation-steps`` x ``--batch-size`` of them, or micro-batch ``micro``'s;
+        they are those of one step at the effective batch size."""
         cfg, acc = self.config, self.accelerator
-        start = ((step - 1) * acc.num_processes + acc.process_index) * cfg.batch_size
-        return [self.prompts[i] for i in epoch_indices(cfg.seed, len(self.prompts), start, cfg.batch_size)]
+        per_step = cfg.batch_size * cfg.gradient_accumulation_steps
+        start = ((step - 1) * acc.num_processes + acc.process_index) * per_step
+        if micro is not None:
+            start, per_step = start + micro * cfg.batch_size, cfg.batch_size
+        return [self.prompts[i] for i in epoch_indices(cfg.seed, len(self.prompts), start, per_step)]
 
     def _ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
         policy = self.unwrapped.policy
@@ -256,12 +275,13 @@ class OnlineTrainer(base.StepTrainer):
             preference=self.preference, gram=self.mgda_gram,
         )
 
-    def rollout(self, step: int) -> tuple[Rollout, torch.Tensor, torch.Tensor, float]:
-        """Generate this process's completions for ``step`` and score them: (rollout, rewards [N, K], valid [N], seconds)."""
+    def rollout(self, step: int, micro: int = 0) -> tuple[Rollout, torch.Tensor, torch.Tensor, float]:
+        """Generate this process's completions for micro-batch ``micro`` of ``step`` and score them:
+        (rollout, rewards [N, K], valid [N], seconds)."""
         cfg = self.config
         t0 = time.perf_counter()
         rollout = generate(
-            self.unwrapped.policy, self.tokenizer, self.prompts_for_step(step),
+            self.unwrapped.policy, self.tokenizer, self.prompts_for_step(step, micro),
             num_generations=cfg.num_generations, max_new_tokens=cfg.max_new_tokens,
             max_prompt_length=cfg.max_prompt_length, min_new_tokens=cfg.min_new_tokens,
             temperature=cfg.temperature, top_p=cfg.top_p,
@@ -274,10 +294,14 @@ class OnlineTrainer(base.StepTrainer):
         return rollout, scores.to(device), valid.to(device), t_gen
 
     def step(self, step: int) -> dict:
-        """One optimisation step at ``step`` (1-based): rollout, score, update; returns this step's metrics."""
+        """One optimisation step at ``step`` (1-based): rollout and score each micro-batch, update; returns this step's metrics."""
         t0 = time.perf_counter()
-        rollout, scores, valid, t_gen = self.rollout(step)
-        row = self.update(rollout, scores, valid)
+        batches, t_gen = [], 0.0
+        for micro in range(self.config.gradient_accumulation_steps):
+            rollout, scores, valid, t = self.rollout(step, micro)
+            batches.append((rollout, scores, valid))
+            t_gen += t
+        row = self.update_batches(batches)
         row = {"step": step, **row, "time_generate": t_gen, "time_step": time.perf_counter() - t0}
         if not all(math.isfinite(row[k]) for k in ("loss", "policy_loss")):
             raise ParetoAlignError(
@@ -287,78 +311,114 @@ class OnlineTrainer(base.StepTrainer):
         return row
 
     def update(self, rollout: Rollout, scores: torch.Tensor, valid: torch.Tensor) -> dict:
-        """The optimisation part of a step on a scored rollout (the same for every method up to the
+        """The optimisation part of a step on one scored rollout (the same for every method up to the
         combiner); returns metrics.  Separate from :meth:`rollout` so benchmarks can time it on a fixed batch."""
-        cfg, acc = self.config, self.accelerator
-        t0 = time.perf_counter()
-        device = rollout.input_ids.device
+        return self.update_batches([(rollout, scores, valid)])
+
+    def _prepare(self, rollout: Rollout, scores: torch.Tensor, valid: torch.Tensor, with_grad: bool) -> dict:
+        """What a micro-batch's loss needs besides the policy's new log-probs: the mask, reference and
+        old log-probs, advantages and value targets.  ``with_grad``: the single-pass update, whose one
+        forward gives old and new log-probs (kept as ``logp``/``shared``/``values`` to differentiate)."""
         mask = rollout.completion_mask.to(torch.float32) * valid.unsqueeze(1).float()
         # None when nothing reads it (needs_reference): no reference forward at all.
         ref_logp = self._ref_logprobs(rollout) if self.uses_reference else None
-
-        N = rollout.input_ids.shape[0]
-        single_pass = cfg.ppo_epochs == 1 and cfg.num_mini_batches == 1
         self.model.train()
-        if single_pass:
-            # The rollout policy is the current policy: one forward gives old and new log-probs.
-            logp, shared, values = self._forward(rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
-            old_logp = logp.detach()
-            old_values = values.detach() if values is not None else None
+        st = {"rollout": rollout, "mask": mask, "ref_logp": ref_logp}
+        args = (rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
+        if with_grad:
+            logp, shared, values = self._forward(*args)
+            st.update(logp=logp, shared=shared, values=values, old_logp=logp.detach(),
+                      old_values=values.detach() if values is not None else None)
         else:
             with torch.no_grad():
-                old_logp, _, old_values = self._forward(rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
-        adv, returns = self._advantages(scores, valid, mask, old_logp, ref_logp, old_values)
+                st["old_logp"], _, st["old_values"] = self._forward(*args)
+        st["adv"], st["returns"] = self._advantages(scores, valid, mask, st["old_logp"], ref_logp, st["old_values"])
+        return st
+
+    def _loss(self, st: dict, cur: torch.Tensor, logp, shared, values) -> tuple:
+        """(loss, policy loss, value loss, KL loss, combiner weights) of the rows ``cur`` of a prepared micro-batch."""
+        cfg = self.config
+        device = logp.device
+        m = st["mask"][cur]
+        # PAMA as written in the paper takes the Noon-PPO ratio against the reference.
+        base = st["ref_logp"] if (cfg.method == "pama" and cfg.pama_ratio == "reference") else st["old_logp"]
+        logratio = logp - base[cur]
+        policy_loss, w = self._policy_loss(logratio, st["adv"][cur], m, shared)
+        loss = policy_loss
+        vl = torch.zeros((), device=device)
+        if values is not None:
+            vclip = cfg.value_clip if cfg.value_clip > 0 else None
+            vl = value_loss(values, st["old_values"][cur], st["returns"][cur], m, vclip)
+            loss = loss + cfg.vf_coef * vl
+        kl_loss = torch.zeros((), device=device)
+        if cfg.advantage == "group" and cfg.kl_coef > 0:
+            kl_loss = masked_mean(kl_k3(logp, st["ref_logp"][cur]), m)
+            loss = loss + cfg.kl_coef * kl_loss
+        return loss, policy_loss, vl, kl_loss, w
+
+    def update_batches(self, batches: list[tuple[Rollout, torch.Tensor, torch.Tensor]]) -> dict:
+        """The optimisation part of a step on its scored micro-batches ``[(rollout, scores, valid), ...]``:
+        ``ppo_epochs`` x ``num_mini_batches`` optimiser steps, each on the gradients of that mini-batch of
+        every micro-batch, averaged (the loss is the mean over the micro-batches; with DDP only the last
+        one synchronises).  Each micro-batch has its own advantages and combiner weights.  Returns metrics."""
+        cfg, acc = self.config, self.accelerator
+        t0 = time.perf_counter()
+        lr = self.current_lr()
+        M = len(batches)
+        single_pass = cfg.ppo_epochs == 1 and cfg.num_mini_batches == 1
+        # several passes: the old log-probs and advantages of every micro-batch first, without gradients
+        states = [None] * M if single_pass else [self._prepare(*b, with_grad=False) for b in batches]
 
         totals = {"loss": 0.0, "policy_loss": 0.0, "value_loss": 0.0, "kl_loss": 0.0}
         weight_sum = torch.zeros(self.K)
-        updates = 0
-        mb = N // cfg.num_mini_batches
+        terms = 0
         for _epoch in range(cfg.ppo_epochs):
-            order = torch.randperm(N) if cfg.num_mini_batches > 1 else torch.arange(N)
-            for start in range(0, N, mb):
-                idx = order[start : start + mb].to(device)
-                if not single_pass:
-                    logp, shared, values = self._forward(
-                        rollout.input_ids[idx], rollout.attention_mask[idx], rollout.prompt_length
-                    )
-                    cur = idx
-                else:
-                    cur = torch.arange(N, device=device)
-                m = mask[cur]
-                # PAMA as written in the paper takes the Noon-PPO ratio against the reference.
-                base = ref_logp if (cfg.method == "pama" and cfg.pama_ratio == "reference") else old_logp
-                logratio = logp - base[cur]
-                policy_loss, w = self._policy_loss(logratio, adv[cur], m, shared)
-                loss = policy_loss
-                vl = torch.zeros((), device=device)
-                if values is not None:
-                    vclip = cfg.value_clip if cfg.value_clip > 0 else None
-                    vl = value_loss(values, old_values[cur], returns[cur], m, vclip)
-                    loss = loss + cfg.vf_coef * vl
-                kl_loss = torch.zeros((), device=device)
-                if cfg.advantage == "group" and cfg.kl_coef > 0:
-                    kl_loss = masked_mean(kl_k3(logp, ref_logp[cur]), m)
-                    loss = loss + cfg.kl_coef * kl_loss
-                acc.backward(loss)
+            orders = [torch.randperm(b[0].input_ids.shape[0]) if cfg.num_mini_batches > 1 else None for b in batches]
+            for j in range(cfg.num_mini_batches):
+                for i, b in enumerate(batches):
+                    N, device = b[0].input_ids.shape[0], b[0].input_ids.device
+                    with micro_batch_context(acc, self.model, last=i == M - 1):  # the forward too (DDP)
+                        if single_pass:
+                            # The rollout policy is the current policy: one forward gives old and new log-probs.
+                            st = states[i] = self._prepare(*b, with_grad=True)
+                            logp, shared, values = st.pop("logp"), st.pop("shared"), st.pop("values")
+                            cur = torch.arange(N, device=device)
+                        else:
+                            st, mb = states[i], N // cfg.num_mini_batches
+                            order = orders[i] if orders[i] is not None else torch.arange(N)
+                            cur = order[j * mb : (j + 1) * mb].to(device)
+                            rollout = st["rollout"]
+                            logp, shared, values = self._forward(
+                                rollout.input_ids[cur], rollout.attention_mask[cur], rollout.prompt_length
+                            )
+                        loss, policy_loss, vl, kl_loss, w = self._loss(st, cur, logp, shared, values)
+                        micro_batch_backward(acc, loss, M)
+                    totals["loss"] += float(loss.detach())
+                    totals["policy_loss"] += float(policy_loss.detach())
+                    totals["value_loss"] += float(vl.detach())
+                    totals["kl_loss"] += float(kl_loss.detach())
+                    weight_sum += w.detach().float().cpu()
+                    terms += 1
                 if cfg.max_grad_norm > 0:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
+                self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                totals["loss"] += float(loss.detach())
-                totals["policy_loss"] += float(policy_loss.detach())
-                totals["value_loss"] += float(vl.detach())
-                totals["kl_loss"] += float(kl_loss.detach())
-                weight_sum += w.detach().float().cpu()
-                updates += 1
 
-        # ---- metrics, averaged over processes -----------------------------------------------
-        lengths = rollout.completion_mask.sum(1).float()
+        # ---- metrics over every micro-batch, averaged over processes ----------------------------
+        device = batches[0][0].input_ids.device
+        scores = torch.cat([b[1] for b in batches])
+        valid = torch.cat([b[2] for b in batches])
+        lengths = torch.cat([b[0].completion_mask.sum(1).float() for b in batches])
         g_scores, g_valid = acc.gather(scores), acc.gather(valid)
         g_len = acc.gather(lengths)
-        g_kl = acc.gather(((old_logp - ref_logp) * rollout.completion_mask).sum(1)) if ref_logp is not None else None
-        local = torch.tensor([totals[k] / updates for k in ("loss", "policy_loss", "value_loss", "kl_loss")], device=device)
+        g_kl = None
+        if self.uses_reference:
+            kl = torch.cat([((st["old_logp"] - st["ref_logp"]) * st["rollout"].completion_mask).sum(1) for st in states])
+            g_kl = acc.gather(kl)
+        local = torch.tensor([totals[k] / terms for k in ("loss", "policy_loss", "value_loss", "kl_loss")], device=device)
         local = acc.reduce(local, "mean") if acc.num_processes > 1 else local
-        weights = weight_sum / updates
+        weights = weight_sum / terms
         row = {}
         vmask = g_valid.bool()
         for k, name in enumerate(self.names):
@@ -376,14 +436,16 @@ class OnlineTrainer(base.StepTrainer):
             completion_length=float(g_len.mean()),
             nan_skipped=int((~vmask).sum()),
             samples=int(g_valid.numel()),
-            lr=self.optimizer.param_groups[0]["lr"],
+            lr=lr,
             time_update=time.perf_counter() - t0,
         )
         return row
 
     # the rest of the run lifecycle's protocol (trainers/base.py) --------------------------------------
     def postfix(self, row: dict) -> dict:
-        return {n: f"{row[f'reward/{n}']:.3f}" for n in self.names} | {"kl": "-" if row["kl"] is None else f"{row['kl']:.3f}"}
+        # k1: the sampled sum over tokens of log pi_old - log pi_ref, unbiased for the sequence KL but noisy,
+        # so a batch's mean can come out negative while the true KL is >= 0
+        return {n: f"{row[f'reward/{n}']:.3f}" for n in self.names} | {"kl(k1)": "-" if row["kl"] is None else f"{row['kl']:.3f}"}
 
     def summary(self, rows: list[dict], seconds: float) -> dict:
         out = {"method": self.config.method, "objectives": self.names, "steps": len(rows), "seconds": seconds}
@@ -415,6 +477,7 @@ class OnlineTrainer(base.StepTrainer):
             except RuntimeError as exc:
                 raise RunDirError(f"{f}: the value heads do not fit this run ({str(exc)[:200]})") from None
         ckpt_lib.load_optimizer(optimizer, ckpt)
+        ckpt_lib.load_scheduler(self.scheduler, ckpt, optimizer)
         self.start_step = int(ckpt_lib.read_state(ckpt)["step"])
 
     def _load_rng(self, ckpt: Path) -> None:

@@ -12,6 +12,7 @@ Every group also owns the checks of its fields that go beyond type and range (th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -25,9 +26,17 @@ PROMPTS = "prompts and objectives"
 GENERATION = "generation"
 OPTIMISATION = "optimisation"
 RUN = "run folder"
+EVAL = "evaluation during training"
 LOGGING = "logging"
 # --help lists the shared groups in this order, before a family's own options
-GROUP_ORDER = (METHOD, MODEL, PROMPTS, GENERATION, OPTIMISATION, RUN, LOGGING)
+GROUP_ORDER = (METHOD, MODEL, PROMPTS, GENERATION, OPTIMISATION, RUN, EVAL, LOGGING)
+# The experiment trackers --report-to knows: its value -> (the module it imports, the pip extra).
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "trackio": ("trackio", "trackio"),
+            "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+# Options that change what a run reports or where it publishes, never what it trains: --resume accepts
+# new values for them (beside run_dir.RESUME_MUTABLE).
+REPORTING_OPTIONS = frozenset({"report_to", "eval_steps", "eval_prompts", "eval_samples", "push_to_hub",
+                               "hub_model_id"})
 
 
 @option_group
@@ -54,8 +63,9 @@ class ModelOptions(LoraOptions):
 
     GROUP = MODEL
     model: str = field(
-        "tiny", help="Policy: a local folder, a Hugging Face id already in the local cache, "
-        "'smollm2-135m-instruct' (bundled, offline) or 'tiny' (random test model).")
+        "smollm2-135m-instruct", help="Policy: a local folder, a Hugging Face id already in the local cache, "
+        "'smollm2-135m-instruct' (bundled, offline; the default) or 'tiny' (a random model for tests, never a "
+        "default).")
     allow_download: bool = field(False, help="Let --model and reward models be fetched from a hub (off: local only).")
     mixed_precision: Optional[Literal["bf16", "fp16"]] = field(
         None, help="Autocast the forward passes (accelerate's mixed precision): 'bf16' or 'fp16' (loss scaling). "
@@ -77,7 +87,7 @@ class PromptOptions:
         ["sentiment", "length"], help="Objectives, comma-separated specs such as 'sentiment,length(scale=100,unit=words)'; "
         "see `paretoalign objectives` for the list.")
     prompts: str = field("builtin", help="Prompt set: 'builtin' or a local .jsonl/.json/.csv/.txt/.parquet file or "
-                         "datasets folder.")
+                         "datasets folder, or a Hugging Face dataset name[:config[:split]] such as trl-lib/tldr (from the local cache; from the Hub with --allow-download).")
     prompt_column: str = field("prompt", help="Column holding the prompt in --prompts.")
     heldout_fraction: float = field(0.15, help="Fraction of the prompts kept out of training for evaluation.")
     system_prompt: Optional[str] = field(None, help="Optional system message prepended to every chat prompt.")
@@ -165,6 +175,57 @@ class OptimOptions:
 
 @option_group
 @dataclass
+class AccumulationOptions:
+    """Gradient accumulation: several micro-batches per optimiser step."""
+
+    GROUP = OPTIMISATION
+    gradient_accumulation_steps: int = field(
+        1, help="Online and offline methods: micro-batches of --batch-size per optimiser step (TRL's name), so the "
+        "effective batch is --batch-size x this (x processes); the update is the mean of the micro-batches' losses (the "
+        "mean over the effective batch for per-sample means). Online: that many rollouts per step, each generated, "
+        "scored and given its own advantages (group, whitening and batch statistics are per micro-batch) and its own "
+        "PAMA/MGDA-UB combiner weights (solved per micro-batch; weight/<objective> logs their mean). Offline: that "
+        "many batches of pairs (AMoPO's --amopo-weight-scope batch: per micro-batch). With DDP only the last "
+        "micro-batch synchronises gradients. Not for MOPO (its dual step follows every batch).")
+
+    def check_accumulation(self) -> None:
+        if self.gradient_accumulation_steps < 1:
+            raise ConfigError(f"option gradient_accumulation_steps: must be >= 1, got {self.gradient_accumulation_steps}")
+
+
+@option_group
+@dataclass
+class ScheduleOptions:
+    """The learning-rate schedule (transformers' ``get_scheduler``)."""
+
+    GROUP = OPTIMISATION
+    lr_scheduler_type: Literal["constant", "linear", "cosine", "constant_with_warmup"] = field(
+        "constant", help="Learning-rate schedule over the run's optimiser steps (transformers' names): 'constant' "
+        "(no warm-up), 'constant_with_warmup', 'linear' or 'cosine' (warm-up, then decay to 0 at the last step). "
+        "Stepped once per optimiser step: one per step (online: --ppo-epochs x --num-mini-batches per step; DPA: its "
+        "fine-tuning steps per round); saved in checkpoints, so --resume continues the same sequence. The lr column of "
+        "metrics.jsonl is the step's (first) update's rate.")
+    warmup_steps: int = field(0, help="Optimiser steps of linear warm-up from 0 to --learning-rate.")
+    warmup_ratio: float = field(0.0, help="Warm-up as a fraction of the run's optimiser steps (rounded up); give this "
+                                "or --warmup-steps, not both.")
+
+    def check_schedule(self) -> None:
+        if self.warmup_steps < 0:
+            raise ConfigError(f"option warmup_steps: must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"option warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_steps and self.warmup_ratio:
+            raise ConfigError("--warmup-steps and --warmup-ratio both set; give one")
+        if (self.warmup_steps or self.warmup_ratio) and self.lr_scheduler_type == "constant":
+            raise ConfigError("--lr-scheduler-type constant has no warm-up; use constant_with_warmup, linear or cosine")
+
+    def warmup_for(self, total: int) -> int:
+        """Warm-up optimiser steps of a run of ``total`` optimiser steps."""
+        return self.warmup_steps if self.warmup_steps else math.ceil(self.warmup_ratio * total)
+
+
+@option_group
+@dataclass
 class StepOptions:
     """How long a step-based run is, and how often it checkpoints."""
 
@@ -192,12 +253,81 @@ class RunOptions:
 
 @option_group
 @dataclass
+class HubOptions:
+    """Publishing the final model (huggingface_hub)."""
+
+    GROUP = RUN
+    push_to_hub: bool = field(
+        False, help="After the final save, upload RUN/final/ to the Hugging Face Hub (--hub-model-id). The command runs "
+        "offline by default; this flag is the opt-in, so the upload goes online. Refused before training when you set "
+        "HF_HUB_OFFLINE=1 yourself or there is no token (hf auth login).")
+    hub_model_id: Optional[str] = field(
+        None, help="The Hub repository for --push-to-hub, 'user/name' or 'name' (default: the run folder's name); "
+        "created if missing.")
+
+    def check_hub(self) -> None:
+        if self.hub_model_id is not None and not self.hub_model_id.strip():
+            raise ConfigError("option hub_model_id: empty; give 'user/name' or leave it out")
+
+
+@option_group
+@dataclass
+class EvalOptions:
+    """Held-out evaluation while training (see :mod:`paretoalign.trainers.heldout_eval`)."""
+
+    GROUP = EVAL
+    eval_steps: Optional[int] = field(
+        None, help="Online and offline methods: every this many steps, and after the last, generate on held-out "
+        "prompts and log each objective's mean and standard error as eval/<objective> and eval/<objective>_se in that "
+        "step's metrics.jsonl row (and the trackers). The prompts are the first --eval-prompts of the held-out split "
+        "`paretoalign evaluate` uses (--prompts, --heldout-fraction, --seed); the decoding is evaluate's (seed 1234, "
+        "temperature 0.7, top-p 1, --max-new-tokens, else 48); scores are raw, as evaluate reports them (offline: the "
+        "objectives that score text, not data labels). The training RNG is left untouched: training is the same with "
+        "or without it. None or 0: off.")
+    eval_prompts: int = field(16, help="Held-out prompts per evaluation (--eval-steps).")
+    eval_samples: int = field(1, help="Completions per held-out prompt per evaluation (--eval-steps); the standard "
+                              "error counts each completion as one sample.")
+
+    def check_eval(self) -> None:
+        if self.eval_steps is not None and self.eval_steps < 0:
+            raise ConfigError(f"option eval_steps: must be >= 0 (0: off), got {self.eval_steps}")
+        for name in ("eval_prompts", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"option {name}: must be >= 1, got {getattr(self, name)}")
+
+
+@option_group
+@dataclass
 class LoggingOptions:
     """What a run shows while it works."""
 
     GROUP = LOGGING
     progress: bool = field(True, help="Show a progress bar with live metrics.")
+    report_to: list = field(
+        ["none"], help="Experiment trackers that also get every numeric metrics.jsonl field, under its name, at its "
+        "step (TRL's report_to): 'none', or one or more of tensorboard, trackio, wandb, mlflow, comma-separated. "
+        "TensorBoard writes to RUN/logs/; the others use their own settings (WANDB_PROJECT, MLFLOW_TRACKING_URI ...; "
+        "project 'paretoalign', run named after the run folder). Each needs its extra, e.g. "
+        "pip install 'paretoalign[wandb]'.")
+
+    def check_logging(self) -> None:
+        """``report_to`` as a list of tracker names ([] for none); a tracker whose library is missing is
+        refused before any work (:func:`paretoalign.trainers.tracking.check_trackers`)."""
+        names = split_list(self.report_to)
+        unknown = [n for n in names if n not in (*TRACKERS, "none")]
+        if unknown:
+            raise ConfigError(f"option report_to: unknown tracker(s) {', '.join(map(repr, unknown))}; choose 'none' "
+                              f"or any of {', '.join(TRACKERS)}")
+        if "none" in names and len(names) > 1:
+            raise ConfigError(f"option report_to: 'none' together with {[n for n in names if n != 'none']}; pick one")
+        self.report_to = list(dict.fromkeys(n for n in names if n != "none")) or ["none"]
+
+    @property
+    def trackers(self) -> list[str]:
+        """The trackers to log to (empty for 'none')."""
+        return [n for n in self.report_to if n != "none"]
 
 
 __all__ = ["LoraOptions", "ModelOptions", "PromptOptions", "PreferenceOptions", "ScoreOptions", "GenerationOptions",
-           "OptimOptions", "StepOptions", "RunOptions", "LoggingOptions"]
+           "OptimOptions", "AccumulationOptions", "ScheduleOptions", "StepOptions", "RunOptions", "HubOptions",
+           "EvalOptions", "LoggingOptions"]

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
+from paretoalign.console import quiet_third_party
 from paretoalign.data.prompts import prompt_text
 from paretoalign.errors import DataError, ParetoAlignError
 from paretoalign.losses.modpo import check_modpo_weights, modpo_loss
@@ -60,7 +61,8 @@ class MODPOStrategy(OfflineStrategy):
 
                 name = f"margin_{i}"
                 if host is ref_model and not hasattr(host, "peft_config"):
-                    host = ref_model = PeftModel.from_pretrained(host, str(e.scorer.adapter), adapter_name=name)
+                    with quiet_third_party():  # PEFT's FutureWarning on transformers' renamed attribute
+                        host = ref_model = PeftModel.from_pretrained(host, str(e.scorer.adapter), adapter_name=name)
                 else:
                     host.load_adapter(str(e.scorer.adapter), adapter_name=name, is_trainable=False)
                 self.margin_adapters[i] = (host, name, e.scorer.beta)
