@@ -4,12 +4,14 @@
     config_utils, run_dir, model_card   model_card: a run's records in, markdown out
     preferences, data/                  what a run reads
     combiners, losses/                  pure maths: tensors in, tensors out (no model code)
-    models, decoding, vllm_backend,     models and sampling
-    rollout, sequences
+    models, decoding, mod,              models and sampling (mod: multi-objective decoding)
+    vllm_backend, rollout, sequences
     reward_model/                       ArmoRM pieces (no objectives/)
     objectives/                         the reward tensor
     trainers/ | evaluation/, pairs      side by side: trainers and evaluation never import each other
-    fronts/, demo, inference            sweeps drive training and evaluation; inference uses a result
+    fronts/, demo, inference, merging   sweeps drive training and evaluation; inference uses a result;
+                                        merging (Rewarded Soups) resolves runs as inference does
+    steering, serve                     a steerable target (a front, a DPA run) and its web page
     cli                                 the commands
 
 Every import counts, also those inside functions (a lazy import is still a dependency).
@@ -27,11 +29,12 @@ LAYERS = [
     {"config_utils", "run_dir", "model_card"},
     {"preferences", "data"},
     {"combiners", "losses"},
-    {"models", "decoding", "vllm_backend", "rollout", "sequences"},
+    {"models", "decoding", "mod", "vllm_backend", "rollout", "sequences"},
     {"reward_model"},
     {"objectives"},
     {"trainers", "evaluation", "pairs", "pairs_config"},
-    {"fronts", "demo", "inference"},
+    {"fronts", "demo", "inference", "merging"},
+    {"steering", "serve"},
     {"cli"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}

@@ -429,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_generate_parser(sub)
     add_chat_parser(sub)
+    from paretoalign.merging import add_merge_parser  # light: no torch
+
+    add_merge_parser(sub)
     _objectives_parser(sub)
     return parser
 

@@ -9,7 +9,15 @@ import pytest
 from paretoalign.cli import build_parser
 from paretoalign.errors import ConfigError
 from paretoalign.fronts.sweep import POINT_MAKERS, STEERING
-from paretoalign.trainers.methods import BY_NAME, FAMILY_CLASSES, METHODS, markdown_table, method_names
+from paretoalign.trainers.methods import (
+    BY_NAME,
+    ENDPOINT_FAMILIES,
+    FAMILY_CLASSES,
+    METHODS,
+    endpoint_methods,
+    markdown_table,
+    method_names,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -22,7 +30,13 @@ def _choices(parser, command, flag="--method"):
 def test_every_row_names_a_real_config_and_trainer_and_a_paper():
     assert len(BY_NAME) == len(METHODS)  # names are unique
     for m in METHODS:
-        assert m.family in FAMILY_CLASSES
+        assert m.paper and re.fullmatch(r"\d{4}\.\d{4,5}", m.arxiv)
+        if m.family in ENDPOINT_FAMILIES:  # no trainer of its own: its endpoints are other methods' runs
+            assert not m.trains and m.family not in FAMILY_CLASSES
+            with pytest.raises(ConfigError, match="trains no model of its own"):
+                m.config_class  # noqa: B018
+            continue
+        assert m.family in FAMILY_CLASSES and m.trains
         cfg, trainer = m.config_class, m.trainer_class
         assert dataclasses.is_dataclass(cfg) and hasattr(trainer, "train")
         assert m.paper and re.fullmatch(r"\d{4}\.\d{4,5}", m.arxiv)
@@ -42,6 +56,19 @@ def test_cli_front_and_demo_take_their_methods_from_the_table():
     assert _choices(parser, "demo") == method_names("online")
     assert set(POINT_MAKERS) == {m.name for m in METHODS if m.sweepable}
     assert STEERING == {m.name for m in METHODS if m.steerable}
+
+
+def test_a_method_without_a_trainer_is_refused_by_train_in_one_line(tmp_path, capsys):
+    from paretoalign.cli import main
+
+    rs = [m.name for m in METHODS if m.family in ENDPOINT_FAMILIES]
+    assert rs == ["rs"] and BY_NAME["rs"].steerable and BY_NAME["rs"].sweepable
+    assert main(["train", "--method", "rs", "--model", "tiny", "--output-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 'rs' trains no model of its own") and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+    # what trains its endpoints: the methods that take (one-hot) weights
+    assert set(endpoint_methods()) == {m.name for m in METHODS if m.family in ("online", "offline") and m.sweepable}
 
 
 def test_every_offline_method_has_its_strategy():

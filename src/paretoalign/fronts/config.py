@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from paretoalign.config_utils import field, split_list
 from paretoalign.errors import ConfigError
@@ -20,7 +20,10 @@ FRONT_SETS = ("method", "weights", "output_dir", "resume", "overwrite", "normali
 class FrontConfig:
     """Options of ``paretoalign front`` (training options are those of ``paretoalign train``)."""
 
-    method: list = field(["pama"], help="Method(s) to sweep, comma-separated (e.g. pama,morlhf,mgda-ub): several give one comparison.")
+    method: list = field(["pama"], help="Method(s) to sweep, comma-separated (e.g. pama,morlhf,mgda-ub): several give "
+                         "one comparison. 'rs' (Rewarded Soups) trains one endpoint per objective once and merges them "
+                         "per preference (it takes the training options of --endpoint-method, so rs,morlhf is one "
+                         "comparison).")
     preferences: str = field(
         "grid:5",
         help="Preference vectors: 'grid:N' (N per simplex edge; Das-Dennis for K>=3), 'random:N' (seeded), "
@@ -35,6 +38,19 @@ class FrontConfig:
     reference_front: Optional[str] = field(
         None, help="A JSON file of known optimal points [[...K...], ...] (or a front.json): adds IGD and IGD+.",
     )
+    endpoint_method: str = field(
+        "morlhf", help="rs: the method that trains each endpoint on one objective (one-hot weights), with the training "
+        "options given here: any online or offline method that takes weights (morlhf, mo-grpo, pama, mgda-ub, dpo, "
+        "modpo, amopo).")
+    endpoints: Optional[list] = field(
+        None, help="rs: endpoints already trained, one per objective in the order of --objectives: 'RUN,RUN' or "
+        "'name=RUN,...' (run folders, adapter or model folders of one base); nothing is trained then.")
+    merge_mode: Literal["delta", "factors"] = field(
+        "delta", help="rs: 'delta' (the paper's weighted sum of the endpoints' deltas, exact) or 'factors' (the "
+        "reference code's averaging of LoRA factors; not the paper's formula).")
+    merge_rank: Optional[str] = field(
+        None, help="rs with LoRA endpoints: each point is an adapter of this rank: 'exact' (default: the endpoints' "
+        "ranks concatenated, no error) or R (truncated SVD; the error is in each point's merge.json).")
     eval_num_prompts: Optional[int] = field(None, help="Evaluate on the first N held-out prompts (default: all).")
     eval_max_new_tokens: Optional[int] = field(None, help="Evaluation completion length (default: the training one).")
     eval_temperature: float = field(0.7, help="Evaluation sampling temperature.")
@@ -62,3 +78,14 @@ class FrontConfig:
                 raise ConfigError(f"reference_point must be finite numbers; got {self.reference_point}")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; pick one")
+        if self.endpoints is not None:
+            self.endpoints = split_list(self.endpoints)
+            if not self.endpoints:
+                raise ConfigError("--endpoints is empty: give one endpoint per objective, or leave it out to train them")
+        if self.merge_rank is not None:
+            text = str(self.merge_rank).strip().lower()
+            if text != "exact" and not (text.isdigit() and int(text) >= 1):
+                raise ConfigError(f"--merge-rank {self.merge_rank!r}: expected 'exact' or a positive integer")
+            self.merge_rank = text if text == "exact" else int(text)
+            if self.merge_mode == "factors":
+                raise ConfigError("--merge-rank applies to --merge-mode delta (factors mode keeps the endpoints' rank)")

@@ -10,6 +10,12 @@ Layout of a front folder (one method)::
                                win rates, samples; the hypervolume and its reference point
       front.png, front_parallel.png, curves.png, report.html
 
+Rewarded Soups (``--method rs``, the ``merging`` family) trains no model per point: its K endpoints, one
+per objective (one-hot weights, ``--endpoint-method``, default morlhf), are trained once in
+``endpoints/<w1-0>/`` ... (ordinary run folders; or given with ``--endpoints``), and each point
+``points/<w...>/`` is their merge at that preference (:mod:`paretoalign.merging`), evaluated like any
+run; ``front.json`` records the cost as K trainings (``training``).
+
 With several methods (``--method pama,morlhf``) each method's sweep lives in ``FRONT/<method>/``
 and ``FRONT/`` holds ``comparison.json`` with every front's hypervolume against one shared
 reference point, plus the plots and report of all of them together.  ``paretoalign compare``
@@ -28,7 +34,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import yaml
@@ -53,13 +59,13 @@ from paretoalign.objectives.spec import split_objective_specs
 from paretoalign.preferences import parse_preferences, preference_label, preference_slug
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.dpa_config import DPAConfig
-from paretoalign.trainers.methods import METHODS, get_method
+from paretoalign.trainers.methods import ENDPOINT_FAMILIES, METHODS, endpoint_methods, get_method
 from paretoalign.trainers.offline_config import OfflineConfig
 from paretoalign.trainers.online_config import OnlineConfig
 
 FRONT_CONFIG = "front_config.yaml"
 # What a sweep writes at its top level besides its points (``--overwrite`` removes these, nothing else).
-FRONT_ENTRIES = (FRONT_CONFIG, FRONT_FILE, *COMPARE_ENTRIES, "base", "points", "model")
+FRONT_ENTRIES = (FRONT_CONFIG, FRONT_FILE, *COMPARE_ENTRIES, "base", "points", "model", "endpoints")
 _MUTABLE = {"resume", "overwrite", "report", "screenshot", "output_dir"}
 
 
@@ -74,7 +80,18 @@ def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[F
         raise ConfigError(f"option(s) {clash} are set by the front sweep itself (one run per preference)")
     front = build_config(FrontConfig, None, {k: v for k, v in values.items() if k in front_keys})
     train_vals = {k: v for k, v in values.items() if k not in front_keys}
-    family = {m: get_method(m).family for m in front.method}
+    endpoint = [m for m in front.method if get_method(m).family in ENDPOINT_FAMILIES]
+    if endpoint and front.endpoint_method not in endpoint_methods():
+        raise ConfigError(f"--endpoint-method {front.endpoint_method!r}: {endpoint[0]}'s endpoints are trained on one "
+                          f"objective each (one-hot weights) by a method that takes weights: "
+                          f"{', '.join(endpoint_methods())}")
+    if not endpoint and (front.endpoints is not None or front.merge_rank is not None):
+        raise ConfigError(f"--endpoints and --merge-rank belong to methods made from K endpoints "
+                          f"({', '.join(m.name for m in METHODS if m.family in ENDPOINT_FAMILIES)}); "
+                          f"--method is {','.join(front.method)}")
+    # a method made from endpoints takes the training options of the method that trains them
+    trained_by = {m: front.endpoint_method if m in endpoint else m for m in front.method}
+    family = {m: get_method(trained_by[m]).family for m in front.method}
     if len(set(family.values())) > 1:
         raise ConfigError(f"--method mixes method families {front.method} ({family}); their training options "
                           "differ: sweep each family, then `paretoalign compare` the fronts")
@@ -82,8 +99,9 @@ def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[F
     if unsweepable:
         raise ConfigError(f"{unsweepable} cannot be swept over preference vectors (MOPO takes constraints, not "
                           "weights): train it with `paretoalign train` per constraint")
-    cls = get_method(front.method[0]).config_class
-    train = config_to_dict(build_config(cls, None, {**train_vals, "method": front.method[0]}))
+    first = trained_by[front.method[0]]
+    cls = get_method(first).config_class
+    train = config_to_dict(build_config(cls, None, {**train_vals, "method": first}))
     return front, train
 
 
@@ -128,13 +146,80 @@ def _train_dpa(method: str, preference: list[float], train: dict, out: Path, res
     return out
 
 
+def _train_endpoint(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator,
+                    endpoint_method: str = "morlhf") -> Path:
+    """One endpoint of a method made from K endpoints (Rewarded Soups): an ordinary run of
+    ``endpoint_method`` with the one-hot ``preference``, through that method's own family."""
+    return _FAMILY_POINT_MAKERS[get_method(endpoint_method).family](endpoint_method, preference, train, out, resume,
+                                                                    accelerator)
+
+
 # How one point of a front is made, per family: function(method, preference, train_options,
 # run_folder, resume, accelerator) -> run folder.  Derived from the method table: a steerable
-# method trains one model for the whole front and is evaluated per preference.
+# method trains one model for the whole front and is evaluated per preference; a method made from
+# endpoints (``ENDPOINT_FAMILIES``) trains one run per objective with this maker, and makes each
+# point from them with its ``ENDPOINT_EVALUATORS`` entry.
 _FAMILY_POINT_MAKERS: dict[str, Callable] = {"online": _train_online, "offline": _train_offline,
-                                             "steerable": _train_dpa}
+                                             "steerable": _train_dpa,
+                                             **dict.fromkeys(ENDPOINT_FAMILIES, _train_endpoint)}
 POINT_MAKERS: dict[str, Callable] = {m.name: _FAMILY_POINT_MAKERS[m.family] for m in METHODS if m.sweepable}
 STEERING = {m.name for m in METHODS if m.steerable}
+
+
+def _prepare_merge(method: str, endpoints: list, front: FrontConfig, train: dict) -> tuple[object, dict]:
+    """Rewarded Soups, once per front: refuse endpoints that cannot be merged (different bases, tokenizers,
+    LoRA targets, quantised weights); returns their shared base and what front.json's ``training`` says."""
+    from paretoalign.merging import check_endpoints, parse_rank
+
+    rank = _merge_rank(front, endpoints)
+    return check_endpoints(endpoints, front.merge_mode, parse_rank(rank)), {"merge": {"mode": front.merge_mode, "rank": rank}}
+
+
+def _evaluate_merge(method: str, preference: list[float], endpoints: list, context, folder: Path, front: FrontConfig,
+                    train: dict) -> tuple[dict, dict]:
+    """Rewarded Soups' point: the endpoints merged at ``preference`` into ``folder`` (kept when it already
+    holds this very merge), evaluated like a run.  The evaluation cache is keyed on the merged folder's
+    content, so a re-run loads no model."""
+    from paretoalign.merging import merge_into
+
+    ts = time.perf_counter()
+    target, record, merged = merge_into(folder, endpoints, preference, front.merge_mode, _merge_rank(front, endpoints),
+                                        checked=context, allow_download=bool(train.get("allow_download", False)))
+    seconds = time.perf_counter() - ts
+    ev = evaluate_target(_eval_config(front, str(target), folder / "eval.json", train), quiet=True)
+    trunc = record.get("truncation") or {}
+    extra = {"merge": {"mode": record["mode"], "output": record.get("output"), "rank": record.get("rank"),
+                       "truncation_relative": trunc.get("relative"), "merged_now": merged,
+                       "seconds": seconds if merged else 0.0}}
+    return ev, extra
+
+
+def _merge_rank(front: FrontConfig, endpoints: list):
+    """A front's merges of LoRA endpoints are adapters (exact by default: a few MB per point, not a model)."""
+    if front.merge_mode == "factors":
+        return None
+    if front.merge_rank is not None:
+        return front.merge_rank
+    return "exact" if endpoints and endpoints[0].kind == "lora" else None
+
+
+class EndpointPoints(NamedTuple):
+    """How a method made from K one-objective endpoints makes its points.
+
+    ``prepare(method, endpoints, front, train) -> (context, info)``: once per front, on the resolved
+    endpoints (:class:`paretoalign.merging.Endpoint`): check them (one error line for what cannot be
+    combined), return what ``evaluate`` needs and a dict added to front.json's ``training``.
+    ``evaluate(method, preference, endpoints, context, point_folder, front, train) -> (eval.json, extra)``:
+    the point at ``preference``, evaluated with the front's prompts and decoding (``_eval_config``);
+    ``extra`` is added to the point in front.json."""
+
+    prepare: Callable
+    evaluate: Callable
+
+
+# Methods made from K endpoints, by name.  A decoding-time method over the same endpoints (mixing their
+# next-token distributions at the preference) adds its own entry, and its family to ENDPOINT_FAMILIES.
+ENDPOINT_EVALUATORS: dict[str, EndpointPoints] = {"rs": EndpointPoints(_prepare_merge, _evaluate_merge)}
 
 
 def _point_done(folder: Path) -> bool:
@@ -179,9 +264,12 @@ def _prepare_front_dir(out: Path, saved: dict, front: FrontConfig) -> None:
         run_dir.lock(out)
         old = run_dir.load_config_file(cfg_file)
         diffs = []
+        defaults = {f.name: f.default for f in dataclasses.fields(FrontConfig)}
         for part in ("front", "train"):
             a, b = old.get(part, {}), saved[part]
             for k in sorted(set(a) | set(b)):
+                if part == "front" and k not in a and b.get(k) == defaults.get(k):
+                    continue  # an option added since the sweep began, at its default: the sweep is the same
                 if k not in _MUTABLE and a.get(k) != b.get(k):
                     diffs.append(f"{part}.{k}: sweep has {a.get(k)!r}, now {b.get(k)!r}")
         if diffs:
@@ -215,6 +303,8 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
     if front.reference_point is not None and len(front.reference_point) != len(specs):  # before any training
         raise ConfigError(f"reference_point has {len(front.reference_point)} value(s) for {len(specs)} objectives: {specs}")
     prefs = parse_preferences(front.preferences, len(specs), seed=int(train.get("seed", 0)))
+    if front.endpoints is not None:  # endpoints given: checked before anything loads or trains
+        _resolve_given_endpoints(front, train, len(specs))
     acc = accelerator or Accelerator()
     out = Path(front.output_dir)
     saved = {"front": config_to_dict(front), "train": train, "preferences": np.asarray(prefs).tolist()}
@@ -254,6 +344,8 @@ def _sweep_method(method, prefs, front: FrontConfig, train: dict, mdir: Path, ac
     make = POINT_MAKERS[method]
     evals, t_train = [], {}
     folders = [mdir / "points" / preference_slug([float(x) for x in w]) for w in prefs]
+    if get_method(method).family in ENDPOINT_FAMILIES:
+        return _sweep_endpoints(method, prefs, front, train, mdir, acc, base, progress, folders)
     if method in STEERING:
         return _sweep_steering(method, prefs, front, train, mdir, acc, base, progress, folders)
     # Every process reads the points' state before any of them trains (no process may see a
@@ -330,6 +422,112 @@ def _sweep_steering(method, prefs, front: FrontConfig, train: dict, mdir: Path, 
     return make_front(points, name=front.label or method, method=method, eval_meta=meta,
                       base=_base_point(base, front.num_samples) if base else None,
                       reference_point=front.reference_point, reference_front=front.reference_front)
+
+
+def _resolve_given_endpoints(front: FrontConfig, train: dict, k: int) -> tuple[list, list]:
+    """``--endpoints``: K endpoints in the order of --objectives (endpoint i was trained for objective i),
+    resolved (nothing loaded) and checked; returns ([(name, source)], [Endpoint])."""
+    from paretoalign.merging import parse_endpoints, resolve_endpoint
+
+    pairs = parse_endpoints(front.endpoints)
+    if len(pairs) != k:
+        raise ConfigError(f"--endpoints lists {len(pairs)} endpoint(s) for {k} objectives: give one per objective, in "
+                          "the order of --objectives")
+    eps = [resolve_endpoint(src, name, bool(train.get("allow_download", False))) for name, src in pairs]
+    _check_endpoint_order(eps, train)
+    return pairs, eps
+
+
+def _check_endpoint_order(eps: list, train: dict) -> None:
+    """Given endpoints that are runs: trained from the front's --model (its base point and evaluation
+    settings are that model's), and, when trained with one-hot weights, listed at their objective's place."""
+    model = train.get("model")
+    for e in eps:
+        trained_from = (e.run_config or {}).get("model")
+        if trained_from and model and str(trained_from) != str(model):
+            raise ConfigError(f"endpoint {e.name!r} was trained from {trained_from!r}, the front's --model is {model!r}: "
+                              f"pass --model {trained_from} (the base point and the endpoints must be one model)")
+    for i, e in enumerate(eps):
+        w = (e.run_config or {}).get("weights")
+        if isinstance(w, list) and len(w) == len(eps) and sorted(float(x) for x in w) == [0.0] * (len(eps) - 1) + [1.0]:
+            j = [float(x) for x in w].index(1.0)
+            if j != i:
+                raise ConfigError(f"endpoint {e.name!r} was trained with weights {w} (objective {j + 1}) but is listed "
+                                  f"as endpoint {i + 1}: list --endpoints in the order of --objectives")
+
+
+def _sweep_endpoints(method, prefs, front: FrontConfig, train: dict, mdir: Path, acc, base, progress, folders) -> dict:
+    """A method made from K one-objective endpoints: the endpoints are trained once (``mdir/endpoints/``,
+    one ordinary run per objective with one-hot weights) or given (``--endpoints``); each preference's
+    point is made and evaluated from them by ``ENDPOINT_EVALUATORS[method]``."""
+    k = len(prefs[0])
+    onehots = [[1.0 if j == i else 0.0 for j in range(k)] for i in range(k)]
+    t_train: dict[int, float] = {}
+    if front.endpoints is not None:
+        pairs, _ = _resolve_given_endpoints(front, train, k)
+        trained = "given (--endpoints)"
+    else:
+        dirs = [mdir / "endpoints" / preference_slug(e) for e in onehots]
+        state = ["done" if _point_done(d) else "resume" if run_dir.holds_run(d) else "new" for d in dirs]
+        acc.wait_for_everyone()
+        for i, (e, d, st) in enumerate(zip(onehots, dirs, state)):
+            tag = f"[front] {method} endpoint {i + 1}/{k} {preference_label(e)}"
+            if st == "done":
+                progress(f"{tag}: trained already")
+                continue
+            progress(f"{tag}: {'resuming' if st == 'resume' else 'training'} ({front.endpoint_method}) -> {d}")
+            ts = time.perf_counter()
+            POINT_MAKERS[method](method, e, train, d, st == "resume", acc, endpoint_method=front.endpoint_method)
+            t_train[i] = time.perf_counter() - ts
+        pairs = [(preference_slug(e), str(d)) for e, d in zip(onehots, dirs)]
+        trained = f"here ({front.endpoint_method}, one-hot weights)"
+    if not acc.is_main_process:
+        acc.wait_for_everyone()
+        return {}
+    from paretoalign.merging import resolve_endpoint
+
+    allow = bool(train.get("allow_download", False))
+    eps = [resolve_endpoint(src, name, allow) for name, src in pairs]
+    maker = ENDPOINT_EVALUATORS[method]
+    context, info = maker.prepare(method, eps, front, train)
+    evals, extras = [], []
+    for i, (w, folder) in enumerate(zip(prefs, folders)):
+        w = [float(x) for x in w]
+        progress(f"[front] {method} {i + 1}/{len(prefs)} {preference_label(w)}: evaluating the endpoints' combination")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        ev, extra = maker.evaluate(method, w, eps, context, folder, front, train)
+        evals.append(ev)
+        extras.append(extra)
+    acc.wait_for_everyone()
+    names = evals[0]["names"]
+    endpoints = []
+    for i, (e, (_, src)) in enumerate(zip(eps, pairs)):
+        summary = run_dir.read_json_object(e.run / run_dir.SUMMARY_FILE) \
+            if e.run is not None and (e.run / run_dir.SUMMARY_FILE).is_file() else {}
+        where = Path(e.run) if e.run is not None else Path(src)
+        endpoints.append({
+            "objective": names[i], "name": e.name, "kind": e.kind,
+            "run_dir": str(where.relative_to(mdir)) if where.is_relative_to(mdir) else str(where),
+            "method": (e.run_config or {}).get("method"), "weights": (e.run_config or {}).get("weights"),
+            "train_seconds": summary.get("seconds", t_train.get(i)), "trained_now": i in t_train,
+        })
+    points = [{"label": preference_label(w), "preference": [float(x) for x in w],
+               "run_dir": str(f.relative_to(mdir)), **_point_stats(ev, front.num_samples),
+               "win_rate": _win_rates(ev, base), "train_seconds": 0.0, **extra}
+              for w, f, ev, extra in zip(prefs, folders, evals, extras)]
+    result = make_front(points, name=front.label or method, method=method, eval_meta=evals[0],
+                        base=_base_point(base, front.num_samples) if base else None,
+                        reference_point=front.reference_point, reference_front=front.reference_front)
+    secs = [e["train_seconds"] for e in endpoints]
+    result["training"] = {
+        "cost": "one training per objective", "trainings": k, "endpoints_trained": trained,
+        "endpoint_method": front.endpoint_method if front.endpoints is None else None,
+        "train_seconds": sum(secs) if all(isinstance(x, (int, float)) for x in secs) else None,
+        "per_point": "made from the endpoints at the preference (no training)",
+        **info,
+        "endpoints": endpoints,
+    }
+    return result
 
 
 def _point_stats(ev: dict, num_samples: int) -> dict:

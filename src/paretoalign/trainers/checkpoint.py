@@ -474,7 +474,8 @@ def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, po
         base = _base_provenance(meta.get("base_model"), policy, rebuilt, lora)
         if rebuilt is not None:
             model = build_tiny_model(tokenizer, seed=rebuilt)
-            model.save_pretrained(tmp / "base")
+            with quiet_third_party():
+                model.save_pretrained(tmp / "base")
             tokenizer.save_pretrained(tmp / "base")
             base["sha256"] = run_dir.file_digest(tmp / "base" / "model.safetensors")
         cfg_file = tmp / run_dir.POLICY / "adapter_config.json"

@@ -10,7 +10,13 @@ Families share a config class and a trainer (the run lifecycle is :mod:`paretoal
 * ``online``: generate, score, update (PPO-style or group baselines);
 * ``offline``: preference pairs, no generation while training;
 * ``steerable``: one model for every preference, steered at inference (a front evaluates the one
-  model per preference instead of training one model per point).
+  model per preference instead of training one model per point);
+* ``merging``: no trainer of its own.  Its *endpoints* are ordinary runs of another method, one per
+  objective (one-hot weights); every preference is then served by merging them (Rewarded Soups,
+  :mod:`paretoalign.merging`).  ``paretoalign merge`` makes one merge; ``front --method rs`` trains the
+  K endpoints once (``--endpoint-method``, default morlhf) or takes them (``--endpoints``) and evaluates
+  a merge per preference.  ``ENDPOINT_FAMILIES`` lists such families (a decoding-time method that
+  combines the same K endpoints per preference would be another).
 
 Classes are named by import path and loaded on first use, so reading the table (``--help``,
 choices) loads no trainer.
@@ -24,7 +30,7 @@ from typing import Literal
 
 from paretoalign.errors import ConfigError
 
-Family = Literal["online", "offline", "steerable"]
+Family = Literal["online", "offline", "steerable", "merging"]
 
 # family -> (config class, trainer class), as "module:Class"
 FAMILY_CLASSES: dict[str, tuple[str, str]] = {
@@ -33,6 +39,9 @@ FAMILY_CLASSES: dict[str, tuple[str, str]] = {
                 "paretoalign.trainers.offline_trainer:OfflineTrainer"),
     "steerable": ("paretoalign.trainers.dpa_config:DPAConfig", "paretoalign.trainers.dpa_trainer:DPATrainer"),
 }
+# Families without a trainer of their own: a front trains K one-objective endpoints with another method
+# (``front --endpoint-method``) and makes each preference's point from them.
+ENDPOINT_FAMILIES: tuple[str, ...] = ("merging",)
 
 
 def _load(path: str):
@@ -50,7 +59,8 @@ class Method:
         summary: one line for ``--help`` and the README.
         paper: the paper's title (and authors, year).
         arxiv: its arXiv id ("" where there is none).
-        steerable: one trained model serves every preference at inference.
+        steerable: every preference is served at inference without training for it (one model
+            steered by its input, or K endpoints re-merged per preference).
         sweepable: ``paretoalign front`` can sweep it over preference vectors (MOPO takes
             constraints, not weights).
     """
@@ -64,12 +74,26 @@ class Method:
     sweepable: bool = True
 
     @property
+    def trains(self) -> bool:
+        """Does ``paretoalign train --method <name>`` train it (False: its endpoints are trained by other methods)?"""
+        return self.family in FAMILY_CLASSES
+
+    @property
     def config_class(self):
-        return _load(FAMILY_CLASSES[self.family][0])
+        return _load(FAMILY_CLASSES[self._trained()][0])
 
     @property
     def trainer_class(self):
-        return _load(FAMILY_CLASSES[self.family][1])
+        return _load(FAMILY_CLASSES[self._trained()][1])
+
+    def _trained(self) -> str:
+        if self.family not in FAMILY_CLASSES:
+            raise ConfigError(
+                f"{self.name!r} trains no model of its own: its endpoints are ordinary runs, one per objective "
+                f"(e.g. `paretoalign train --method morlhf --weights 1,0`, then --weights 0,1), merged by "
+                f"`paretoalign merge --endpoints a=RUN,b=RUN --weights 0.3,0.7`; `paretoalign front --method "
+                f"{self.name}` trains them once and evaluates a merge per preference")
+        return self.family
 
 
 METHODS: tuple[Method, ...] = (
@@ -96,6 +120,10 @@ METHODS: tuple[Method, ...] = (
     Method("dpa", "steerable", "one model steered by a direction in its system message (rejection-sampling rounds)",
            "Wang et al. 2024, Arithmetic Control of LLMs for Diverse User Preferences: Directional Preference "
            "Alignment with Multi-Objective Rewards", "2402.18571", steerable=True),
+    Method("rs", "merging", "Rewarded Soups: K one-objective endpoints (one training per objective), their weights "
+           "interpolated per preference (exact LoRA deltas); steered at inference by re-merging",
+           "Ramé et al. 2023, Rewarded soups: towards Pareto-optimal alignment by interpolating weights fine-tuned "
+           "on diverse rewards", "2306.04488", steerable=True),
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}
@@ -103,6 +131,12 @@ BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}
 
 def method_names(family: str | None = None) -> tuple[str, ...]:
     return tuple(m.name for m in METHODS if family is None or m.family == family)
+
+
+def endpoint_methods() -> tuple[str, ...]:
+    """Methods that can train a soup's endpoints: they take one-hot ``--weights`` (online and offline
+    methods that a front can sweep)."""
+    return tuple(m.name for m in METHODS if m.family in ("online", "offline") and m.sweepable)
 
 
 def get_method(name: str) -> Method:
@@ -130,4 +164,5 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-__all__ = ["Method", "METHODS", "BY_NAME", "FAMILY_CLASSES", "method_names", "get_method", "check_family", "markdown_table"]
+__all__ = ["Method", "METHODS", "BY_NAME", "FAMILY_CLASSES", "ENDPOINT_FAMILIES", "method_names", "endpoint_methods",
+           "get_method", "check_family", "markdown_table"]
