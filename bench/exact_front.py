@@ -4,6 +4,7 @@
     python bench/exact_front.py --quick             # smoke size (seconds)
     python bench/exact_front.py --k 3 --prefs 4     # K=3, Das-Dennis grid with 4 points per edge (10 preferences)
     python bench/exact_front.py --all-granularities # PAMA at batch, sequence and token granularity
+    python bench/exact_front.py --methods soup,mod,soup-mlp,mod-mlp,morlhf-mlp   # the steering rows only
 
 Problem.  X prompts, M candidate responses per prompt, fixed reward vectors r[x, y] ∈ R^K on a
 concave trade-off (r = ρ·(cos θ, sin θ, ...) with random angles and radii), a random reference
@@ -24,6 +25,26 @@ the logit table, ``preference=w``).  ``exact`` is a reference learner: full-grad
 w·J(π) with no sampling, which must land on the true front (its HV ratio checks this script).
 Offline methods (MODPO, ...) plug in as another entry of ``METHODS``: a function
 ``train(problem, preference, cfg, seed) -> logits [X, M]``.
+
+Steering rows (Rewarded Soups, Ramé et al. 2023; MOD, Shi et al. 2024) train **K endpoints** instead
+of one policy per preference: MORLHF at each one-hot preference, with the same steps, samples and
+optimiser as every other run, then, at every preference w, ``soup`` averages the endpoints'
+parameters (Σ_k w_k θ_k) and ``mod`` combines their distributions (softmax of Σ_k w_k log π_k, MOD's
+reverse-KL rule, :func:`paretoalign.decoding.combine_logprobs`).  Their sample cost is K runs, not
+one per preference.  A policy is a logit table (``soup``, ``mod``) or a small MLP (``-mlp``: one-hot
+prompt -> tanh hidden layer -> logits, its output layer fitted to reproduce π_ref exactly before
+training, the "pretrained model" every endpoint starts from).  With tables the soup and MOD are the
+same policy (log-softmax differs from the logits by a per-prompt constant), and both equal π*_w
+when the endpoints are optimal: the closed form is linear in the logits.  With the MLP the soup is
+not (tanh), while MOD still only reads the endpoints' outputs: the "exact endpoints" table (no
+sampling: natural policy gradient for tables, the optimum's logits fitted for the MLP) shows the gap
+parameter averaging leaves, the sub-optimality MOD's paper proves for merging.  ``morlhf-mlp`` is the
+per-preference sweep with the MLP, for comparison.
+
+The two-step testbed (:func:`make_sequence_problem`: responses of two tokens, a sequence-level reward)
+checks MOD's sequence-level claims: Σ_k w_k log π_k(y) = log π*(y) + const for reverse KL, and
+token-by-token *sampling* from the combined step distribution is not π* (the per-prefix
+normalisers differ): the table reports that distance.
 
 Reported per method: hypervolume of its points / hypervolume of the true front (dense), both
 against one shared reference point (the true front's nadir minus 10% of its range, printed);
@@ -48,6 +69,7 @@ import numpy as np
 import torch
 
 from paretoalign.combiners import linear_scalarize
+from paretoalign.decoding import combine_logprobs
 from paretoalign.fronts.metrics import hypervolume, igd_plus, pareto_mask
 from paretoalign.losses import gae, token_rewards, whiten
 from paretoalign.losses.online import mgda_ub_loss, morlhf_loss, pama_loss
@@ -103,6 +125,46 @@ def true_front(problem: Problem, n: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# policies: a logit table, or a small MLP (parameters -> logits [X, M])
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Param:
+    """How a policy's parameters (a list of float64 tensors) make its logits ``[X, M]``."""
+
+    name: str
+    init: object  # (problem) -> list[Tensor]: the parameters that reproduce π_ref
+    logits: object  # (params) -> Tensor [X, M]
+
+
+TABLE = Param("table", lambda problem: [problem.ref_logits.clone()], lambda ps: ps[0])
+
+
+def mlp_param(hidden: int = 16, seed: int = 0) -> Param:
+    """One-hot prompt -> tanh(W1 e_x + b1) -> W2 h + b2.  ``init``: random W1, b1 and the output layer
+    solved by least squares so that the MLP reproduces π_ref's logits exactly (hidden >= X)."""
+
+    def init(problem: Problem) -> list:
+        X = problem.ref_logits.shape[0]
+        if hidden < X:
+            raise ValueError("the MLP needs hidden >= prompts to represent every policy")
+        g = torch.Generator().manual_seed(seed)
+        w1 = torch.randn(hidden, X, generator=g, dtype=torch.float64)
+        b1 = 0.5 * torch.randn(hidden, generator=g, dtype=torch.float64)
+        h = torch.tanh(w1.t() + b1)  # [X, hidden]
+        a = torch.cat([h, torch.ones(X, 1, dtype=torch.float64)], 1)
+        sol = torch.linalg.pinv(a) @ problem.ref_logits  # [hidden + 1, M], minimum norm, exact
+        return [w1, b1, sol[:-1].t().contiguous(), sol[-1].clone()]
+
+    def logits(ps) -> torch.Tensor:
+        w1, b1, w2, b2 = ps
+        return torch.tanh(w1.t() + b1) @ w2.t() + b2
+
+    return Param(f"mlp{hidden}", init, logits)
+
+
+# --------------------------------------------------------------------------------------------
 # methods
 # --------------------------------------------------------------------------------------------
 
@@ -138,13 +200,14 @@ def _advantages(problem, logp, ref_logp, xi, yi, group):
     return adv, mask
 
 
-def train_online(method: str):
-    def train(problem: Problem, w, cfg: TrainConfig, seed: int) -> torch.Tensor:
+def train_online(method: str, param: Param = TABLE, return_params: bool = False):
+    def train(problem: Problem, w, cfg: TrainConfig, seed: int):
         gen = torch.Generator().manual_seed(seed)
-        theta = problem.ref_logits.clone().requires_grad_(True)
-        opt = torch.optim.Adam([theta], lr=cfg.lr)
+        params = [p.clone().requires_grad_(True) for p in param.init(problem)]
+        opt = torch.optim.Adam(params, lr=cfg.lr)
         wt = torch.as_tensor(w, dtype=torch.float64)
         for _ in range(cfg.steps):
+            theta = param.logits(params)
             xi, yi = _sample(problem, theta, cfg.group, gen)
             rows = theta[xi]  # [N, M], the "shared representation" MGDA-UB differentiates through
             logp = torch.log_softmax(rows, -1).gather(1, yi[:, None]).squeeze(1)
@@ -165,25 +228,231 @@ def train_online(method: str):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return theta.detach()
+        params = [p.detach() for p in params]
+        return params if return_params else param.logits(params)
 
     return train
 
 
-def train_exact(problem: Problem, w, cfg: TrainConfig, seed: int) -> torch.Tensor:
+def train_exact(problem: Problem, w, cfg: TrainConfig, seed: int, param: Param = TABLE, return_params: bool = False,
+                steps: int = 1500, lr: float = 0.1):
     """Full-gradient ascent on w·J (no sampling): a check that the front code is right."""
-    theta = problem.ref_logits.clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=0.1)
+    params = [p.clone().requires_grad_(True) for p in param.init(problem)]
+    opt = torch.optim.Adam(params, lr=lr)
     wt = torch.as_tensor(w, dtype=torch.float64)
-    for _ in range(max(cfg.steps, 1500)):
+    for _ in range(max(cfg.steps, steps)):
         opt.zero_grad()
-        (-(wt * objectives_of(problem, theta)).sum()).backward()
+        (-(wt * objectives_of(problem, param.logits(params))).sum()).backward()
         opt.step()
-    return theta.detach()
+    params = [p.detach() for p in params]
+    return params if return_params else param.logits(params)
+
+
+def train_npg(problem: Problem, w, steps: int = 200, eta: float = 0.5) -> torch.Tensor:
+    """Full-batch natural policy gradient on a logit table: θ ← θ + η (log π_ref + w·r/β − log π_θ).
+    Its fixed point is π*_w and the error shrinks by (1 − η) per step in *logit* space (Adam's full
+    gradient converges in J but leaves the logits of improbable responses unsettled, which a soup
+    then mixes in)."""
+    target = optimal_logits(problem, w)
+    theta = problem.ref_logits.clone()
+    for _ in range(steps):
+        theta = theta + eta * (target - torch.log_softmax(theta, -1))
+    return theta
 
 
 METHODS = {"exact": train_exact, "morlhf": train_online("morlhf"), "pama": train_online("pama"),
            "mgda-ub": train_online("mgda-ub")}
+MLP = mlp_param()
+
+
+def fit_logits(problem: Problem, w, param: Param, iters: int = 500) -> list:
+    """Parameters of ``param`` whose policy is π*_w: least squares between the centred logits and the
+    optimum's (LBFGS, from the π_ref fit; reaches ~1e-18).  The optimum of w·J in the MLP's own
+    parameters, without the slow tail of gradient ascent on improbable responses' logits."""
+    target = optimal_logits(problem, w)
+    target = target - target.mean(-1, keepdim=True)
+    params = [p.clone().requires_grad_(True) for p in param.init(problem)]
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=iters, history_size=50, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-15, tolerance_change=1e-20)
+
+    def closure():
+        opt.zero_grad()
+        lg = param.logits(params)
+        loss = ((lg - lg.mean(-1, keepdim=True) - target) ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return [p.detach() for p in params]
+
+
+# --------------------------------------------------------------------------------------------
+# steering from K endpoints: Rewarded Soups (parameters) and MOD (distributions)
+# --------------------------------------------------------------------------------------------
+
+
+def train_endpoints(problem: Problem, cfg: TrainConfig, seed: int, param: Param = TABLE, exact: bool = False) -> list:
+    """One policy per objective (one-hot preference), as parameters: MORLHF at the run budget, or
+    ``exact``: natural policy gradient (tables) / :func:`fit_logits` (MLP), no sampling."""
+    K = problem.rewards.shape[-1]
+    out = []
+    for k in range(K):
+        e = torch.zeros(K, dtype=torch.float64)
+        e[k] = 1.0
+        if exact and param is TABLE:
+            out.append([train_npg(problem, e)])
+        elif exact:
+            out.append(fit_logits(problem, e, param))
+        else:
+            out.append(train_online("morlhf", param, return_params=True)(problem, e, cfg, seed))
+    return out
+
+
+def soup_logits(param: Param, endpoints: list, w) -> torch.Tensor:
+    """Rewarded Soups: the policy of the weighted average of the endpoints' parameters."""
+    w = torch.as_tensor(w, dtype=torch.float64)
+    return param.logits([sum(w[k] * ep[i] for k, ep in enumerate(endpoints)) for i in range(len(endpoints[0]))])
+
+
+def mod_logits(param: Param, endpoints: list, w, rule: str = "reverse_kl", alpha=None) -> torch.Tensor:
+    """MOD: the endpoints' distributions combined by the library's rule (log-probabilities [X, M])."""
+    logp = torch.stack([torch.log_softmax(param.logits(ep), -1) for ep in endpoints])
+    return combine_logprobs(logp, torch.as_tensor(w, dtype=torch.float64), rule, alpha)
+
+
+STEERING = {"soup": soup_logits, "mod": mod_logits}
+
+
+def steering_gap(problem: Problem, w, param: Param = TABLE, seed: int = 0, cfg: TrainConfig | None = None) -> dict:
+    """Exact endpoints, then soup and MOD at ``w``: how far each falls below the optimum of w·J
+    (``gap_*``, ≥ 0), and the largest probability difference to π*_w (``max_abs_*``)."""
+    cfg = cfg or TrainConfig()
+    eps = train_endpoints(problem, cfg, seed, param, exact=True)
+    wt = torch.as_tensor(w, dtype=torch.float64)
+    star = optimal_logits(problem, wt)
+    best = float((wt * objectives_of(problem, star)).sum())
+    p_star = torch.softmax(star, -1)
+    out = {"optimum": best, "endpoint_gaps": []}
+    for k, ep in enumerate(eps):
+        e = torch.zeros_like(wt)
+        e[k] = 1
+        out["endpoint_gaps"].append(float((e * objectives_of(problem, optimal_logits(problem, e))).sum())
+                                    - float((e * objectives_of(problem, param.logits(ep))).sum()))
+    for name, fn in STEERING.items():
+        logits = fn(param, eps, wt)
+        out[f"gap_{name}"] = best - float((wt * objectives_of(problem, logits)).sum())
+        out[f"max_abs_{name}"] = float((torch.softmax(logits, -1) - p_star).abs().max())
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# f-divergence regularisers (MOD's forward-KL and alpha rules): closed forms by bisection
+# --------------------------------------------------------------------------------------------
+
+
+def f_divergence(u: torch.Tensor, a: float) -> torch.Tensor:
+    """f(u) of the α-family (convex): (u^{1−a} − (1−a)u − a)/(a(a−1)) for 0 < a < 1; a = 1 is the
+    forward KL −log u + u − 1 (its limit; the linear terms do not change a divergence between
+    distributions)."""
+    if a == 1.0:
+        return -torch.log(u) + u - 1
+    return (u ** (1 - a) - (1 - a) * u - a) / (a * (a - 1))
+
+
+def f_objective(problem: Problem, logits: torch.Tensor, w, a: float) -> float:
+    """E_x[ E_π w·r − β D_f(π ‖ π_ref) ] for the α-family divergence (a = 1: forward KL)."""
+    w = torch.as_tensor(w, dtype=torch.float64)
+    logp = torch.log_softmax(logits.double(), -1)
+    p, ref = logp.exp(), problem.ref_logp.exp()
+    reward = (p * (problem.rewards @ w)).sum(-1)
+    div = (ref * f_divergence(p / ref, a)).sum(-1)
+    return float((reward - problem.beta * div).mean())
+
+
+def f_optimum(problem: Problem, w, a: float, iters: int = 200) -> torch.Tensor:
+    """log π* [X, M] maximising E_π w·r − β D_f(π‖π_ref) for the α-family (a = 1: forward KL):
+    π* = π_ref·(1 − a(s − λ)/β)^{−1/a} with s = w·r and λ (per prompt) by bisection so that Σ π* = 1."""
+    w = torch.as_tensor(w, dtype=torch.float64)
+    s, ref, beta = problem.rewards @ w, problem.ref_logp.exp(), problem.beta
+
+    def total(lam):
+        return (ref * (1 - a * (s - lam[:, None]) / beta) ** (-1.0 / a)).sum(-1)
+
+    lo = s.max(-1).values - beta / a + 1e-12  # the base -> 0+: the sum -> inf
+    hi = s.max(-1).values + 1.0
+    while bool((total(hi) > 1).any()):
+        hi = hi + (hi - lo)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        big = total(mid) > 1
+        lo, hi = torch.where(big, mid, lo), torch.where(big, hi, mid)
+    lam = (lo + hi) / 2
+    logp = problem.ref_logp - torch.log(1 - a * (s - lam[:, None]) / beta) / a
+    return logp - torch.logsumexp(logp, -1, keepdim=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the two-step testbed: responses of two tokens, a sequence-level reward
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SequenceProblem:
+    rewards: torch.Tensor  # [V, V, K]: r(y1, y2) for one prompt
+    ref1: torch.Tensor  # [V] log π_ref(y1)
+    ref2: torch.Tensor  # [V, V] log π_ref(y2 | y1)
+    beta: float
+
+    @property
+    def ref_joint(self) -> torch.Tensor:
+        return self.ref1[:, None] + self.ref2
+
+
+def make_sequence_problem(v: int = 4, k: int = 2, beta: float = 0.1, seed: int = 0) -> SequenceProblem:
+    g = torch.Generator().manual_seed(seed)
+    return SequenceProblem(torch.rand(v, v, k, generator=g, dtype=torch.float64),
+                           torch.log_softmax(torch.randn(v, generator=g, dtype=torch.float64), -1),
+                           torch.log_softmax(torch.randn(v, v, generator=g, dtype=torch.float64), -1), beta)
+
+
+def sequence_optimum(sp: SequenceProblem, w) -> torch.Tensor:
+    """log π*_w(y1, y2) ∝ log π_ref(y) + w·r(y)/β, normalised over all V² sequences."""
+    w = torch.as_tensor(w, dtype=torch.float64)
+    joint = sp.ref_joint + (sp.rewards @ w) / sp.beta
+    return joint - torch.logsumexp(joint.flatten(), 0)
+
+
+def factorise(joint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A joint log-distribution [V, V] as next-token conditionals: log p(y1) [V], log p(y2 | y1) [V, V]."""
+    first = torch.logsumexp(joint, 1)
+    return first, joint - first[:, None]
+
+
+def tokenwise_mod_joint(firsts: torch.Tensor, seconds: torch.Tensor, w, rule: str = "reverse_kl", alpha=None):
+    """What MOD's token-by-token sampling draws: log q(y1, y2) [V, V] from the endpoints' conditionals
+    ``firsts [K, V]``, ``seconds [K, V, V]``, the rule applied to the sequence log-probabilities."""
+    w = torch.as_tensor(w, dtype=torch.float64)
+    q1 = combine_logprobs(firsts, w, rule, alpha)  # [V]
+    q2 = combine_logprobs(firsts[:, :, None] + seconds, w, rule, alpha)  # [V, V], normalised over y2
+    return q1[:, None] + q2
+
+
+def two_step_report(sp: SequenceProblem, prefs) -> list[dict]:
+    """Per preference: the sequence-score identity's error, and token-wise sampling's distance to π*."""
+    K = sp.rewards.shape[-1]
+    eps = [factorise(sequence_optimum(sp, torch.eye(K, dtype=torch.float64)[k])) for k in range(K)]
+    firsts, seconds = torch.stack([e[0] for e in eps]), torch.stack([e[1] for e in eps])
+    rows = []
+    for w in prefs:
+        wt = torch.as_tensor(w, dtype=torch.float64)
+        star = sequence_optimum(sp, wt)
+        seq = (wt.view(-1, 1, 1) * (firsts[:, :, None] + seconds)).sum(0)  # Σ w_k log π_k(y)
+        diff = seq - star
+        q = tokenwise_mod_joint(firsts, seconds, wt)
+        rows.append({"w": [float(x) for x in wt], "identity_error": float(diff.max() - diff.min()),
+                     "tv_tokenwise_sampling": 0.5 * float((q.exp() - star.exp()).abs().sum()),
+                     "argmax_equal": int(seq.flatten().argmax()) == int(star.flatten().argmax())})
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,28 +490,54 @@ def run(args) -> dict:
             f"pama[{opts['pama_granularity']}, u vs {'ref' if opts['pama_ratio'] == 'reference' else 'old'}"
             + ("" if opts["noon"] else ", no Noon") + "]")
         c = TrainConfig(**{**cfg.__dict__, **(opts or {})})
+        base, param = (method[:-4], MLP) if method.endswith("-mlp") else (method, TABLE)
         ratios, igds, nds, times, viols, pts_all = [], [], [], [], [], []
         for seed in range(args.repeats):
             t0 = time.perf_counter()
-            pts = np.stack([objectives_of(problem, METHODS[method](problem, w, c, seed)).numpy() for w in prefs])
+            if base in STEERING:  # K endpoints, then every preference from them
+                eps = train_endpoints(problem, c, seed, param)
+                pts = np.stack([objectives_of(problem, STEERING[base](param, eps, w)).numpy() for w in prefs])
+            elif param is TABLE:
+                pts = np.stack([objectives_of(problem, METHODS[method](problem, w, c, seed)).numpy() for w in prefs])
+            elif base == "exact":
+                pts = np.stack([objectives_of(problem, param.logits(fit_logits(problem, w, param))).numpy() for w in prefs])
+            else:
+                pts = np.stack([objectives_of(problem, train_online(base, param)(problem, w, c, seed)).numpy()
+                                for w in prefs])
             times.append(time.perf_counter() - t0)
             ratios.append(hypervolume(pts, ref) / hv_true)
             igds.append(igd_plus(pts, dense, normalize=(lo, hi)))
             nds.append(int(pareto_mask(pts).sum()))
             viols.append(dominance_violation(pts, dense))
             pts_all.append(pts.tolist())
-            if method == "exact":
+            if base == "exact":
                 break  # deterministic
-        samples = 0 if method == "exact" else c.steps * c.group * args.prompts * len(prefs)
+        runs = args.k if base in STEERING else len(prefs)  # K endpoint trainings, or one per preference
+        samples = 0 if base == "exact" else c.steps * c.group * args.prompts * runs
         rows.append({
             "method": name, "hv_ratio": statistics.median(ratios), "hv_ratio_min": min(ratios), "hv_ratio_max": max(ratios),
             "igd_plus": statistics.median(igds), "non_dominated": statistics.median(nds), "points": len(prefs),
-            "max_violation": max(viols), "samples": samples, "seconds": statistics.median(times), "runs": len(ratios),
-            "front_points": pts_all[0],
+            "max_violation": max(viols), "samples": samples, "trainings": runs, "seconds": statistics.median(times),
+            "runs": len(ratios), "front_points": pts_all[0],
         })
+    exact_rows = []
+    if args.steering_exact:  # soups and MOD from exact endpoints: the parameterisation's own gap, no sampling
+        for param in (TABLE, MLP):
+            eps = train_endpoints(problem, cfg, 0, param, exact=True)
+            for kind, fn in STEERING.items():
+                pts = np.stack([objectives_of(problem, fn(param, eps, w)).numpy() for w in prefs])
+                scal = [float((torch.as_tensor(w) * objectives_of(problem, fn(param, eps, w))).sum()) for w in prefs]
+                best = [float((torch.as_tensor(w) * objectives_of(problem, optimal_logits(problem, w))).sum())
+                        for w in prefs]
+                exact_rows.append({"method": f"{kind} ({param.name}, exact endpoints)",
+                                   "hv_ratio": hypervolume(pts, ref) / hv_true,
+                                   "max_gap": max(b - s for b, s in zip(best, scal)),
+                                   "max_violation": dominance_violation(pts, dense), "front_points": pts.tolist()})
+    two_step = two_step_report(make_sequence_problem(seed=args.problem_seed), [(0.2, 0.8), (0.5, 0.5), (0.8, 0.2)]) \
+        if args.k == 2 else []
     return {"settings": vars(args), "reference_point": ref.tolist(), "hv_true": hv_true,
             "ceiling_hv_ratio": hypervolume(ceiling, ref) / hv_true, "ideal": hi.tolist(), "nadir": lo.tolist(),
-            "rows": rows}
+            "rows": rows, "exact_endpoint_rows": exact_rows, "two_step": two_step}
 
 
 def print_table(res: dict) -> None:
@@ -253,11 +548,26 @@ def print_table(res: dict) -> None:
     print(f"reference point {np.round(res['reference_point'], 4).tolist()} (true front's nadir - 10% of range); "
           f"true-front HV {res['hv_true']:.5f}; IGD+ normalised by the true front's ideal-nadir box")
     print(f"ceiling (true optimum at the same preferences): HV ratio {res['ceiling_hv_ratio']:.4f}\n")
-    print("| method | HV / true HV (median) | min-max over seeds | IGD+ | non-dominated | beyond true front | samples | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| method | HV / true HV (median) | min-max over seeds | IGD+ | non-dominated | beyond true front | trainings | samples | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in res["rows"]:
         print(f"| {r['method']} | {r['hv_ratio']:.4f} | {r['hv_ratio_min']:.4f}-{r['hv_ratio_max']:.4f} | {r['igd_plus']:.4f} | "
-              f"{r['non_dominated']:g}/{r['points']} | {r['max_violation']:.1e} | {r['samples']:,} | {r['seconds']:.1f} |")
+              f"{r['non_dominated']:g}/{r['points']} | {r['max_violation']:.1e} | {r['trainings']} | {r['samples']:,} | "
+              f"{r['seconds']:.1f} |")
+    if res.get("exact_endpoint_rows"):
+        print("\nSoups and MOD from exact endpoints (no sampling: natural policy gradient for tables, the optimum's "
+              "logits fitted by LBFGS for the MLP, at each one-hot preference):\n")
+        print("| steering | HV / true HV | largest shortfall of w·J below its optimum | beyond true front |")
+        print("|---|---|---|---|")
+        for r in res["exact_endpoint_rows"]:
+            print(f"| {r['method']} | {r['hv_ratio']:.4f} | {r['max_gap']:.2e} | {r['max_violation']:.1e} |")
+    if res.get("two_step"):
+        print("\nTwo-step responses (V=4, sequence-level reward, exact endpoints), MOD reverse KL:\n")
+        print("| w | Σ w log π_k − log π* (max − min over the 16 sequences) | TV(token-wise sampling, π*) | beam argmax = argmax π* |")
+        print("|---|---|---|---|")
+        for r in res["two_step"]:
+            print(f"| {r['w'][0]:g}, {r['w'][1]:g} | {r['identity_error']:.1e} | {r['tv_tokenwise_sampling']:.4f} | "
+                  f"{r['argmax_equal']} |")
 
 
 def parse_args(argv=None):
@@ -272,7 +582,11 @@ def parse_args(argv=None):
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--methods", default="exact,morlhf,pama,mgda-ub")
+    p.add_argument("--methods", default="exact,morlhf,pama,mgda-ub,soup,mod,morlhf-mlp,soup-mlp,mod-mlp",
+                   help="per-preference learners (exact, morlhf, pama, mgda-ub), steering from K endpoints (soup, mod); "
+                   "'-mlp' gives any of them the MLP policy")
+    p.add_argument("--no-steering-exact", dest="steering_exact", action="store_false",
+                   help="skip the soups/MOD-from-exact-endpoints table")
     p.add_argument("--all-granularities", action="store_true",
                    help="PAMA at every granularity x ratio (vs reference / vs old policy) x Noon on/off")
     p.add_argument("--problem-seed", type=int, default=0)

@@ -32,10 +32,24 @@ def test_quick_run_keys_exact_learner_on_the_front_and_nobody_beyond_it():
                                 "--dense", "401"]))
     assert {"reference_point", "hv_true", "ceiling_hv_ratio", "rows"} <= set(res)
     rows = {r["method"]: r for r in res["rows"]}
-    assert set(rows) == {"exact", "morlhf", "pama", "mgda-ub"}
+    assert set(rows) == {"exact", "morlhf", "pama", "mgda-ub", "soup", "mod", "morlhf-mlp", "soup-mlp", "mod-mlp"}
     assert rows["exact"]["hv_ratio"] == pytest.approx(res["ceiling_hv_ratio"], abs=1e-4)
     for r in rows.values():
         # the dense grid is a discretisation of the front: allow its resolution, nothing more
         assert r["max_violation"] < 1e-3, r["method"]
         assert 0.0 <= r["hv_ratio"] <= 1.0 + 1e-9
         assert np.asarray(r["front_points"]).shape == (5, 2)  # --quick: 5 preferences
+    # steering: K = 2 endpoint trainings instead of 5, each at the same budget; with tables soup = MOD
+    steps = res["settings"]["steps"]  # (--quick sets 60)
+    for m in ("soup", "mod", "soup-mlp", "mod-mlp"):
+        assert rows[m]["trainings"] == 2 and rows[m]["samples"] == 2 * steps * 8 * 2
+    assert rows["morlhf"]["trainings"] == 5 and rows["morlhf"]["samples"] == 5 * steps * 8 * 2
+    np.testing.assert_allclose(rows["soup"]["front_points"], rows["mod"]["front_points"], rtol=0, atol=1e-12)
+    # from exact endpoints: tables and MOD reach the ceiling, the MLP soup does not
+    exact = {r["method"]: r for r in res["exact_endpoint_rows"]}
+    for m in ("soup (table, exact endpoints)", "mod (table, exact endpoints)", "mod (mlp16, exact endpoints)"):
+        assert exact[m]["hv_ratio"] == pytest.approx(res["ceiling_hv_ratio"], abs=1e-9)
+        assert exact[m]["max_gap"] < 1e-9
+    assert exact["soup (mlp16, exact endpoints)"]["max_gap"] > 1e-4
+    assert exact["soup (mlp16, exact endpoints)"]["hv_ratio"] < res["ceiling_hv_ratio"]
+    assert [r["argmax_equal"] for r in res["two_step"]] == [True] * 3

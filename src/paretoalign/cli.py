@@ -84,7 +84,8 @@ def _evaluate_parser(sub) -> None:
         "samples, and win rates against the base model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("target", help="Run folder, checkpoint folder (RUN/checkpoints/step-N), or model.")
+    p.add_argument("target", nargs="?", default=argparse.SUPPRESS,
+                   help="Run folder, checkpoint folder (RUN/checkpoints/step-N), or model (none with --mod).")
     p.add_argument("--config", default=None, help="YAML file of options (flags given here override it).")
     p.add_argument("--no-cache", dest="cache", action="store_false", default=argparse.SUPPRESS,
                    help="Recompute completions and scores even if cached.")
@@ -100,7 +101,8 @@ def _cmd_evaluate(args) -> int:
     cfg = build_config(EvalConfig, args.config, overrides)
     result = evaluate_target(cfg)
     print_eval(result)
-    _refresh_card(cfg.target)
+    if cfg.mod is None:
+        _refresh_card(cfg.target)
     return 0
 
 

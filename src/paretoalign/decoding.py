@@ -140,9 +140,14 @@ def _support_problem(lm) -> str | None:
 
 
 class PackedDecoder:
-    """Sampling from a Llama-family causal LM with packed weights and a static KV cache."""
+    """Sampling from a Llama-family causal LM with packed weights and a static KV cache.
 
-    def __init__(self, lm):
+    ``block`` builds one packed matmul from the linear modules it fuses (default: :class:`_Block`, the
+    model's effective weights ``W + ΔW``); :mod:`paretoalign.mod` passes a block that runs K adapters'
+    rows in one call, and reuses :meth:`_forward` as it is."""
+
+    def __init__(self, lm, block=None):
+        block = block or (lambda modules: _Block([_linear_parts(m) for m in modules]))
         cfg = lm.config
         self.lm = lm
         self.embed = lm.model.embed_tokens
@@ -156,12 +161,12 @@ class PackedDecoder:
             a, m = layer.self_attn, layer.mlp
             self.layers.append(dict(
                 norm_in=layer.input_layernorm, norm_post=layer.post_attention_layernorm,
-                qkv=_Block([_linear_parts(a.q_proj), _linear_parts(a.k_proj), _linear_parts(a.v_proj)]),
-                o=_Block([_linear_parts(a.o_proj)]),
-                gate_up=_Block([_linear_parts(m.gate_proj), _linear_parts(m.up_proj)]),
-                down=_Block([_linear_parts(m.down_proj)]),
+                qkv=block([a.q_proj, a.k_proj, a.v_proj]),
+                o=block([a.o_proj]),
+                gate_up=block([m.gate_proj, m.up_proj]),
+                down=block([m.down_proj]),
             ))
-        self.head = _Block([_linear_parts(lm.lm_head)])
+        self.head = block([lm.lm_head])
         self.scale = 1.0 / self.head_dim ** 0.5
 
     def refresh(self) -> None:
@@ -326,3 +331,17 @@ def unsupported_reason(model) -> str | None:
     """Why :func:`packed_decoder` declines ``model`` (``None`` when it does not)."""
     lm = _inner(model)
     return "not a Llama-style causal LM" if lm is None else _support_problem(lm)
+
+
+# MOD (multi-objective decoding) lives in paretoalign.mod and is importable from here, resolved on first
+# use (PEP 562) so that the two modules can import each other's names without an import cycle.
+_MOD_EXPORTS = ("MultiObjectiveDecoder", "combine_logprobs", "mod_scores", "parse_divergence", "Endpoint",
+                "resolve_endpoint")
+
+
+def __getattr__(name: str):
+    if name in _MOD_EXPORTS:
+        from paretoalign import mod
+
+        return getattr(mod, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

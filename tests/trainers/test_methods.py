@@ -61,12 +61,13 @@ def test_cli_front_and_demo_take_their_methods_from_the_table():
 def test_a_method_without_a_trainer_is_refused_by_train_in_one_line(tmp_path, capsys):
     from paretoalign.cli import main
 
-    rs = [m.name for m in METHODS if m.family in ENDPOINT_FAMILIES]
-    assert rs == ["rs"] and BY_NAME["rs"].steerable and BY_NAME["rs"].sweepable
-    assert main(["train", "--method", "rs", "--model", "tiny", "--output-dir", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: 'rs' trains no model of its own") and err.count("\n") == 1, err
-    assert not (tmp_path / "r").exists()
+    made = [m.name for m in METHODS if m.family in ENDPOINT_FAMILIES]
+    assert made == ["rs", "mod"] and all(BY_NAME[m].steerable and BY_NAME[m].sweepable for m in made)
+    for name, how in (("rs", "paretoalign merge"), ("mod", "paretoalign evaluate --mod")):
+        assert main(["train", "--method", name, "--model", "tiny", "--output-dir", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: '{name}' trains no model of its own") and err.count("\n") == 1, err
+        assert how in err and not (tmp_path / name).exists()
     # what trains its endpoints: the methods that take (one-hot) weights
     assert set(endpoint_methods()) == {m.name for m in METHODS if m.family in ("online", "offline") and m.sweepable}
 

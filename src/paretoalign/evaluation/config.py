@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -45,6 +46,14 @@ class EvalConfig:
     output: Optional[str] = field(None, help="Where to write eval.json (default: RUN/eval.json, CHECKPOINT/eval.json, or ./eval-<model>.json).")
     num_samples: int = field(8, help="Sample completions kept in the 'samples' list (all completions are stored anyway).")
     nan_policy: Literal["fail", "skip"] = field("fail", help="A NaN/inf score: 'fail' (error naming the objective) or 'skip' (left out of that objective's statistics).")
+    mod: Optional[list] = field(
+        None, help="MOD (multi-objective decoding, Shi et al. 2024) in place of a target: decode from K endpoints' "
+        "combined next-token distributions, given as name=RUN,name=RUN (run folders, checkpoints or models trained "
+        "from one base model; objectives and prompts default to the first endpoint's run).")
+    mod_weights: Optional[list] = field(None, help="MOD: one weight per --mod endpoint, on the simplex (e.g. 0.6,0.4).")
+    divergence: str = field(
+        "reverse_kl", help="MOD: the regulariser the endpoints were trained with: reverse_kl (PPO, DPO: softmax of the "
+        "weighted log-probabilities), forward_kl (weighted harmonic mean) or alpha:A (0 < A < 1).")
     # one flag on the command line, --no-cache (cli.py); YAML may say `cache: false`
     cache: bool = field(True, cli=False, help="Reuse cached completions and scores (see the module docs).")
     allow_download: bool = field(False, help="Let models be fetched from a hub (off: local only).")
@@ -59,8 +68,9 @@ class EvalConfig:
         if self.direction is not None and self.system_prompt is not None:
             raise ConfigError("--direction writes the system message itself; drop --system-prompt")
         check_choice("nan_policy", self.nan_policy, ("fail", "skip"))
-        if not self.target:
-            raise ConfigError("evaluate needs a target: a run folder, a checkpoint folder or a model")
+        self._check_mod()
+        if not self.target and self.mod is None:
+            raise ConfigError("evaluate needs a target: a run folder, a checkpoint folder or a model (or --mod)")
         if isinstance(self.objectives, str):
             self.objectives = split_objective_specs(self.objectives)
         elif self.objectives is not None:
@@ -71,3 +81,41 @@ class EvalConfig:
                 raise ConfigError(f"{name} must be >= 1; got {v!r}")
         if not self.temperature > 0 and self.do_sample:
             raise ConfigError(f"temperature must be > 0 when sampling; got {self.temperature!r} (use --do-sample false for greedy)")
+
+    def _check_mod(self) -> None:
+        """--mod, --mod-weights, --divergence: each problem is one error line."""
+        if self.mod is None:
+            if self.mod_weights is not None:
+                raise ConfigError("--mod-weights needs --mod (the endpoints it weighs)")
+            if self.divergence != "reverse_kl":
+                raise ConfigError("--divergence needs --mod (it is MOD's combination rule)")
+            return
+        from paretoalign.mod import parse_divergence  # torch: at run time, not while --help builds
+        from paretoalign.preferences import SUM_TOLERANCE, validate_weights
+
+        if self.target:
+            raise ConfigError(f"--mod replaces the target; drop {self.target!r} (the endpoints are the runs in --mod)")
+        self.mod = split_list(self.mod)
+        if len(self.mod) < 2:
+            raise ConfigError(f"--mod needs at least two endpoints (one per objective), as name=RUN,name=RUN; got {self.mod}")
+        names = [m.partition("=")[0] if "=" in m else m for m in self.mod]
+        if any("=" in m and not m.partition("=")[2] for m in self.mod):
+            raise ConfigError(f"--mod entries are name=RUN (or RUN); got {self.mod}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"--mod endpoint names must differ; got {names}")
+        if self.mod_weights is None:
+            raise ConfigError(f"--mod needs --mod-weights: one weight per endpoint ({', '.join(names)}), on the simplex")
+        validate_weights(self.mod_weights, len(self.mod), names, normalize=True)  # count, NaN, sign: its messages
+        values = [float(x) for x in split_list(self.mod_weights)]
+        total = math.fsum(values)
+        if abs(total - 1.0) > SUM_TOLERANCE:
+            raise ConfigError(f"--mod-weights {values} sum to {total:g}, not 1: MOD's weights lie on the simplex "
+                              "(one per endpoint, >= 0, summing to 1)")
+        self.mod_weights = [v / total for v in values]  # 0.6 stays 0.6 (the cache key reads it)
+        rule, alpha = parse_divergence(self.divergence)
+        self.divergence = rule if alpha is None else f"alpha:{alpha:g}"
+        if self.direction is not None:
+            raise ConfigError("--direction steers a DPA model; it does not combine with --mod")
+        if self.generation_backend != "hf":
+            raise ConfigError(f"--mod decodes with paretoalign's own loop; --generation-backend {self.generation_backend} "
+                              "does not apply (leave it at hf)")

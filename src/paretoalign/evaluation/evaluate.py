@@ -1,7 +1,11 @@
 """``paretoalign evaluate``: one evaluation path for every method and for the base model.
 
 A target is a run folder (its ``final/`` policy), one of its checkpoints
-(``RUN/checkpoints/step-N``), or a model (a folder, a cached Hugging Face id, or a built-in name).
+(``RUN/checkpoints/step-N``), or a model (a folder, a cached Hugging Face id, or a built-in name);
+or, with ``--mod``, K such endpoints decoded together by MOD (multi-objective decoding,
+:mod:`paretoalign.mod`) under ``--mod-weights`` and ``--divergence`` (objectives, prompts and decoding
+default to the first endpoint's run; the cache key holds every endpoint's fingerprint, the weights
+and the rule, so another weight is another evaluation).
 The target generates one completion per held-out prompt with a fixed seed and fixed decoding
 settings, every objective scores it, and ``eval.json`` records the per-objective mean, standard
 error and quantiles, the decoding settings, the prompt set's hash, sample completions and, against
@@ -37,7 +41,14 @@ from paretoalign.evaluation.cache import EvalCache, cache_key, eval_cache_dir, o
 from paretoalign.evaluation.config import EvalConfig
 from paretoalign.evaluation.records import describe_prompts
 from paretoalign.evaluation.scoring import summarize_scores, win_rates
-from paretoalign.evaluation.targets import Target, default_output, load_target, resolve_target, target_fingerprint
+from paretoalign.evaluation.targets import (
+    Target,
+    default_output,
+    load_target,
+    resolve_mod_target,
+    resolve_target,
+    target_fingerprint,
+)
 from paretoalign.models import (
     build_tiny_model,
     build_tiny_tokenizer,
@@ -128,7 +139,7 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     """Evaluate ``cfg.target`` (see the module docs); returns the eval.json content (also written
     to ``cfg.output`` or the default place unless ``write`` is false)."""
     t0 = time.perf_counter()
-    t = resolve_target(cfg.target)
+    t = resolve_mod_target(cfg.mod, cfg.mod_weights, cfg.divergence) if cfg.mod is not None else resolve_target(cfg.target)
     settings = resolved_settings(cfg, t)
     tokenizer = load_tokenizer(t.base_model if t.kind != "model" else t.name, cfg.allow_download)
     objectives = build_objective_set(settings["objectives"], tokenizer, cfg.nan_policy)
@@ -147,7 +158,8 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
             warnings.warn(f"{long} of {len(prompts)} prompts with the direction exceed {MAX_PROMPT_LENGTH} tokens; "
                           "truncation cuts their direction (the model is not steered on them)", RuntimeWarning, stacklevel=2)
     decoding = settings["decoding"]
-    check_batch_fits(decoding["batch_size"], MAX_PROMPT_LENGTH + decoding["max_new_tokens"],
+    endpoints = len(t.mod["endpoints"]) if t.kind == "mod" else 1  # MOD holds K caches
+    check_batch_fits(decoding["batch_size"] * endpoints, MAX_PROMPT_LENGTH + decoding["max_new_tokens"],
                      kv_bytes_per_token(t.base_model, cfg.allow_download), "--batch-size (generation)")
     fingerprint = target_fingerprint(t, cfg.allow_download)
     gen_key = cache_key({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,
@@ -162,7 +174,8 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         if not quiet:
             print(f"[evaluate] {t.name}: generating on {len(prompts)} prompts ...", flush=True)
         tg = time.perf_counter()
-        texts, completions = scoring.generate_completions(  # via the module: tests replace it there
+        generate = scoring.generate_mod_completions if t.kind == "mod" else scoring.generate_completions
+        texts, completions = generate(  # via the module: tests replace it there
             model, tok, prompts, **{k: decoding[k] for k in _GEN_KEYS},
         )
         seconds["generate"] = time.perf_counter() - tg
@@ -191,8 +204,9 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         "kind": t.kind,
         "model": {"base_model": t.base_model, "fingerprint": fingerprint,
                   "policy": str(t.policy_dir) if t.policy_dir else None,
-                  "method": (t.run_config or {}).get("method"),
-                  "weights": (t.run_config or {}).get("weights")},
+                  "method": "mod" if t.kind == "mod" else (t.run_config or {}).get("method"),
+                  "weights": t.mod["weights"] if t.kind == "mod" else (t.run_config or {}).get("weights")},
+        "mod": _mod_record(t, cfg.allow_download) if t.kind == "mod" else None,
         "objectives": desc,
         "names": names,
         "signs": [float(s) for s in objectives.signs.tolist()],
@@ -227,6 +241,7 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
             heldout_fraction=settings["heldout_fraction"], split_seed=settings["split_seed"],
             max_new_tokens=decoding["max_new_tokens"], use_chat_template=decoding["use_chat_template"],
             system_prompt=decoding["system_prompt"], direction=None,  # the steered system message, as text
+            mod=None, mod_weights=None, divergence="reverse_kl",
         )
         if baseline == t.base_model and t.base_model == "tiny":
             # a run's tiny base is rebuilt from the run's seed: evaluate it as that model
@@ -248,6 +263,18 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         tmp.replace(out)
         result["output"] = str(out)
     return result
+
+
+def _mod_record(t: Target, allow_download: bool) -> dict:
+    """eval.json's account of a MOD target: each endpoint (name, source, fingerprint, method, weights, β)."""
+    eps = []
+    for name, e, r in zip(t.mod["names"], t.mod["endpoints"], t.mod["resolved"]):
+        rc = e.run_config or {}
+        eps.append({"name": name, "target": e.name, "kind": e.kind, "policy": r.policy, "adapter": r.adapter,
+                    "base_model": r.base, "fingerprint": target_fingerprint(e, allow_download),
+                    "method": rc.get("method"), "weights": rc.get("weights"), "beta": r.beta})
+    return {"endpoints": eps, "weights": t.mod["weights"], "divergence": t.mod["divergence"],
+            "paper": "Shi et al. 2024, Decoding-Time Language Model Alignment with Multiple Objectives (arXiv 2406.18853)"}
 
 
 def _evaluate_tiny_base(bcfg: EvalConfig, seed: int, quiet: bool) -> dict:

@@ -101,6 +101,28 @@ def generate_completions(
     return texts, completions
 
 
+def generate_mod_completions(
+    decoder, tokenizer, prompts: list, seed: int = 1234, batch_size: int = 64, max_new_tokens: int = 48,
+    temperature: float = 0.7, top_p: float = 1.0, do_sample: bool = True, use_chat_template: bool = True,
+    system_prompt: str | None = None, generation_backend: str = "hf",
+) -> tuple[list[str], list[str]]:
+    """:func:`generate_completions` for a :class:`~paretoalign.mod.MultiObjectiveDecoder` (MOD decodes with
+    its own loop, so ``generation_backend`` is only checked)."""
+    if generation_backend != "hf":
+        raise ConfigError(f"MOD decodes with paretoalign's own loop; generation backend {generation_backend!r} does not apply")
+    completions: list[str] = []
+    texts: list[str] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(prompts), batch_size):
+            r = decoder.generate(prompts[i : i + batch_size], max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                 temperature=temperature, top_p=top_p, use_chat_template=use_chat_template,
+                                 system_prompt=system_prompt)
+            completions += r.completions
+            texts += r.prompt_texts
+    return texts, completions
+
+
 @torch.no_grad()
 def evaluate_policy(
     model,

@@ -1,4 +1,5 @@
-"""What ``paretoalign evaluate`` evaluates: a run, one of its checkpoints, or a model.
+"""What ``paretoalign evaluate`` evaluates: a run, one of its checkpoints, a model, or a MOD combination
+of several of them (``--mod``, :func:`resolve_mod_target`).
 
 :func:`resolve_target` classifies a target string without loading anything, :func:`target_fingerprint`
 hashes its weight and config files (what the evaluation cache is keyed by), :func:`load_target` loads it
@@ -8,6 +9,7 @@ hashes its weight and config files (what the evaluation cache is keyed by), :fun
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +20,16 @@ from paretoalign.console import quiet_third_party
 from paretoalign.errors import RunDirError
 from paretoalign.models import TINY_NAME, load_causal_lm, load_tokenizer, resolve_model_path
 
-__all__ = ["EVAL_FILE", "Target", "default_output", "load_target", "model_fingerprint", "resolve_target",
-           "target_fingerprint"]
+__all__ = ["EVAL_FILE", "Target", "default_output", "load_target", "model_fingerprint", "resolve_mod_target",
+           "resolve_target", "target_fingerprint"]
 
 EVAL_FILE = "eval.json"
 
 
 @dataclass
 class Target:
-    """What is evaluated: ``kind`` is 'run', 'checkpoint' or 'model'."""
+    """What is evaluated: ``kind`` is 'run', 'checkpoint', 'model' or 'mod' (K endpoints decoded together;
+    then ``base_model``, ``run`` and ``run_config`` are the first endpoint's, and ``mod`` holds the rest)."""
 
     kind: str
     name: str
@@ -34,6 +37,8 @@ class Target:
     policy_dir: Optional[Path] = None  # the saved policy (adapter or full model) of a run/checkpoint
     run: Optional[Path] = None
     run_config: Optional[dict] = None
+    # kind 'mod': {"names", "endpoints" (Targets), "resolved" (mod.Endpoint), "weights", "divergence"}
+    mod: Optional[dict] = None
 
     @property
     def seed(self) -> int:
@@ -59,6 +64,32 @@ def resolve_target(target: str) -> Target:
     if path.is_dir() and (path / run_dir.CHECKPOINTS).is_dir() and not (path / run_dir.CONFIG_FILE).is_file():
         raise RunDirError(f"{str(path)!r} has checkpoints but no {run_dir.CONFIG_FILE}; is it a paretoalign run folder?")
     return Target("model", target, target)
+
+
+def resolve_mod_target(mod: list, weights: list, divergence: str) -> Target:
+    """The MOD combination of ``mod`` (``name=PATH`` or ``PATH`` entries: runs, ``RUN/final``, checkpoints,
+    models) under ``weights`` and ``divergence`` (as :class:`~paretoalign.evaluation.config.EvalConfig`
+    checked them).  Nothing is loaded; endpoints on different base models are refused here, in one line."""
+    from paretoalign.mod import check_endpoints, resolve_endpoint
+
+    names, eps, targets = [], [], []
+    for entry in mod:
+        name, _, path = entry.partition("=") if "=" in entry else (None, "", entry)
+        e = resolve_endpoint(path, name)
+        names.append(e.name)
+        eps.append(e)
+        if e.run is not None:
+            kind = "run" if Path(e.policy) == Path(e.run) / run_dir.FINAL / run_dir.POLICY else "checkpoint"
+            targets.append(Target(kind, path, str(e.base or ""), Path(e.policy), Path(e.run), e.run_config))
+        else:
+            targets.append(Target("model", e.policy, e.policy))
+    check_endpoints(eps, weights, divergence)
+    first = targets[0]
+    label = ", ".join(f"{n}={t.name}" for n, t in zip(names, targets))
+    weights_text = ",".join(f"{w:g}" for w in weights)
+    return Target("mod", f"mod({label}; weights {weights_text}; {divergence})", first.base_model, None, first.run,
+                  first.run_config, mod={"names": names, "endpoints": targets, "resolved": eps,
+                                         "weights": list(weights), "divergence": divergence})
 
 
 def _hashed_files(folder: Path) -> list[Path]:
@@ -101,7 +132,14 @@ def model_fingerprint(name: str, seed: int = 0, allow_download: bool = False) ->
     return h.hexdigest()
 
 
+MOD_FORMAT = 1  # the decoding of kind 'mod' targets (paretoalign.mod); part of their fingerprint
+
+
 def target_fingerprint(t: Target, allow_download: bool = False) -> str:
+    if t.kind == "mod":  # what decides the completions: the endpoints' contents, the weights and the rule
+        parts = {"mod_format": MOD_FORMAT, "weights": t.mod["weights"], "divergence": t.mod["divergence"],
+                 "endpoints": [target_fingerprint(e, allow_download) for e in t.mod["endpoints"]]}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     if t.kind == "model":
         return model_fingerprint(t.name, 0, allow_download)
     h = hashlib.sha256()
@@ -113,7 +151,15 @@ def target_fingerprint(t: Target, allow_download: bool = False) -> str:
 
 def load_target(t: Target, allow_download: bool = False):
     """(model, tokenizer) in eval mode.  A run's adapter is put on its base model (rebuilt from the
-    run's config, so a tiny base is rebuilt from its seed)."""
+    run's config, so a tiny base is rebuilt from its seed).  Kind 'mod': a
+    :class:`~paretoalign.mod.MultiObjectiveDecoder` in place of the model (LoRA endpoints on one base
+    share it)."""
+    if t.kind == "mod":
+        from paretoalign.mod import MultiObjectiveDecoder
+
+        dec = MultiObjectiveDecoder.from_endpoints(t.mod["resolved"], t.mod["weights"], t.mod["divergence"],
+                                                   allow_download)
+        return dec, dec.tokenizer
     if t.kind == "model":
         tok = load_tokenizer(t.name, allow_download)
         return load_causal_lm(t.name, tok, seed=0, allow_download=allow_download).eval(), tok
@@ -141,6 +187,9 @@ def _slug(name: str) -> str:
 
 
 def default_output(t: Target) -> Path:
+    if t.kind == "mod":  # in the working directory: each endpoint's own eval.json stays its own
+        weights = "-".join(f"{w:g}" for w in t.mod["weights"])
+        return Path(f"eval-mod-{_slug('-'.join(t.mod['names']))}-w{weights}-{_slug(t.mod['divergence'])}.json")
     if t.kind == "run":
         return t.run / EVAL_FILE
     if t.kind == "checkpoint":

@@ -39,11 +39,11 @@ class FrontConfig:
         None, help="A JSON file of known optimal points [[...K...], ...] (or a front.json): adds IGD and IGD+.",
     )
     endpoint_method: str = field(
-        "morlhf", help="rs: the method that trains each endpoint on one objective (one-hot weights), with the training "
+        "morlhf", help="rs, mod: the method that trains each endpoint on one objective (one-hot weights), with the training "
         "options given here: any online or offline method that takes weights (morlhf, mo-grpo, pama, mgda-ub, dpo, "
         "modpo, amopo).")
     endpoints: Optional[list] = field(
-        None, help="rs: endpoints already trained, one per objective in the order of --objectives: 'RUN,RUN' or "
+        None, help="rs, mod: endpoints already trained, one per objective in the order of --objectives: 'RUN,RUN' or "
         "'name=RUN,...' (run folders, adapter or model folders of one base); nothing is trained then.")
     merge_mode: Literal["delta", "factors"] = field(
         "delta", help="rs: 'delta' (the paper's weighted sum of the endpoints' deltas, exact) or 'factors' (the "
@@ -51,6 +51,9 @@ class FrontConfig:
     merge_rank: Optional[str] = field(
         None, help="rs with LoRA endpoints: each point is an adapter of this rank: 'exact' (default: the endpoints' "
         "ranks concatenated, no error) or R (truncated SVD; the error is in each point's merge.json).")
+    mod_divergence: str = field(
+        "reverse_kl", help="mod: how the endpoints' next-token distributions are combined at a preference: 'reverse_kl' "
+        "(weighted log-probabilities), 'forward_kl' or 'alpha:A' (the paper's closed forms; see paretoalign.mod).")
     eval_num_prompts: Optional[int] = field(None, help="Evaluate on the first N held-out prompts (default: all).")
     eval_max_new_tokens: Optional[int] = field(None, help="Evaluation completion length (default: the training one).")
     eval_temperature: float = field(0.7, help="Evaluation sampling temperature.")

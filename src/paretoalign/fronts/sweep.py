@@ -217,9 +217,24 @@ class EndpointPoints(NamedTuple):
     evaluate: Callable
 
 
-# Methods made from K endpoints, by name.  A decoding-time method over the same endpoints (mixing their
-# next-token distributions at the preference) adds its own entry, and its family to ENDPOINT_FAMILIES.
-ENDPOINT_EVALUATORS: dict[str, EndpointPoints] = {"rs": EndpointPoints(_prepare_merge, _evaluate_merge)}
+def _prepare_mod(method: str, endpoints: list, front: FrontConfig, train: dict) -> tuple[object, dict]:
+    """MOD, once per front: the endpoints' sources for ``evaluate --mod`` (the decoder refuses, in one line,
+    endpoints it cannot combine: different bases or tokenizers, one endpoint)."""
+    return [f"{e.name}={e.source}" for e in endpoints], {"decoding": {"divergence": front.mod_divergence}}
+
+
+def _evaluate_mod(method: str, preference: list[float], endpoints: list, sources, folder: Path, front: FrontConfig,
+                  train: dict) -> tuple[dict, dict]:
+    """MOD's point: the endpoints decoded together at ``preference`` (:class:`paretoalign.mod.MultiObjectiveDecoder`),
+    evaluated with the front's prompts and decoding; cached on (endpoints, weights, divergence, decoding)."""
+    cfg = _eval_config(front, "", folder / "eval.json", train, mod=list(sources), mod_weights=list(preference),
+                       divergence=front.mod_divergence)
+    return evaluate_target(cfg, quiet=True), {"decoding": {"divergence": front.mod_divergence}}
+
+
+# Methods made from K endpoints, by name: merged (rs) or decoded together (mod) at each preference.
+ENDPOINT_EVALUATORS: dict[str, EndpointPoints] = {"rs": EndpointPoints(_prepare_merge, _evaluate_merge),
+                                                  "mod": EndpointPoints(_prepare_mod, _evaluate_mod)}
 
 
 def _point_done(folder: Path) -> bool:
@@ -236,7 +251,8 @@ def _objective_specs(train: dict) -> list:
     return split_objective_specs(objs) if isinstance(objs, str) else list(objs)
 
 
-def _eval_config(front: FrontConfig, target: str, output: Path, train: dict):
+def _eval_config(front: FrontConfig, target: str, output: Path, train: dict, **extra):
+    """The front's evaluation settings for one point (``extra``: more EvalConfig fields, e.g. MOD's)."""
     return EvalConfig(
         target=target, output=str(output), num_prompts=front.eval_num_prompts,
         max_new_tokens=front.eval_max_new_tokens or train.get("max_new_tokens"),
@@ -247,7 +263,7 @@ def _eval_config(front: FrontConfig, target: str, output: Path, train: dict):
         objectives=_objective_specs(train), prompts=train.get("prompts", "builtin"),
         prompt_column=train.get("prompt_column", "prompt"),
         heldout_fraction=train.get("heldout_fraction", 0.15), split_seed=train.get("seed", 0),
-        system_prompt=train.get("system_prompt"), use_chat_template=train.get("use_chat_template", True),
+        system_prompt=train.get("system_prompt"), use_chat_template=train.get("use_chat_template", True), **extra,
     )
 
 

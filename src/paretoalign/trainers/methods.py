@@ -15,8 +15,10 @@ Families share a config class and a trainer (the run lifecycle is :mod:`paretoal
   objective (one-hot weights); every preference is then served by merging them (Rewarded Soups,
   :mod:`paretoalign.merging`).  ``paretoalign merge`` makes one merge; ``front --method rs`` trains the
   K endpoints once (``--endpoint-method``, default morlhf) or takes them (``--endpoints``) and evaluates
-  a merge per preference.  ``ENDPOINT_FAMILIES`` lists such families (a decoding-time method that
-  combines the same K endpoints per preference would be another).
+  a merge per preference.
+* ``decoding``: the same K endpoints, combined per preference at decoding time instead (MOD: their
+  next-token distributions, :mod:`paretoalign.mod`); ``paretoalign evaluate --mod`` evaluates one
+  preference, ``front --method mod`` all of them.  ``ENDPOINT_FAMILIES`` lists both.
 
 Classes are named by import path and loaded on first use, so reading the table (``--help``,
 choices) loads no trainer.
@@ -30,7 +32,7 @@ from typing import Literal
 
 from paretoalign.errors import ConfigError
 
-Family = Literal["online", "offline", "steerable", "merging"]
+Family = Literal["online", "offline", "steerable", "merging", "decoding"]
 
 # family -> (config class, trainer class), as "module:Class"
 FAMILY_CLASSES: dict[str, tuple[str, str]] = {
@@ -41,7 +43,7 @@ FAMILY_CLASSES: dict[str, tuple[str, str]] = {
 }
 # Families without a trainer of their own: a front trains K one-objective endpoints with another method
 # (``front --endpoint-method``) and makes each preference's point from them.
-ENDPOINT_FAMILIES: tuple[str, ...] = ("merging",)
+ENDPOINT_FAMILIES: tuple[str, ...] = ("merging", "decoding")
 
 
 def _load(path: str):
@@ -90,9 +92,10 @@ class Method:
         if self.family not in FAMILY_CLASSES:
             raise ConfigError(
                 f"{self.name!r} trains no model of its own: its endpoints are ordinary runs, one per objective "
-                f"(e.g. `paretoalign train --method morlhf --weights 1,0`, then --weights 0,1), merged by "
-                f"`paretoalign merge --endpoints a=RUN,b=RUN --weights 0.3,0.7`; `paretoalign front --method "
-                f"{self.name}` trains them once and evaluates a merge per preference")
+                f"(e.g. `paretoalign train --method morlhf --weights 1,0`, then --weights 0,1), "
+                + ("merged by `paretoalign merge --endpoints a=RUN,b=RUN --weights 0.3,0.7`" if self.family == "merging"
+                   else "decoded together by `paretoalign evaluate --mod a=RUN,b=RUN --mod-weights 0.3,0.7`")
+                + f"; `paretoalign front --method {self.name}` trains them once and evaluates every preference")
         return self.family
 
 
@@ -124,6 +127,10 @@ METHODS: tuple[Method, ...] = (
            "interpolated per preference (exact LoRA deltas); steered at inference by re-merging",
            "Ramé et al. 2023, Rewarded soups: towards Pareto-optimal alignment by interpolating weights fine-tuned "
            "on diverse rewards", "2306.04488", steerable=True),
+    Method("mod", "decoding", "MOD: the same K one-objective endpoints, their next-token distributions combined per "
+           "preference at decoding time (f-divergence closed forms; one batched forward over K LoRA adapters)",
+           "Shi et al. 2024, Decoding-Time Language Model Alignment with Multiple Objectives", "2406.18853",
+           steerable=True),
 )
 
 BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}
