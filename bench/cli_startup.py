@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-COMMANDS = ["", "train", "evaluate", "front", "pairs", "reward-model", "demo", "generate", "chat"]
+COMMANDS = ["", "train", "evaluate", "front", "pairs", "reward-model", "demo", "generate", "chat", "merge", "serve"]
 
 
 def cases(old_src: str | None) -> dict[str, tuple[list[str], dict]]:

@@ -129,7 +129,7 @@ def test_mo_grpo_gdpo_under_two_processes(tmp_path):
 HEAVY = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "vaderSentiment", "moocore",
          "matplotlib", "huggingface_hub", "tqdm")
 COMMANDS = ["train", "evaluate", "front", "compare", "report", "pairs", "reward-model", "demo", "generate", "chat",
-            "merge", "objectives"]
+            "merge", "serve", "objectives"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

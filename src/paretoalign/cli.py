@@ -12,6 +12,8 @@
     paretoalign demo
     paretoalign generate runs/smoke --prompts prompts.jsonl --output answers.jsonl   # answers + every objective's score
     paretoalign chat runs/smoke                            # talk to the trained policy (streaming)
+    paretoalign merge --endpoints a=runs/a,b=runs/b --weights 0.3,0.7 --output-dir merged/   # Rewarded Soups
+    paretoalign serve fronts/smoke                         # a preference-slider web app on 127.0.0.1
     paretoalign objectives
 
 User errors print one ``error: ...`` line and exit with status 2.
@@ -434,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     from paretoalign.merging import add_merge_parser  # light: no torch
 
     add_merge_parser(sub)
+    from paretoalign.serve import add_serve_parser  # light: no torch, no gradio
+
+    add_serve_parser(sub)
     _objectives_parser(sub)
     return parser
 
