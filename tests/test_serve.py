@@ -1,7 +1,8 @@
 """`paretoalign serve`: the page's logic without a browser (ServeSession, the plot), the command's start-up
 checks (one `error:` line, no server), and the real page in headless Chromium against servers on tiny models:
-a front folder (the nearest trained point answers, and the page says so) and a DPA run (the direction in the
-system message, the answer streamed token by token).  The browser tests skip, saying why, only where Chromium,
+a front folder (the nearest trained point answers, and the page says so), a DPA run (the direction in the
+system message, the answer streamed token by token) and a Rewarded Soups front (its endpoints merged at the
+sliders' preference).  The browser tests skip, saying why, only where Chromium,
 Playwright or Gradio is missing."""
 
 import io
@@ -449,6 +450,60 @@ def test_the_page_steers_a_dpa_run_and_streams_the_answer(browser, dpa_run, tmp_
 
         _answer(page, "word " * 600)
         assert "the prompt is too long" in _message(page) and "context of 512" in _message(page)
+        assert "Traceback" not in page.content() and outside == []
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def rs_front(work):
+    """A Rewarded Soups front on the tiny model (grid:2): two one-step endpoints, merged at each preference."""
+    from paretoalign.fronts.sweep import build_front_config, run_front
+
+    out = work / "rs"
+    old = os.environ.get("PARETOALIGN_CACHE")
+    os.environ["PARETOALIGN_CACHE"] = str(work / "cache")
+    try:
+        front, train = build_front_config(None, dict(
+            method="rs", preferences="grid:2", output_dir=str(out), report=False, eval_num_prompts=2,
+            eval_batch_size=2, model="tiny", objectives=OBJ, batch_size=2, num_generations=2, max_new_tokens=8,
+            progress=False, learning_rate=5e-2, max_steps=1, save_steps=1, seed=0))
+        run_front(front, train, progress=lambda s: None)
+    finally:
+        if old is None:
+            os.environ.pop("PARETOALIGN_CACHE", None)
+        else:
+            os.environ["PARETOALIGN_CACHE"] = old
+    return out
+
+
+def test_the_page_serves_a_rewarded_soups_front_merged_at_the_sliders(browser, rs_front, tmp_path):
+    from paretoalign.inference import generate_rows
+    from paretoalign.merging import soup
+    from paretoalign.models import load_tokenizer
+    from paretoalign.objectives import build_objective_set
+
+    server = Server(rs_front, "--do-sample", "false", "--max-new-tokens", "12",
+                    env_extra={"PARETOALIGN_CACHE": str(tmp_path / "cache")})
+    try:
+        page, outside = _page(browser, server.url)
+        assert "Rewarded Soups: the 2 endpoints merged at w=(0.500, 0.500)" in page.inner_text("#note")
+        _set_slider(page, 1, 0.2)  # (0.5, 0.2) -> (5/7, 2/7), merged at the weights rounded to 0.001
+        _wait_weights(page, [5 / 7, 2 / 7])
+        page.wait_for_function("() => document.querySelector('#note').innerText.includes('merged at w=(0.714, 0.286)')")
+        assert "rounded to steps of 0.001" in page.inner_text("#note")
+
+        prompt = "Write a short review of a film."
+        answer, _ = _answer(page, prompt)
+        endpoints = [(e["name"], str(rs_front / e["run_dir"]))
+                     for e in json.loads((rs_front / "front.json").read_text())["training"]["endpoints"]]
+        tok = load_tokenizer(str(Path(endpoints[0][1]) / "final" / "policy"))
+        (row,) = generate_rows(soup(endpoints, [0.714, 0.286], rank="exact"), tok, [prompt],
+                               build_objective_set(OBJ, tok, "skip"), max_new_tokens=12, do_sample=False,
+                               generation_backend="hf-generate")
+        assert answer == _textarea(row["completion"]) and _scores(page) == row["scores"]
+        assert "answered in" in _message(page) and "held-out mean of w=(1.00,0.00)" in page.inner_text("#scores")
+        assert page.get_attribute("#plot img", "src").startswith("data:image/png;base64,")
         assert "Traceback" not in page.content() and outside == []
     finally:
         server.stop()

@@ -1,9 +1,12 @@
 """Steerable targets (paretoalign.steering), without a browser: a DPA run's system message for a preference is
 `evaluate --direction`'s, a front folder's nearest point (Euclidean on the simplex, ties to the first listed),
-the checks on weights, prompts and targets, the registration hook, and the streamed answer."""
+the checks on weights, prompts and targets, the registration hook, and the streamed answer; Rewarded Soups and MOD
+fronts (the endpoints merged, or decoded together, at the preference; equal to merging.soup and to the MOD decoder)."""
 
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -373,3 +376,208 @@ def test_closing_the_stream_early_stops_the_generation(dpa_front):
     import threading
 
     assert not any(th.name == "paretoalign-serve-generate" for th in threading.enumerate())
+
+
+# ---------------------------------------------------------------------------------------------
+# fronts made from K endpoints: Rewarded Soups merges them at w, MOD decodes them together at w
+
+FAST = dict(model="tiny", objectives=OBJ, batch_size=2, num_generations=2, max_new_tokens=8, progress=False,
+            learning_rate=5e-2, max_steps=1, save_steps=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def endpoint_fronts(tmp_path_factory):
+    """`front --method rs,mod` on the tiny model (grid:2, one step per endpoint): FRONT/rs and FRONT/mod."""
+    import os
+
+    from paretoalign.fronts.sweep import build_front_config, run_front
+
+    out = tmp_path_factory.mktemp("rsmod") / "front"
+    old = os.environ.get("PARETOALIGN_CACHE")
+    os.environ["PARETOALIGN_CACHE"] = str(out.parent / "cache")
+    try:
+        front, train = build_front_config(None, dict(method="rs,mod", preferences="grid:2", output_dir=str(out),
+                                                     report=False, eval_num_prompts=2, eval_batch_size=2, **FAST))
+        run_front(front, train, progress=lambda s: None)
+    finally:
+        if old is None:
+            os.environ.pop("PARETOALIGN_CACHE", None)
+        else:
+            os.environ["PARETOALIGN_CACHE"] = old
+    return out
+
+
+def _endpoints_of(front_dir):
+    """[(name, folder)] of a front's endpoints, read from front.json as a person would."""
+    data = json.loads((front_dir / "front.json").read_text())
+    return [(e["name"], str(front_dir / e["run_dir"])) for e in data["training"]["endpoints"]]
+
+
+def _prefixes_ok(texts):
+    """Every streamed value but the last is a prefix of the final answer (an unfinished character aside)."""
+    final = texts[-1]
+    return all(final.startswith(t.strip().rstrip("\ufffd")) for t in texts[:-1])
+
+
+def test_weights_round_to_a_step_and_still_sum_to_one():
+    assert steering.round_to_step([0.3, 0.7]) == (0.3, 0.7)
+    assert steering.round_to_step([1 / 3, 2 / 3]) == (0.333, 0.667)
+    assert steering.round_to_step([1 / 3] * 3) == (0.334, 0.333, 0.333)  # the unit left over: first listed
+    assert steering.round_to_step([0.0004, 0.9996]) == (0.0, 1.0)
+    rng = np.random.default_rng(1)
+    for w in rng.dirichlet(np.ones(4), size=200):
+        r = steering.round_to_step(w)
+        assert sum(round(x * 1000) for x in r) == 1000 and max(abs(a - b) for a, b in zip(r, w)) < 1e-3
+
+
+def test_rs_and_mod_fronts_are_served_by_their_endpoints(endpoint_fronts):
+    rs = resolve_steerable(endpoint_fronts / "rs")
+    assert isinstance(rs, steering.SoupTarget) and rs.kind == "rs" and rs.names == ["chars", "words"]
+    assert rs.endpoint_names == ["w1.00-0.00", "w0.00-1.00"] and rs.mode == "delta" and rs.rank == "exact"
+    s = rs.steer([1, 2])
+    assert s.weights == pytest.approx((1 / 3, 2 / 3)) and s.model_key == "rs@0.333,0.667"
+    assert s.note.startswith("Rewarded Soups: the 2 endpoints merged at w=(0.333, 0.667)")
+    assert "rounded to steps of 0.001" in s.note and "Rewarded Soups front" in rs.describe()
+    assert s.point == 0 and s.point_label == "nearest evaluated merge"  # w=(0, 1) is the nearer evaluated merge
+    assert rs.steer([0.3004, 0.6996]).model_key == rs.steer([0.3, 0.7]).model_key == "rs@0.300,0.700"
+    mod = resolve_steerable(endpoint_fronts / "mod")
+    assert isinstance(mod, steering.ModTarget) and mod.kind == "mod" and mod.divergence == "reverse_kl"
+    s = mod.steer([3, 1])
+    assert s.model_key is None and s.weights == pytest.approx((0.75, 0.25)) and s.point == 1
+    assert s.note.startswith("MOD: the 2 endpoints decoded together at w=(0.750, 0.250)") and "reverse KL" in s.note
+    # the comparison folder itself is not one front: it names both
+    with pytest.raises(ConfigError, match=r"holds a comparison of fronts \(mod, rs\), not one front"):
+        resolve_steerable(endpoint_fronts)
+    # the plot rings the nearest evaluated merge, saying what it is
+    from paretoalign.serve import preference_figure
+
+    fig = preference_figure(rs, rs.steer([0.3, 0.7]))
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(t.startswith("nearest evaluated merge") for t in legend) and "(0.30, 0.70)" in fig._suptitle.get_text()
+
+
+def test_the_rs_target_answers_with_the_soup_merged_at_w(endpoint_fronts, monkeypatch):
+    from paretoalign import merging
+    from paretoalign.inference import generate_rows
+    from paretoalign.models import load_tokenizer
+    from paretoalign.objectives import build_objective_set
+
+    t = resolve_steerable(endpoint_fronts / "rs")
+    t.prepare([0.3, 0.7])
+    eps = _endpoints_of(endpoint_fronts / "rs")
+    soup = merging.soup(eps, [0.3, 0.7], rank="exact")
+    tok = load_tokenizer(str(Path(eps[0][1]) / "final" / "policy"))
+    objectives = build_objective_set(OBJ, tok, "skip")
+    prompt = "Tell me a story."
+    # the model that answers is that soup: the same logits (and not those of another preference's merge)
+    import torch
+
+    served, _, _, _ = t.model_for([0.3, 0.7])
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = served(ids).logits
+        assert torch.equal(logits, soup(ids).logits)
+        assert not torch.allclose(logits, merging.soup(eps, [0.9, 0.1], rank="exact")(ids).logits)
+    for decoding in (Decoding(max_new_tokens=12, do_sample=False), Decoding(max_new_tokens=16, temperature=1.0, seed=3)):
+        texts = list(t.generate_stream(prompt, [0.3, 0.7], decoding))
+        (row,) = generate_rows(soup, tok, [prompt], objectives, max_new_tokens=decoding.max_new_tokens,
+                               temperature=decoding.temperature, do_sample=decoding.do_sample, seed=decoding.seed,
+                               generation_backend="hf-generate")
+        assert texts[-1] == row["completion"] and _prefixes_ok(texts)
+        assert t.score(prompt, texts[-1]) == pytest.approx(row["scores"])
+    # merges are cached by the rounded weights: a nearby slider position merges nothing, another one merges once
+    merges = []
+    real = merging.merge
+    monkeypatch.setattr(merging, "merge", lambda *a, **k: merges.append(a[2]) or real(*a, **k))
+    d = Decoding(max_new_tokens=4, do_sample=False)
+    list(t.generate_stream(prompt, [0.3004, 0.6996], d))
+    assert merges == []
+    list(t.generate_stream(prompt, [0.6, 0.4], d))
+    assert merges == [[0.6, 0.4]]
+
+
+def test_the_mod_target_streams_what_the_decoder_generates_at_w(endpoint_fronts):
+    import torch
+
+    from paretoalign.mod import MultiObjectiveDecoder
+
+    t = resolve_steerable(endpoint_fronts / "mod")
+    t.prepare([0.3, 0.7])
+    eps = _endpoints_of(endpoint_fronts / "mod")
+    dec = MultiObjectiveDecoder.from_runs([p for _, p in eps], [0.3, 0.7], "reverse_kl", names=[n for n, _ in eps])
+    prompt = "Tell me a story."
+    for decoding in (Decoding(max_new_tokens=12, do_sample=False), Decoding(max_new_tokens=24, temperature=1.0, seed=3)):
+        texts = list(t.generate_stream(prompt, [0.3, 0.7], decoding))
+        streamed = []
+        runs = []
+        for cb in (None, streamed.append):  # the callback changes nothing that is decoded
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(decoding.seed)
+                runs.append(dec.generate([prompt], max_new_tokens=decoding.max_new_tokens, do_sample=decoding.do_sample,
+                                         temperature=decoding.temperature, top_p=decoding.top_p, on_token=cb))
+        plain, ro = runs
+        assert torch.equal(plain.input_ids, ro.input_ids)
+        assert torch.cat(streamed).tolist() == ro.input_ids[0, ro.prompt_length:].tolist()  # one call per new token
+        assert texts[-1] == ro.completions[0] and len(ro.completions[0]) > 3
+        assert len(texts) >= 3 and _prefixes_ok(texts)  # more than one partial answer, each a prefix of the final one
+        assert t.score(prompt, texts[-1]) == pytest.approx(
+            dict(zip(t.names, t.objective_set.raw_scores([prompt], [ro.completions[0]])[0].tolist())))
+    # other weights: the decoder is reused, set to them (a vertex is that endpoint decoded alone)
+    d = Decoding(max_new_tokens=8, do_sample=False)
+    dec.set_weights([1.0, 0.0])
+    assert list(t.generate_stream(prompt, [1, 0], d))[-1] == dec.generate([prompt], max_new_tokens=8,
+                                                                          do_sample=False).completions[0]
+    # closing the stream early stops the decoding (the worker ends at its next token)
+    gen = t.generate_stream(prompt, [0.5, 0.5], Decoding(max_new_tokens=400, temperature=1.0))
+    next(gen)
+    gen.close()
+    import threading
+
+    assert not any(th.name == "paretoalign-serve-generate" for th in threading.enumerate())
+    assert list(t.generate_stream(prompt, [1, 0], d))[-1]  # the lock was released
+    with pytest.raises(ConfigError, match=r"the prompt is too long: \d+ tokens .* exceed the model's context of 512"):
+        list(t.generate_stream("word " * 600, [0.5, 0.5], d))
+    with pytest.raises(ConfigError, match="write a prompt first"):
+        list(t.generate_stream("  ", [0.5, 0.5], d))
+
+
+def test_endpoints_that_cannot_be_combined_are_one_error_line(endpoint_fronts, tmp_path, capsys):
+    import importlib.util
+    import shutil
+
+    from paretoalign.models import build_tiny_model, build_tiny_tokenizer
+
+    # Rewarded Soups: an endpoint fine-tuned from another base (its weights differ)
+    rs = tmp_path / "rs"
+    shutil.copytree(endpoint_fronts / "rs", rs)
+    build_tiny_model(build_tiny_tokenizer(), seed=1).save_pretrained(rs / "endpoints" / "w0.00-1.00" / "final" / "base")
+    # MOD: an endpoint trained from another base (its reference)
+    mod = tmp_path / "mod"
+    shutil.copytree(endpoint_fronts / "mod", mod)
+    run = mod / "endpoints" / "w0.00-1.00"
+    run_dir.save_config(run, {**run_dir.load_config(run), "seed": 1})
+    # an endpoint folder that is gone
+    gone = tmp_path / "gone"
+    shutil.copytree(endpoint_fronts / "mod", gone)
+    shutil.rmtree(gone / "endpoints" / "w1.00-0.00")
+    cases = [(rs, ConfigError, "have different base models"), (mod, ConfigError, "must share one base model"),
+             (gone, RunDirError, r"endpoint 'w1.00-0.00' \(chars\) names the folder .* which does not exist")]
+    for folder, err, match in cases:
+        with pytest.raises(err, match=match) as info:
+            resolve_steerable(folder)
+        assert "\n" not in str(info.value) and str(info.value).startswith(str(folder / "front.json"))
+    if importlib.util.find_spec("gradio") is not None:  # the command: one `error:` line, no server
+        from paretoalign.serve import main
+
+        capsys.readouterr()  # what building the test's models printed
+        for folder, _, match in cases:
+            rc = main([str(folder), "--port", "0"])
+            lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+            assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+            assert re.search(match, lines[0]), lines
+    # a front.json whose endpoints record is damaged
+    data = json.loads((gone / "front.json").read_text())
+    data["training"]["endpoints"] = data["training"]["endpoints"][:1]
+    (gone / "front.json").write_text(json.dumps(data))
+    with pytest.raises(FrontError, match=r"1 endpoint\(s\) for 2 objectives"):
+        resolve_steerable(gone)

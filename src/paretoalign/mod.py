@@ -83,7 +83,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -599,8 +599,14 @@ class MultiObjectiveDecoder:
     def generate_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
                      eos_token_id=None, pad_token_id: Optional[int] = None, min_new_tokens: int = 0,
                      do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, num_beams: int = 1,
-                     length_penalty: float = 1.0, return_logprobs: bool = False):
+                     length_penalty: float = 1.0, return_logprobs: bool = False,
+                     on_token: Optional[Callable[[torch.Tensor], None]] = None):
         """Prompt + completion ids ``[N, P + T]`` (left-padded prompts, completions padded after EOS).
+
+        ``on_token`` (greedy and sampling): called after every step with that step's new token ids ``[N]``
+        (``pad_token_id`` for rows already finished), to stream an answer; it changes nothing that is
+        decoded, and an exception it raises stops decoding there (and propagates).  Beam search does not
+        call it: its answer is known only at the end.
 
         ``return_logprobs`` (greedy and sampling): also ``[N, T]``, the log-probability of each chosen
         token under the combined, processed distribution it was drawn from.  ``num_beams > 1``: beam
@@ -629,10 +635,10 @@ class MultiObjectiveDecoder:
         args = (input_ids, logits, caches, key_mask, next_pos, max_new_tokens, eos, pad_token_id, min_new_tokens)
         if num_beams > 1:
             return self._beam_search(*args, num_beams, length_penalty)
-        return self._sample(*args, do_sample, max(float(temperature), 1e-5), top_p, return_logprobs)
+        return self._sample(*args, do_sample, max(float(temperature), 1e-5), top_p, return_logprobs, on_token)
 
     def _sample(self, input_ids, logits, caches, key_mask, next_pos, T, eos, pad, min_new, do_sample, temperature,
-                top_p, return_logprobs):
+                top_p, return_logprobs, on_token=None):
         N, P = input_ids.shape
         cum = None if self.rule == "reverse_kl" else logits.new_zeros(self.K, N, dtype=torch.float64)
         tokens, logps = [], []
@@ -657,6 +663,8 @@ class MultiObjectiveDecoder:
                 cum += logp[:, rows, nxt].double()
             nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad))
             tokens.append(nxt)
+            if on_token is not None:
+                on_token(nxt)
             unfinished &= ~torch.isin(nxt, eos)
             if not unfinished.any() or t == T - 1:
                 break
@@ -747,9 +755,11 @@ class MultiObjectiveDecoder:
     def generate(self, prompts: list, max_new_tokens: int = 48, do_sample: bool = True, temperature: float = 1.0,
                  top_p: float = 1.0, num_beams: int = 1, min_new_tokens: int = 0, use_chat_template: bool = True,
                  system_prompt: Optional[str] = None, length_penalty: float = 1.0,
-                 max_prompt_length: int = MAX_PROMPT_LENGTH) -> Rollout:
+                 max_prompt_length: int = MAX_PROMPT_LENGTH,
+                 on_token: Optional[Callable[[torch.Tensor], None]] = None) -> Rollout:
         """Completions of ``prompts`` (strings or conversations, rendered as :func:`paretoalign.rollout.generate`
-        renders them) as a :class:`~paretoalign.rollout.Rollout`.  Sampling uses torch's global RNG."""
+        renders them) as a :class:`~paretoalign.rollout.Rollout`.  Sampling uses torch's global RNG.
+        ``on_token``: see :meth:`generate_ids` (each step's new token ids; not called by beam search)."""
         tok = self.tokenizer
         texts = [render_prompt(p, tok, use_chat_template, system_prompt) for p in prompts]
         side, trunc = tok.padding_side, tok.truncation_side
@@ -764,7 +774,7 @@ class MultiObjectiveDecoder:
         out = self.generate_ids(enc["input_ids"], enc["attention_mask"], max_new_tokens, tok.eos_token_id,
                                 tok.pad_token_id, min_new_tokens=min_new_tokens, do_sample=do_sample,
                                 temperature=temperature, top_p=top_p, num_beams=num_beams,
-                                length_penalty=length_penalty)
+                                length_penalty=length_penalty, on_token=on_token)
         P = enc["input_ids"].shape[1]
         completion = out[:, P:]
         cmask = completion_mask_from_ids(completion, tok.eos_token_id, tok.pad_token_id)

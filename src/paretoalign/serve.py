@@ -2,10 +2,11 @@
 streamed token by token, its score on every objective, and the method's front with the preference marked.
 
 TARGET is anything :func:`paretoalign.steering.resolve_steerable` accepts: a DPA run (the preference
-becomes the direction in its system message, as ``evaluate --direction`` writes it), a front folder
-(the trained point nearest the preference answers; the page says which and how far), or a kind
-registered with :func:`paretoalign.steering.register_steerable`.  A run trained at one preference is
-refused (``paretoalign chat`` talks to it).  Everything the command is given is checked, the target
+becomes the direction in its system message, as ``evaluate --direction`` writes it), a Rewarded Soups
+front (its endpoints merged at the preference), a MOD front (its endpoints decoded together at the
+preference), another front folder (the trained point nearest the preference answers; the page says
+which and how far), or a kind registered with :func:`paretoalign.steering.register_steerable`.  A run
+trained at one preference is refused (``paretoalign chat`` talks to it).  Everything the command is given is checked, the target
 resolved and its first model loaded before the server starts: a problem is one ``error:`` line.  On
 the page, a preference that cannot be normalised (all zero), an empty prompt or one longer than the
 model's context is a message, never a traceback.
@@ -37,8 +38,9 @@ __all__ = ["ServeConfig", "ServeSession", "add_serve_parser", "build_app", "pref
 
 SKIP = object()  # "leave this output as it is" (gr.skip() on the page)
 LOOPBACK_NAMES = ("localhost",)
-_TARGET_HELP = ("A DPA run folder (its preference goes into the system message) or a front folder (front.json; the "
-                "trained point nearest the sliders answers).")
+_TARGET_HELP = ("A DPA run folder (its preference goes into the system message) or a front folder (front.json): "
+                "Rewarded Soups merges its endpoints at the sliders' preference, MOD decodes them together at it, "
+                "other methods answer with the trained point nearest the sliders.")
 
 
 @dataclass
@@ -240,7 +242,7 @@ def preference_figure(target, steering=None, scores: dict | None = None):
     labels = [p.get("label", "") for p in front["points"]]
     sel = steering.point if steering is not None else None
     steered = bool(steering is not None and steering.direction is not None)
-    sel_label = "nearest evaluated direction" if steered else "answers now"
+    sel_label = getattr(steering, "point_label", None) or ("nearest evaluated direction" if steered else "answers now")
     ans = np.array([np.nan if (scores or {}).get(n) is None else float(scores[n]) for n in names]) if scores else None
     base = np.asarray(front["base"]["mean"], dtype=float) if front.get("base") else None
     title = f"{front.get('name', front.get('method', 'front'))}: your preference {fmt_weights(w)}"

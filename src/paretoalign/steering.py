@@ -26,17 +26,31 @@ Kinds built in:
   preference becomes the direction v = w/‖w‖ written into its system message, exactly as
   ``paretoalign evaluate --direction`` writes it
   (:func:`paretoalign.evaluation.evaluate.direction_system_prompt`, the run's names and template).
+* ``rs`` — a front folder of ``--method rs`` (alone, or the ``rs/`` sub-front of a comparison): the
+  K endpoints of ``front.json``'s ``training.endpoints`` merged at the preference, as the front merged
+  them (``training.merge``; by default LoRA deltas summed exactly into one adapter of the concatenated
+  rank, :func:`paretoalign.merging.merge`), with the weights rounded to steps of 0.001
+  (:func:`round_to_step`: nearby slider positions share one merge; the last ``max_models`` merges stay
+  loaded).  Endpoints that cannot be merged (different bases or tokenizers, ...) are the merging
+  module's one-line error when the target is resolved.
+* ``mod`` — a front folder of ``--method mod``: the same K endpoints decoded together at the preference
+  by one :class:`paretoalign.mod.MultiObjectiveDecoder` (its weights set per answer, nothing reloads;
+  the divergence of ``training.decoding.divergence``, default reverse_kl), streamed token by token
+  through the decoder's ``on_token`` callback (:func:`stream_mod_answer`).
 * ``front`` — a front folder (``front.json``, one run per point) of a method that is not steerable (or
-  of a steerable one whose kind is not registered, e.g. Rewarded Soups' merged points until the soups
-  kind is): the trained point nearest the preference (Euclidean distance on the simplex; a tie goes to
-  the point listed first in ``front.json``) answers, and the page says which one and how far it is.
+  of a steerable one without a serve kind): the trained point nearest the preference (Euclidean
+  distance on the simplex; a tie goes to the point listed first in ``front.json``) answers, and the
+  page says which one and how far it is.
+
+For ``rs`` and ``mod`` the front's evaluated point nearest the preference is ringed on the plot (the
+answer itself comes from the endpoints at the preference, not from that point).
 
 A run that is not steerable (one trained preference), a checkpoint, a model or a comparison of
 several fronts is refused with one :class:`~paretoalign.errors.ConfigError` saying what to give
 instead (``paretoalign chat`` talks to a single run).
 
-Plugging in another kind (Rewarded Soups merging its endpoints at ``w``, MOD decoding them together
-with ``w``, RiC, HoE): subclass :class:`SteerableTarget` in a module of this layer or above
+Plugging in another kind (RiC, HoE, or another way to serve a Rewarded Soups endpoint set: the sketch
+below is the idea of the built-in :class:`SoupTarget`): subclass :class:`SteerableTarget` in a module of this layer or above
 (``tests/test_layering.py``; lower modules such as :mod:`paretoalign.merging` or :mod:`paretoalign.mod`
 only lend it their functions), and register a resolver::
 
@@ -65,8 +79,8 @@ Registered resolvers are tried in registration order before the built-in ones; a
 ``None`` for a path that is not its kind and raises a :class:`~paretoalign.errors.ParetoAlignError`
 for one that is but cannot be served (it becomes one ``error:`` line before the server starts).
 Installed packages can do the same through the ``paretoalign.steerable`` entry-point group
-(name = kind, value = ``module:resolver``).  A kind whose answers do not come from one model (MOD)
-overrides :meth:`SteerableTarget.generate_stream` (yield the answer so far after each token, then the
+(name = kind, value = ``module:resolver``).  A kind whose answers do not come from one model (MOD,
+:class:`ModTarget`) overrides :meth:`SteerableTarget.generate_stream` (yield the answer so far after each token, then the
 final answer) and :meth:`SteerableTarget.prepare` (build the decoder, then :meth:`build_objectives`)
 instead of :meth:`SteerableTarget.load`.
 """
@@ -84,8 +98,9 @@ from typing import Callable, Iterator, Optional, Sequence, Union
 from paretoalign import run_dir
 from paretoalign.errors import ConfigError, FrontError, ParetoAlignError, RunDirError
 
-__all__ = ["Decoding", "Steering", "SteerableTarget", "TargetOptions", "DPATarget", "FrontTarget", "fmt_weights",
-           "nearest_point", "on_simplex", "register_steerable", "resolve_steerable", "stream_answer"]
+__all__ = ["Decoding", "Steering", "SteerableTarget", "TargetOptions", "DPATarget", "FrontTarget", "ModTarget",
+           "SoupTarget", "fmt_weights", "nearest_point", "on_simplex", "register_steerable", "resolve_steerable",
+           "round_to_step", "stream_answer", "stream_mod_answer"]
 
 DEFAULT_MAX_NEW_TOKENS = 128  # for a target whose run or front does not say
 TIE_TOLERANCE = 1e-12  # distances this close are a tie (the point listed first in front.json wins)
@@ -124,7 +139,8 @@ class Steering:
     the system message the model gets (None: none); ``note``: a sentence or two for the page;
     ``point``: the index in ``front["points"]`` to mark on the plot (the point that answers, or the
     nearest evaluated direction of a steerable model); ``distance``: from the preference to that
-    point's preference; ``direction``: the unit direction given to a DPA model."""
+    point's preference; ``direction``: the unit direction given to a DPA model; ``point_label``: what the
+    marked point is, for the plot's legend (None: the page's default)."""
 
     weights: tuple
     model_key: Optional[str]
@@ -133,6 +149,7 @@ class Steering:
     point: Optional[int] = None
     distance: Optional[float] = None
     direction: Optional[tuple] = None
+    point_label: Optional[str] = None
 
 
 def fmt_weights(w: Sequence[float], names: Sequence[str] | None = None) -> str:
@@ -464,6 +481,33 @@ class DPATarget(SteerableTarget):
 # a front folder of a method that is not steerable: the nearest trained point answers
 
 
+def _front_settings(target: SteerableTarget, folder: Path, front: dict) -> None:
+    """What every front folder's target reads from front.json (and front_config.yaml): the objectives, the
+    decoding the front was evaluated with, and its points' preferences (``target.preferences``)."""
+    where = folder / "front.json"
+    target.front = front
+    target.names = list(front["names"])
+    target.directions = [str(o.get("direction", "maximize")) for o in front["objectives"]]
+    cfg_file = folder / "front_config.yaml"
+    cfg = run_dir.load_config_file(cfg_file) if cfg_file.is_file() else {}
+    specs = _specs_from(front["objectives"], (cfg.get("train") or {}).get("objectives"))
+    if not specs:
+        raise FrontError(f"{where}: its objectives carry no spec and there is no front_config.yaml; "
+                         "cannot tell how to score an answer")
+    target.objective_specs = specs
+    decoding = front.get("decoding") or {}
+    target.system = decoding.get("system_prompt")
+    target.use_chat_template = bool(decoding.get("use_chat_template", True))
+    target.max_new_tokens = int(decoding.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
+    target.preferences = []
+    for i, p in enumerate(front["points"]):
+        try:
+            target.preferences.append(on_simplex(p.get("preference"), target.names))
+        except ConfigError as exc:
+            raise FrontError(f"{where}: point {i} ({p.get('label', '?')}): its preference is not a point of the "
+                             f"simplex: {exc}") from None
+
+
 class FrontTarget(SteerableTarget):
     """A front folder: one trained run per preference; the point nearest the preference answers."""
 
@@ -471,31 +515,8 @@ class FrontTarget(SteerableTarget):
 
     def __init__(self, folder: Path, front: dict, options: TargetOptions | None = None):
         super().__init__(folder, options)
-        self.front = front
-        self.names = list(front["names"])
-        self.directions = [str(o.get("direction", "maximize")) for o in front["objectives"]]
-        cfg = self._front_config()
-        specs = _specs_from(front["objectives"], (cfg.get("train") or {}).get("objectives"))
-        if not specs:
-            raise FrontError(f"{folder / 'front.json'}: its objectives carry no spec and there is no front_config.yaml; "
-                             "cannot tell how to score an answer")
-        self.objective_specs = specs
-        decoding = front.get("decoding") or {}
-        self.system = decoding.get("system_prompt")
-        self.use_chat_template = bool(decoding.get("use_chat_template", True))
-        self.max_new_tokens = int(decoding.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS)
-        self.preferences, self.runs = [], []
-        for i, p in enumerate(front["points"]):
-            where = f"{folder / 'front.json'}: point {i} ({p.get('label', '?')})"
-            try:
-                self.preferences.append(on_simplex(p.get("preference"), self.names))
-            except ConfigError as exc:
-                raise FrontError(f"{where}: its preference is not a point of the simplex: {exc}") from None
-            self.runs.append(folder / p["run_dir"])
-
-    def _front_config(self) -> dict:
-        f = self.path / "front_config.yaml"
-        return run_dir.load_config_file(f) if f.is_file() else {}
+        _front_settings(self, folder, front)
+        self.runs = [folder / p["run_dir"] for p in front["points"]]
 
     def _why(self) -> str:
         method = self.front.get("method", "this method")
@@ -542,6 +563,336 @@ class FrontTarget(SteerableTarget):
         if self.system:
             note += f" System message: \u201c{self.system}\u201d"
         return Steering(w, str(self.runs[i]), self.system, note, i, d)
+
+
+# ---------------------------------------------------------------------------------------------
+# fronts made from K one-objective endpoints: Rewarded Soups (merged at w), MOD (decoded together at w)
+
+RS_STEP = 1000  # a soup merges at weights rounded to multiples of 1/RS_STEP (0.001)
+
+
+def round_to_step(weights: Sequence[float], step: int = RS_STEP) -> tuple:
+    """``weights`` (a point of the simplex) rounded to multiples of ``1/step`` that still sum to 1: each is
+    rounded down, and the units left over go to the largest remainders (ties to the first listed)."""
+    scaled = [round(float(x) * step, 9) for x in weights]
+    units = [math.floor(x) for x in scaled]
+    left = step - sum(units)
+    for i in sorted(range(len(units)), key=lambda i: (-(scaled[i] - units[i]), i))[:max(0, left)]:
+        units[i] += 1
+    return tuple(u / step for u in units)
+
+
+def _fmt3(w: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{x:.3f}" for x in w) + ")"
+
+
+def _looks_like_path(s: str) -> bool:
+    return s.startswith(("/", ".", "~")) or "/" in s or "\\" in s
+
+
+def _front_endpoints(folder: Path, front: dict) -> list[tuple[str, str, str]]:
+    """``[(objective, name, source)]`` of a front made from K endpoints (front.json's ``training.endpoints``,
+    in the order of its objectives); a missing record or endpoint folder is one error naming it."""
+    where = folder / "front.json"
+    method = front.get("method")
+    training = front.get("training")
+    eps = training.get("endpoints") if isinstance(training, dict) else None
+    if not isinstance(eps, list) or not eps or not all(isinstance(e, dict) and isinstance(e.get("run_dir"), str)
+                                                         and e["run_dir"].strip() for e in eps):
+        raise FrontError(f"{where}: a front of {method} lists its endpoints in training.endpoints (objective, name, "
+                         "run_dir for each); this one lists none that can be read")
+    names = list(front["names"])
+    if len(eps) != len(names):
+        raise FrontError(f"{where}: {len(eps)} endpoint(s) for {len(names)} objectives ({', '.join(names)}); a front "
+                         f"of {method} has one endpoint per objective")
+    objectives = [e.get("objective") for e in eps]
+    if all(o is not None for o in objectives):
+        if sorted(map(str, objectives)) != sorted(names):
+            raise FrontError(f"{where}: its endpoints are for the objectives {objectives}, its points for {names}")
+        eps = [eps[objectives.index(n)] for n in names]
+    out = []
+    for n, e in zip(names, eps):
+        raw = e["run_dir"].strip()
+        given = Path(raw).expanduser()
+        folder_of = given if given.is_absolute() else folder / given
+        label = f"endpoint {e.get('name') or raw!r} ({n})"
+        if folder_of.is_dir():
+            source = str(folder_of)
+        elif not given.is_absolute() and given.is_dir():  # given (--endpoints) relative to where the front ran
+            source = str(given)
+        elif not _looks_like_path(raw):  # a model name (--endpoints a=smollm2-135m-instruct, ...)
+            source = raw
+        else:
+            raise RunDirError(f"{where}: {label} names the folder {str(folder_of)!r}, which does not exist (was the "
+                              "front moved without its endpoints?)")
+        out.append((n, str(e.get("name") or n), source))
+    if len({name for _, name, _ in out}) != len(out):  # names must differ: the objectives' do
+        out = [(n, n, src) for n, _, src in out]
+    return out
+
+
+def _with_where(where: Path, exc: ParetoAlignError) -> ParetoAlignError:
+    """``exc`` (one line) prefixed with the front it concerns, of the same class."""
+    try:
+        return type(exc)(f"{where}: {exc}")
+    except Exception:  # an error class with another signature: keep it as it is
+        return exc
+
+
+class EndpointsTarget(SteerableTarget):
+    """A front folder of a method made from K one-objective endpoints (Rewarded Soups, MOD): the
+    endpoints, not the points, answer at every preference; the point nearest the preference is marked."""
+
+    point_label = "nearest evaluated point"
+
+    def __init__(self, folder: Path, front: dict, options: TargetOptions | None = None):
+        super().__init__(folder, options)
+        _front_settings(self, folder, front)
+        self.where = folder / "front.json"
+        self.endpoint_records = _front_endpoints(folder, front)
+
+    @property
+    def endpoint_names(self) -> list[str]:
+        return [name for _, name, _ in self.endpoint_records]
+
+    def _nearest(self, w) -> tuple[Optional[int], Optional[float], str]:
+        """The evaluated point nearest ``w`` (to mark on the plot) and a sentence saying so."""
+        if not self.preferences:
+            return None, None, ""
+        i, d, _ = nearest_point(w, self.preferences)
+        label = self.front["points"][i].get("label") or fmt_weights(self.preferences[i])
+        what = "is an evaluated point of the front" if d <= TIE_TOLERANCE else \
+            f"is nearest the front's evaluated point {label} (distance {d:.3f}, ringed on the plot)"
+        return i, d, f" Your preference {what}."
+
+    def _system_note(self) -> str:
+        return f" System message: \u201c{self.system}\u201d" if self.system else ""
+
+
+class SoupTarget(EndpointsTarget):
+    """A Rewarded Soups front (``front --method rs``): the K endpoints merged at the preference, exactly as the
+    front merged them (``training.merge``: LoRA deltas summed into one adapter of the concatenated rank by
+    default); the last ``max_models`` merges stay loaded, keyed by the weights rounded to 0.001."""
+
+    kind = "rs"
+    point_label = "nearest evaluated merge"
+
+    def __init__(self, folder: Path, front: dict, options: TargetOptions | None = None):
+        super().__init__(folder, front, options)
+        from paretoalign.merging import check_endpoints, parse_rank, resolve_endpoint
+
+        merge = (front.get("training") or {}).get("merge") or {}
+        try:
+            self.endpoints = [resolve_endpoint(src, name, self.options.allow_download)
+                              for _, name, src in self.endpoint_records]
+            self.mode = str(merge.get("mode") or "delta")
+            if self.mode not in ("delta", "factors"):
+                raise FrontError(f"training.merge.mode is {self.mode!r}; expected 'delta' or 'factors'")
+            lora = self.endpoints[0].kind == "lora"
+            rank = merge["rank"] if "rank" in merge else ("exact" if lora and self.mode == "delta" else None)
+            self.rank = parse_rank(rank)
+            self.base = check_endpoints(self.endpoints, self.mode, self.rank)  # bases, tokenizers, modules: one line
+        except ParetoAlignError as exc:
+            raise _with_where(self.where, exc) from None
+
+    def how(self) -> str:
+        if self.mode == "factors":
+            return "the reference code's average of the LoRA factors, not the paper's exact merge"
+        if self.endpoints[0].kind != "lora":
+            return "exact: theta_0 + sum_i w_i (theta_i - theta_0) over every weight"
+        if self.rank == "exact":
+            return "exact: the weighted LoRA deltas as one adapter of the concatenated rank"
+        if self.rank is None:
+            return "exact: the weighted LoRA deltas added into the base weights"
+        return f"the weighted LoRA deltas truncated to rank {self.rank}"
+
+    def describe(self) -> str:
+        return (f"Rewarded Soups front {self.path}: its {len(self.endpoints)} endpoints "
+                f"({', '.join(self.endpoint_names)}) are merged at your preference ({self.how()}; weights rounded to "
+                f"steps of {1 / RS_STEP:g}; the last {self.options.max_models} merges stay loaded)")
+
+    def steer(self, weights) -> Steering:
+        w = self.normalise(weights)
+        r = round_to_step(w)
+        point, distance, nearest = self._nearest(r)
+        note = (f"Rewarded Soups: the {len(self.endpoints)} endpoints merged at w={_fmt3(r)} ({self.how()}; weights "
+                f"are rounded to steps of {1 / RS_STEP:g}, so nearby slider positions share one merge).{nearest}"
+                f"{self._system_note()}")
+        return Steering(w, "rs@" + ",".join(f"{x:.3f}" for x in r), self.system, note, point, distance,
+                        point_label=self.point_label)
+
+    def load(self, steering: Steering):
+        """The endpoints merged at ``steering.weights`` rounded (what :func:`paretoalign.merging.soup` gives
+        for those weights and the front's mode and rank), on ``options.device``, with its tokenizer."""
+        from paretoalign.merging import merge
+        from paretoalign.models import resolve_device
+
+        try:
+            m = merge(self.base, self.endpoints, list(round_to_step(steering.weights)), self.mode, self.rank,
+                      allow_download=self.options.allow_download, checked=True)
+        except ParetoAlignError as exc:
+            raise _with_where(self.where, exc) from None
+        model = m.load()
+        model.to(resolve_device(self.options.device))
+        return model.eval(), m.tokenizer
+
+
+_RULES = {"reverse_kl": "softmax(sum_k w_k log pi_k) (reverse KL: the exact optimum for w)",
+          "forward_kl": "the weighted harmonic mean of the endpoints' sequence probabilities (forward KL)",
+          "alpha": "the alpha-divergence rule on the endpoints' sequence probabilities"}
+
+
+class ModTarget(EndpointsTarget):
+    """A MOD front (``front --method mod``): the K endpoints decoded together at the preference by one
+    :class:`paretoalign.mod.MultiObjectiveDecoder` (its weights set per answer; nothing reloads), with the
+    front's divergence (``training.decoding.divergence``, default reverse_kl); the answer streams token by
+    token."""
+
+    kind = "mod"
+    point_label = "nearest evaluated preference"
+
+    def __init__(self, folder: Path, front: dict, options: TargetOptions | None = None):
+        super().__init__(folder, front, options)
+        import warnings
+
+        from paretoalign.mod import check_endpoints, parse_divergence, resolve_endpoint
+
+        self.divergence = str(((front.get("training") or {}).get("decoding") or {}).get("divergence") or "reverse_kl")
+        self.warnings: list[str] = []
+        try:
+            self.rule, self.alpha = parse_divergence(self.divergence)
+            self.endpoints = [resolve_endpoint(src, name) for _, name, src in self.endpoint_records]
+            with warnings.catch_warnings(record=True) as caught:  # different betas: said in describe(), once
+                warnings.simplefilter("always")
+                check_endpoints(self.endpoints, self.uniform(), self.divergence)  # one base model (reference)
+            self.warnings = [str(c.message) for c in caught]
+        except ParetoAlignError as exc:
+            raise _with_where(self.where, exc) from None
+        self.decoder = None
+
+    def describe(self) -> str:
+        warn = "".join(f"; warning: {m}" for m in self.warnings)
+        return (f"MOD front {self.path}: its {len(self.endpoints)} endpoints ({', '.join(self.endpoint_names)}) are "
+                f"decoded together at your preference (divergence {self.divergence}), the answer streamed token by "
+                f"token{warn}")
+
+    def steer(self, weights) -> Steering:
+        w = self.normalise(weights)
+        point, distance, nearest = self._nearest(w)
+        rule = _RULES[self.rule] + (f", alpha = {self.alpha:g}" if self.alpha is not None else "")
+        note = (f"MOD: the {len(self.endpoints)} endpoints decoded together at w={_fmt3(w)}: every token comes from "
+                f"{rule}.{nearest}{self._system_note()}")
+        return Steering(w, None, self.system, note, point, distance, point_label=self.point_label)
+
+    def _decoder(self, weights=None):
+        """The decoder (built on first use, on ``options.device``)."""
+        if self.decoder is None:
+            from paretoalign.mod import MultiObjectiveDecoder
+            from paretoalign.models import resolve_device
+
+            w = list(weights) if weights is not None else list(self.uniform())
+            try:
+                dec = MultiObjectiveDecoder.from_endpoints(self.endpoints, w, self.divergence,
+                                                           self.options.allow_download)
+            except ParetoAlignError as exc:  # e.g. different tokenizers
+                raise _with_where(self.where, exc) from None
+            device = resolve_device(self.options.device)
+            for m in dec.models:
+                m.to(device)
+            self.decoder = dec
+            self.context = getattr(getattr(dec.models[0], "config", None), "max_position_embeddings", None)
+        return self.decoder
+
+    def load(self, steering: Steering):  # pragma: no cover - MOD has no one model
+        raise ConfigError("a MOD target decodes with its endpoints together: it has no single model to load")
+
+    def model_for(self, weights):
+        """``(decoder, tokenizer, system_prompt, note)``: the decoder, set to ``weights``, stands for the model."""
+        s = self.steer(weights)
+        with self._lock:
+            dec = self._decoder(s.weights)
+            dec.set_weights(list(s.weights))
+        return dec, dec.tokenizer, s.system_prompt, s.note
+
+    def prepare(self, weights=None) -> None:
+        w = self.normalise(weights) if weights is not None else self.uniform()
+        with self._lock:
+            dec = self._decoder(w)
+        self.build_objectives(dec.tokenizer)
+
+    def generate_stream(self, prompt: str, weights, decoding: Decoding) -> Iterator[str]:
+        with self._lock:
+            s = self.steer(weights)
+            dec = self._decoder(s.weights)
+            dec.set_weights(list(s.weights))
+            yield from stream_mod_answer(dec, prompt, s.system_prompt, decoding, self.use_chat_template)
+
+
+def stream_mod_answer(decoder, prompt: str, system_prompt: str | None, decoding: Decoding,
+                      use_chat_template: bool = True) -> Iterator[str]:
+    """:func:`stream_answer` for a :class:`paretoalign.mod.MultiObjectiveDecoder` (at its current weights):
+    the decoded answer after every new token (its ``on_token`` callback, from a worker thread), then the
+    final answer, which is ``decoder.generate([prompt], ...).completions[0]`` for the same seed and settings
+    (greedy or sampling; serve does no beam search, whose answer would come whole at the end)."""
+    import torch
+
+    from paretoalign.rollout import MAX_PROMPT_LENGTH
+
+    check_prompt(prompt)
+    tok = decoder.tokenizer
+    ids = prompt_ids(tok, prompt, system_prompt, use_chat_template)
+    check_context(decoder.models[0], ids.shape[1], decoding.max_new_tokens)
+    q: queue.Queue = queue.Queue()
+    DONE = object()
+    stop = threading.Event()  # set when the caller stops reading (a closed page, a new question)
+
+    class _Stopped(Exception):
+        pass
+
+    def on_token(new_ids):
+        if stop.is_set():
+            raise _Stopped
+        q.put(int(new_ids.reshape(-1)[0]))
+
+    failure: list = []
+    result: list = []
+
+    def run():
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(decoding.seed))
+                ro = decoder.generate([prompt], max_new_tokens=decoding.max_new_tokens, do_sample=decoding.do_sample,
+                                      temperature=decoding.temperature, top_p=decoding.top_p,
+                                      use_chat_template=use_chat_template, system_prompt=system_prompt,
+                                      max_prompt_length=max(MAX_PROMPT_LENGTH, int(ids.shape[1])), on_token=on_token)
+            result.append(ro.completions[0])
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+        finally:
+            q.put(DONE)
+
+    worker = threading.Thread(target=run, name="paretoalign-serve-generate", daemon=True)
+    worker.start()
+    tokens: list[int] = []
+    shown = None
+    try:
+        while True:
+            item = q.get()
+            if item is DONE:
+                break
+            tokens.append(item)
+            text = tok.decode(tokens, skip_special_tokens=True)
+            if text != shown:
+                shown = text
+                yield text
+    finally:  # also when the caller closes this generator early: the worker stops at its next token
+        stop.set()
+        worker.join()
+    if failure:
+        raise failure[0]
+    yield result[0] if result else (shown or "").strip()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -613,6 +964,22 @@ def _dpa_front_of(run: Path) -> Optional[dict]:
     return None
 
 
+def _endpoint_front(method: str, make) -> Resolver:
+    """The resolver of a front folder (or a comparison's sub-front) of ``method``, served by ``make``."""
+
+    def resolve(path: Path, options: TargetOptions) -> Optional[SteerableTarget]:
+        from paretoalign.fronts.front import FRONT_FILE
+
+        if not (path / FRONT_FILE).is_file():
+            return None
+        front = _front_of(path)
+        if front is None or front.get("method") != method:
+            return None
+        return make(path, front, options)
+
+    return resolve
+
+
 def _holds_model(folder: Path) -> bool:
     """A run, a checkpoint, an adapter or a model folder (what :func:`paretoalign.inference.resolve_policy` loads)."""
     return any((folder / f).exists() for f in (run_dir.CONFIG_FILE, run_dir.STATE_FILE, "adapter_config.json",
@@ -673,7 +1040,12 @@ def _builtin_run(path: Path, options: TargetOptions) -> Optional[SteerableTarget
     return None
 
 
-_BUILTIN: "OrderedDict[str, Resolver]" = OrderedDict([("front", _builtin_front), ("dpa", _builtin_run)])
+_BUILTIN: "OrderedDict[str, Resolver]" = OrderedDict([
+    ("rs", _endpoint_front("rs", SoupTarget)),  # before "front": the endpoints merged at w, not the nearest point
+    ("mod", _endpoint_front("mod", ModTarget)),
+    ("front", _builtin_front),
+    ("dpa", _builtin_run),
+])
 
 
 def _not_steerable(path: Path, raw: str) -> ConfigError:
