@@ -350,3 +350,16 @@ def test_compare_shows_each_fronts_own_hypervolume_beside_the_shared_one(capsys)
     assert "shared by all fronts" in out and f"A: {a['hypervolume']:.4f} in its front.json" in out
     front_mod.print_front(a)  # a single front: nothing to explain
     assert "shared by all fronts" not in capsys.readouterr().out
+
+
+def test_bounds_give_the_same_reference_point_in_memory_and_from_json():
+    """Objective.bounds is a tuple in memory and a list in front.json: `front` (in memory) and `compare`
+    (from the files) must pick the same automatic reference point from the same points."""
+    meta = _meta()
+    for o in meta["objectives"]:
+        o["bounds"] = (-1.0, 1.0)
+    mem = make_front(_points([[0.2, 0.5], [0.4, 0.1]]), "m", "pama", meta)
+    back = json.loads(json.dumps(meta))
+    disk = make_front(_points([[0.2, 0.5], [0.4, 0.1]]), "m", "pama", back)
+    assert mem["reference_point"] == disk["reference_point"] == [-1.0, -1.0]
+    assert mem["hypervolume"] == pytest.approx(disk["hypervolume"])

@@ -48,7 +48,9 @@ def _oriented_lower_bounds(objectives: list[dict]) -> np.ndarray:
     out = []
     for o in objectives:
         b = o.get("bounds") or [None, None]
-        lo, hi = (b + [None, None])[:2] if isinstance(b, list) else (None, None)
+        # a tuple in memory (Objective.bounds), a list once read back from JSON: the same bounds either way
+        # (reading only lists made `front` ignore them and `compare` of its front.json use them)
+        lo, hi = (list(b) + [None, None])[:2] if isinstance(b, (list, tuple)) else (None, None)
         worst = lo if o.get("direction", "maximize") == "maximize" else (-hi if hi is not None else None)
         out.append(float(worst) if worst is not None and np.isfinite(worst) else -np.inf)
     return np.array(out)
