@@ -551,15 +551,16 @@ def test_endpoints_that_cannot_be_combined_are_one_error_line(endpoint_fronts, t
     rs = tmp_path / "rs"
     shutil.copytree(endpoint_fronts / "rs", rs)
     build_tiny_model(build_tiny_tokenizer(), seed=1).save_pretrained(rs / "endpoints" / "w0.00-1.00" / "final" / "base")
-    # MOD: an endpoint trained from another base (its reference)
-    mod = tmp_path / "mod"
-    shutil.copytree(endpoint_fronts / "mod", mod)
-    run = mod / "endpoints" / "w0.00-1.00"
+    # MOD: an endpoint trained from another base (its reference); in an rs,mod sweep mod's endpoints are
+    # rs's runs (../rs/endpoints), so the whole sweep is copied
+    shutil.copytree(endpoint_fronts, tmp_path / "sweep-mod")
+    mod = tmp_path / "sweep-mod" / "mod"
+    run = tmp_path / "sweep-mod" / "rs" / "endpoints" / "w0.00-1.00"
     run_dir.save_config(run, {**run_dir.load_config(run), "seed": 1})
     # an endpoint folder that is gone
-    gone = tmp_path / "gone"
-    shutil.copytree(endpoint_fronts / "mod", gone)
-    shutil.rmtree(gone / "endpoints" / "w1.00-0.00")
+    shutil.copytree(endpoint_fronts, tmp_path / "sweep-gone")
+    gone = tmp_path / "sweep-gone" / "mod"
+    shutil.rmtree(tmp_path / "sweep-gone" / "rs" / "endpoints" / "w1.00-0.00")
     cases = [(rs, ConfigError, "have different base models"), (mod, ConfigError, "must share one base model"),
              (gone, RunDirError, r"endpoint 'w1.00-0.00' \(chars\) names the folder .* which does not exist")]
     for folder, err, match in cases:

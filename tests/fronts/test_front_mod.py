@@ -42,10 +42,21 @@ def test_mod_front_decodes_the_endpoints_at_each_preference(tmp_path):
     assert vertex["mean"] == pytest.approx([alone["summary"][n]["mean"] for n in ("chars", "words")])
 
 
-def test_rs_and_mod_in_one_command_share_nothing_but_the_recipe(tmp_path):
+def test_rs_and_mod_in_one_command_train_the_endpoints_once(tmp_path, monkeypatch):
+    from paretoalign.trainers.online_trainer import OnlineTrainer
+
+    trained = []
+    real = OnlineTrainer.train
+    monkeypatch.setattr(OnlineTrainer, "train", lambda self: trained.append(list(self.config.weights)) or real(self))
     out = tmp_path / "both"
     front, train = build_front_config(None, {"method": "rs,mod", "preferences": "grid:2", "output_dir": str(out),
                                              "report": False, **FAST_EVAL, **TRAIN})
     res = run_front(front, train, progress=lambda s: None)
     assert sorted(f["name"] for f in res["fronts"]) == ["mod", "rs"]
-    assert all(f["training"]["trainings"] == 2 for f in res["fronts"])
+    assert sorted(trained) == [[0.0, 1.0], [1.0, 0.0]]  # once, for both fronts
+    by = {f["name"]: f["training"] for f in res["fronts"]}
+    assert by["mod"]["trainings"] == by["rs"]["trainings"] == 2
+    # mod's endpoints are rs's runs, recorded relative to mod's own folder
+    for e_rs, e_mod in zip(by["rs"]["endpoints"], by["mod"]["endpoints"]):
+        assert (out / "mod" / e_mod["run_dir"]).resolve() == (out / "rs" / e_rs["run_dir"]).resolve()
+        assert e_mod["run_dir"].startswith("../rs/endpoints/") and not e_mod["trained_now"]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -472,6 +473,14 @@ def _check_endpoint_order(eps: list, train: dict) -> None:
                                   f"as endpoint {i + 1}: list --endpoints in the order of --objectives")
 
 
+def _endpoints_dir(front: FrontConfig, mdir: Path) -> Path:
+    """Where a sweep's K endpoints are trained: the first endpoint method's folder, so that ``rs,mod`` in one
+    command trains them once and both fronts are made from the same runs."""
+    first = next(m for m in front.method if get_method(m).family in ENDPOINT_FAMILIES)
+    out = Path(front.output_dir)
+    return (mdir if len(front.method) == 1 else out / first) / "endpoints"
+
+
 def _sweep_endpoints(method, prefs, front: FrontConfig, train: dict, mdir: Path, acc, base, progress, folders) -> dict:
     """A method made from K one-objective endpoints: the endpoints are trained once (``mdir/endpoints/``,
     one ordinary run per objective with one-hot weights) or given (``--endpoints``); each preference's
@@ -483,7 +492,7 @@ def _sweep_endpoints(method, prefs, front: FrontConfig, train: dict, mdir: Path,
         pairs, _ = _resolve_given_endpoints(front, train, k)
         trained = "given (--endpoints)"
     else:
-        dirs = [mdir / "endpoints" / preference_slug(e) for e in onehots]
+        dirs = [_endpoints_dir(front, mdir) / preference_slug(e) for e in onehots]
         state = ["done" if _point_done(d) else "resume" if run_dir.holds_run(d) else "new" for d in dirs]
         acc.wait_for_everyone()
         for i, (e, d, st) in enumerate(zip(onehots, dirs, state)):
@@ -523,7 +532,9 @@ def _sweep_endpoints(method, prefs, front: FrontConfig, train: dict, mdir: Path,
         where = Path(e.run) if e.run is not None else Path(src)
         endpoints.append({
             "objective": names[i], "name": e.name, "kind": e.kind,
-            "run_dir": str(where.relative_to(mdir)) if where.is_relative_to(mdir) else str(where),
+            # relative to this front's folder when inside the sweep (another method's endpoints: ../rs/...)
+            "run_dir": os.path.relpath(where, mdir) if where.resolve().is_relative_to(Path(front.output_dir).resolve())
+            else str(where),
             "method": (e.run_config or {}).get("method"), "weights": (e.run_config or {}).get("weights"),
             "train_seconds": summary.get("seconds", t_train.get(i)), "trained_now": i in t_train,
         })
