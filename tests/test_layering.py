@@ -25,7 +25,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "src" / "paretoalign"
 
 LAYERS = [
-    {"errors", "console"},
+    {"errors", "console", "lazy"},
     {"config_utils", "run_dir", "model_card"},
     {"preferences", "data"},
     {"combiners", "losses"},

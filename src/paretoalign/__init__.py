@@ -7,6 +7,7 @@ trainer (:mod:`paretoalign.trainers`); a trained policy is loaded with :func:`lo
 """
 
 from paretoalign.errors import ParetoAlignError
+from paretoalign.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -17,14 +18,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(globals(), _LAZY)
 
 
 __all__ = ["ParetoAlignError", "__version__", "load_policy", "refresh_model_card"]

@@ -9,8 +9,9 @@ Layer: evaluation stands beside training; neither imports the other.  Fronts (sw
 plots) build on both: :mod:`paretoalign.fronts`.
 """
 
-# Resolved on first use (PEP 562): importing the package, or its light modules, never pulls in torch
-# (`paretoalign --help` builds its parser from config modules beside these).
+from paretoalign.lazy import lazy_exports
+
+# Resolved on first use (paretoalign.lazy): importing the package never pulls in torch.
 _EXPORTS = {
     "evaluate_policy": "paretoalign.evaluation.scoring",
     "summarize_scores": "paretoalign.evaluation.scoring",
@@ -18,14 +19,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(globals(), _EXPORTS)
 
 
 __all__ = ["evaluate_policy", "summarize_scores", "win_rates"]

@@ -8,8 +8,9 @@ The objective classes live in :mod:`.rules`, :mod:`.embedding` and :mod:`.models
 ones import transformers only when they first load their model.
 """
 
-# Resolved on first use (PEP 562): importing the package, or its light modules, never pulls in torch
-# (`paretoalign --help` builds its parser from config modules beside these).
+from paretoalign.lazy import lazy_exports
+
+# Resolved on first use (paretoalign.lazy): importing the package never pulls in torch.
 _EXPORTS = {
     "Objective": "paretoalign.objectives.base",
     "ObjectiveSet": "paretoalign.objectives.base",
@@ -31,14 +32,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(globals(), _EXPORTS)
 
 
 __all__ = [

@@ -1,11 +1,12 @@
 """Multi-objective reward models (ArmoRM's two stages): per-objective heads on frozen features, a
 prompt-conditioned gate over the objectives, verbosity debiasing.  See :mod:`.armo` for the maths."""
 
+from paretoalign.lazy import lazy_exports
+
 # The reference code's ridge grid (ArmoRM stage 1); here so that RewardModelConfig's default needs no torch.
 RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 
-# Resolved on first use (PEP 562): importing the package, or its light modules, never pulls in torch
-# (`paretoalign --help` builds its parser from config modules beside these).
+# Resolved on first use (paretoalign.lazy): importing the package never pulls in torch.
 _EXPORTS = {
     "GatingNetwork": "paretoalign.reward_model.armo",
     "bradley_terry_loss": "paretoalign.reward_model.armo",
@@ -24,14 +25,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(globals(), _EXPORTS)
 
 
 __all__ = ["GatingNetwork", "bradley_terry_loss", "debias", "debias_lambdas", "fit_ridge_heads", "gating_weights",
