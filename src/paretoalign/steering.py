@@ -311,6 +311,57 @@ def check_context(model, n_prompt: int, max_new_tokens: int) -> None:
                           + (" or lower --max-new-tokens" if max_new_tokens >= limit // 4 else ""))
 
 
+class _Stopped(Exception):
+    """Raised in the worker when the reader has gone (a closed page, a new question): generation stops."""
+
+
+def _stream_from_worker(produce, tokenizer, stop: threading.Event):
+    """Run ``produce(put)`` in a worker thread (it calls ``put(token_id)`` per new token and returns the
+    final result); yield the decoded text whenever it changes.  Returns ``(tokens, last text, result)``
+    (result None if the worker stopped early); the worker's exception is raised here.  Closing this
+    generator sets ``stop`` (and makes ``put`` raise in the worker), so the worker ends at its next token."""
+    q: queue.Queue = queue.Queue()
+    done = object()
+    failure: list = []
+    result: list = []
+
+    def put(token) -> None:
+        if stop.is_set():
+            raise _Stopped
+        q.put(int(token))
+
+    def run():
+        try:
+            result.append(produce(put))
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+        finally:
+            q.put(done)
+
+    worker = threading.Thread(target=run, name="paretoalign-serve-generate", daemon=True)
+    worker.start()
+    tokens: list[int] = []
+    shown = None
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            tokens.append(item)
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            if text != shown:
+                shown = text
+                yield text
+    finally:  # also when the caller closes this generator early: the worker stops at its next token
+        stop.set()
+        worker.join()
+    if failure:
+        raise failure[0]
+    return tokens, shown, (result[0] if result else None)
+
+
 def stream_answer(model, tokenizer, prompt: str, system_prompt: str | None, decoding: Decoding,
                   use_chat_template: bool = True) -> Iterator[str]:
     """Answer ``prompt`` with transformers' ``generate``, yielding the decoded answer after every new token;
@@ -327,25 +378,6 @@ def stream_answer(model, tokenizer, prompt: str, system_prompt: str | None, deco
     check_context(model, ids.shape[1], decoding.max_new_tokens)
     device = next(model.parameters()).device
     ids = ids.to(device)
-    q: queue.Queue = queue.Queue()
-    DONE = object()
-
-    class _Tokens(BaseStreamer):
-        """Each new token id onto the queue (generate's first put is the prompt: skipped)."""
-
-        def __init__(self):
-            self.prompt_seen = False
-
-        def put(self, value):
-            if not self.prompt_seen:
-                self.prompt_seen = True
-                return
-            for t in value.reshape(-1).tolist():
-                q.put(int(t))
-
-        def end(self):
-            pass
-
     stop = threading.Event()  # set when the caller stops reading (a closed page, a new question)
 
     class _Stop(StoppingCriteria):
@@ -357,41 +389,32 @@ def stream_answer(model, tokenizer, prompt: str, system_prompt: str | None, deco
                   stopping_criteria=StoppingCriteriaList([_Stop()]))
     if decoding.do_sample:
         kwargs.update(temperature=max(float(decoding.temperature), 1e-5), top_p=decoding.top_p, top_k=0)
-    failure: list = []
-    result: list = []
 
-    def run():
-        try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
-                torch.manual_seed(int(decoding.seed))
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=_Tokens(), **kwargs)
-            result.append(out[0, ids.shape[1]:].tolist())
-        except BaseException as exc:  # handed to the caller's thread below
-            failure.append(exc)
-        finally:
-            q.put(DONE)
+    def produce(put):
+        class _Tokens(BaseStreamer):
+            """Each new token id to the reader (generate's first put is the prompt: skipped)."""
 
-    worker = threading.Thread(target=run, name="paretoalign-serve-generate", daemon=True)
-    worker.start()
-    tokens: list[int] = []
-    shown = None
+            def __init__(self):
+                self.prompt_seen = False
+
+            def put(self, value):
+                if not self.prompt_seen:
+                    self.prompt_seen = True
+                    return
+                for t in value.reshape(-1).tolist():
+                    put(t)
+
+            def end(self):
+                pass
+
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(int(decoding.seed))
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=_Tokens(), **kwargs)
+        return out[0, ids.shape[1]:].tolist()
+
     eos = set(tokenizer.eos_token_id if isinstance(tokenizer.eos_token_id, list) else [tokenizer.eos_token_id])
-    try:
-        while True:
-            item = q.get()
-            if item is DONE:
-                break
-            tokens.append(item)
-            text = tokenizer.decode(tokens, skip_special_tokens=True)
-            if text != shown:
-                shown = text
-                yield text
-    finally:  # also when the caller closes this generator early: the worker stops at its next token
-        stop.set()
-        worker.join()
-    if failure:
-        raise failure[0]
-    new = result[0] if result else tokens
+    tokens, _shown, result = yield from _stream_from_worker(produce, tokenizer, stop)
+    new = result if result is not None else tokens
     cut = next((i for i, t in enumerate(new) if t in eos), None)  # up to the first EOS, as rollout masks
     final = tokenizer.decode(new if cut is None else new[: cut + 1], skip_special_tokens=True).strip()
     yield final
@@ -842,57 +865,18 @@ def stream_mod_answer(decoder, prompt: str, system_prompt: str | None, decoding:
     tok = decoder.tokenizer
     ids = prompt_ids(tok, prompt, system_prompt, use_chat_template)
     check_context(decoder.models[0], ids.shape[1], decoding.max_new_tokens)
-    q: queue.Queue = queue.Queue()
-    DONE = object()
-    stop = threading.Event()  # set when the caller stops reading (a closed page, a new question)
+    def produce(put):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(decoding.seed))
+            ro = decoder.generate([prompt], max_new_tokens=decoding.max_new_tokens, do_sample=decoding.do_sample,
+                                  temperature=decoding.temperature, top_p=decoding.top_p,
+                                  use_chat_template=use_chat_template, system_prompt=system_prompt,
+                                  max_prompt_length=max(MAX_PROMPT_LENGTH, int(ids.shape[1])),
+                                  on_token=lambda new_ids: put(new_ids.reshape(-1)[0]))
+        return ro.completions[0]
 
-    class _Stopped(Exception):
-        pass
-
-    def on_token(new_ids):
-        if stop.is_set():
-            raise _Stopped
-        q.put(int(new_ids.reshape(-1)[0]))
-
-    failure: list = []
-    result: list = []
-
-    def run():
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(decoding.seed))
-                ro = decoder.generate([prompt], max_new_tokens=decoding.max_new_tokens, do_sample=decoding.do_sample,
-                                      temperature=decoding.temperature, top_p=decoding.top_p,
-                                      use_chat_template=use_chat_template, system_prompt=system_prompt,
-                                      max_prompt_length=max(MAX_PROMPT_LENGTH, int(ids.shape[1])), on_token=on_token)
-            result.append(ro.completions[0])
-        except _Stopped:
-            pass
-        except BaseException as exc:  # handed to the caller's thread below
-            failure.append(exc)
-        finally:
-            q.put(DONE)
-
-    worker = threading.Thread(target=run, name="paretoalign-serve-generate", daemon=True)
-    worker.start()
-    tokens: list[int] = []
-    shown = None
-    try:
-        while True:
-            item = q.get()
-            if item is DONE:
-                break
-            tokens.append(item)
-            text = tok.decode(tokens, skip_special_tokens=True)
-            if text != shown:
-                shown = text
-                yield text
-    finally:  # also when the caller closes this generator early: the worker stops at its next token
-        stop.set()
-        worker.join()
-    if failure:
-        raise failure[0]
-    yield result[0] if result else (shown or "").strip()
+    _tokens, shown, result = yield from _stream_from_worker(produce, tok, threading.Event())
+    yield result if result is not None else (shown or "").strip()
 
 
 # ---------------------------------------------------------------------------------------------
