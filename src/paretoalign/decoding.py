@@ -245,18 +245,9 @@ class PackedDecoder:
         unfinished = torch.ones(N, dtype=torch.bool, device=device)
         for t in range(max_new_tokens):
             logits = self.head(self._norm(self.final_norm, h)).float()
-            if t < min_new_tokens:
-                logits[:, eos] = -float("inf")
-            if do_sample:
-                if temperature != 1.0:
-                    logits = logits / temperature
-                if top_p < 1.0:
-                    logits = _top_p(logits, top_p)
-                nxt = sample_categorical(logits.softmax(-1))
-            else:
-                nxt = logits.argmax(-1)
+            nxt, logp = next_token(logits, t, min_new_tokens, eos, do_sample, temperature, top_p, return_logprobs)
             if return_logprobs:
-                logps.append(torch.gather(logits.log_softmax(-1), 1, nxt[:, None]).squeeze(1))
+                logps.append(logp)
             nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad_token_id))
             tokens.append(nxt)
             unfinished &= ~torch.isin(nxt, eos)
@@ -269,6 +260,25 @@ class PackedDecoder:
         if return_logprobs:
             return out, (torch.stack(logps, 1) if logps else input_ids.new_zeros((N, 0), dtype=torch.float32))
         return out
+
+
+def next_token(logits: torch.Tensor, t: int, min_new_tokens: int, eos: torch.Tensor, do_sample: bool,
+               temperature: float, top_p: float, return_logprobs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One decoding step's choice from ``logits [N, V]`` (float32; changed in place): EOS banned before
+    ``min_new_tokens``, then temperature and top-p (``generate``'s order), then a draw or the argmax.  Also
+    the chosen token's log-probability under that processed distribution when ``return_logprobs``."""
+    if t < min_new_tokens:
+        logits[:, eos] = -float("inf")
+    if do_sample:
+        if temperature != 1.0:
+            logits = logits / temperature
+        if top_p < 1.0:
+            logits = _top_p(logits, top_p)
+        nxt = sample_categorical(logits.softmax(-1))
+    else:
+        nxt = logits.argmax(-1)
+    logp = torch.gather(logits.log_softmax(-1), 1, nxt[:, None]).squeeze(1) if return_logprobs else None
+    return nxt, logp
 
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -93,9 +93,8 @@ from paretoalign.decoding import (
     PackedDecoder,
     _inner,
     _support_problem,
-    _top_p,
+    next_token,
     packed_decoder,
-    sample_categorical,
     unsupported_reason,
 )
 from paretoalign.errors import ConfigError, RunDirError
@@ -647,18 +646,9 @@ class MultiObjectiveDecoder:
         for t in range(T):
             logp = logits.log_softmax(-1)  # [K, N, V], fp32
             scores = torch.log_softmax(self._combine(cum, logp), -1)
-            if t < min_new:
-                scores[:, eos] = -float("inf")
-            if do_sample:
-                if temperature != 1.0:
-                    scores = scores / temperature
-                if top_p < 1.0:
-                    scores = _top_p(scores, top_p)
-                nxt = sample_categorical(scores.softmax(-1))
-            else:
-                nxt = scores.argmax(-1)
+            nxt, step_logp = next_token(scores, t, min_new, eos, do_sample, temperature, top_p, return_logprobs)
             if return_logprobs:
-                logps.append(scores.log_softmax(-1)[rows, nxt])
+                logps.append(step_logp)
             if cum is not None:
                 cum += logp[:, rows, nxt].double()
             nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad))
