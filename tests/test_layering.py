@@ -2,7 +2,7 @@
 
     errors, console
     config_utils, run_dir, model_card   model_card: a run's records in, markdown out
-    preferences, data/                  what a run reads
+    preferences, data/, ric             what a run reads (ric: RiC's scores, tags and targets)
     combiners, losses/                  pure maths: tensors in, tensors out (no model code)
     models, decoding, mod,              models and sampling (mod: multi-objective decoding)
     vllm_backend, rollout, sequences
@@ -27,7 +27,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "paretoalign"
 LAYERS = [
     {"errors", "console", "lazy"},
     {"config_utils", "run_dir", "model_card"},
-    {"preferences", "data"},
+    {"preferences", "data", "ric"},
     {"combiners", "losses"},
     {"models", "decoding", "mod", "vllm_backend", "rollout", "sequences"},
     {"reward_model"},

@@ -63,7 +63,7 @@ TMP_SUFFIX = ".tmp"
 RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, METRICS_CORRUPT_FILE, CHECKPOINTS, FINAL, FINAL + TMP_SUFFIX,
                FINAL + ".old", SUMMARY_FILE, "eval.json", CONFIG_FILE + TMP_SUFFIX, METRICS_FILE + TMP_SUFFIX)
 # Options that may differ between the original run and its resumption.
-RESUME_MUTABLE = {"resume", "overwrite", "max_steps", "rounds", "save_steps", "save_total_limit", "progress",
+RESUME_MUTABLE = {"resume", "overwrite", "max_steps", "rounds", "online_rounds", "save_steps", "save_total_limit", "progress",
                   "output_dir"}
 
 

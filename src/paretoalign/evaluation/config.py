@@ -41,6 +41,13 @@ class EvalConfig:
         None, help="Steer a DPA model: a direction over the objectives (e.g. 0.8,0.6; normalised to unit length), "
         "written into the system message with the run's direction template.")
     direction_template: Optional[str] = field(None, help="Template for --direction (default: the run's, else DPA's).")
+    preference: Optional[list] = field(
+        None, help="Steer a model trained for every preference by a preference over the objectives (e.g. 0.7,0.3; "
+        "normalised to sum 1): RiC maps it to target scores (the run's --mapping), DPA uses the direction w/|w|.")
+    targets: Optional[list] = field(
+        None, help="RiC: the target scores themselves, in the run's normalised units (e.g. 1.5,-0.5), instead of "
+        "--preference; clipped to the trained range.")
+    mapping: Optional[str] = field(None, help="RiC: preference-to-targets mapping linf, l2 or linear (default: the run's).")
     use_chat_template: Optional[bool] = field(None, help="Apply the chat template (default: the run's, else true).")
     baseline: str = field("auto", help="Win rates against: 'auto' (a run's base model; none for a model), 'none', or another target.")
     output: Optional[str] = field(None, help="Where to write eval.json (default: RUN/eval.json, CHECKPOINT/eval.json, or ./eval-<model>.json).")
@@ -68,6 +75,7 @@ class EvalConfig:
         if self.direction is not None and self.system_prompt is not None:
             raise ConfigError("--direction writes the system message itself; drop --system-prompt")
         check_choice("nan_policy", self.nan_policy, ("fail", "skip"))
+        self._check_steering()
         self._check_mod()
         if not self.target and self.mod is None:
             raise ConfigError("evaluate needs a target: a run folder, a checkpoint folder or a model (or --mod)")
@@ -81,6 +89,30 @@ class EvalConfig:
                 raise ConfigError(f"{name} must be >= 1; got {v!r}")
         if not self.temperature > 0 and self.do_sample:
             raise ConfigError(f"temperature must be > 0 when sampling; got {self.temperature!r} (use --do-sample false for greedy)")
+
+    def _check_steering(self) -> None:
+        """--preference / --targets / --mapping: numbers, one way of steering at a time."""
+        for name in ("preference", "targets"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            try:
+                vals = [float(x) for x in split_list(v)]
+            except (TypeError, ValueError):
+                raise ConfigError(f"--{name} must be numbers, one per objective; got {v!r}") from None
+            if not vals or not all(math.isfinite(x) for x in vals):
+                raise ConfigError(f"--{name} must be finite numbers, one per objective; got {v!r}")
+            setattr(self, name, vals)
+        if self.preference is not None and self.targets is not None:
+            raise ConfigError("--preference and --targets both steer a RiC model; give one")
+        if (self.preference is not None or self.targets is not None) and self.direction is not None:
+            raise ConfigError("--direction and --preference/--targets both steer the model; give one")
+        if (self.preference is not None or self.targets is not None) and self.mod is not None:
+            raise ConfigError("--mod takes its preference as --mod-weights; --preference/--targets steer one run")
+        if self.mapping is not None:
+            check_choice("mapping", self.mapping, ("linf", "l2", "linear"))
+            if self.preference is None:
+                raise ConfigError("--mapping maps a --preference to RiC targets; give --preference")
 
     def _check_mod(self) -> None:
         """--mod, --mod-weights, --divergence: each problem is one error line."""

@@ -58,8 +58,15 @@ from paretoalign.models import (
 )
 from paretoalign.objectives import build_objective_set
 from paretoalign.objectives.base import check_scores
-from paretoalign.preferences import DEFAULT_DIRECTION_TEMPLATE, conditioned_prompt, direction_prompt, validate_direction
-from paretoalign.rollout import MAX_PROMPT_LENGTH, count_overlong
+from paretoalign.preferences import (
+    DEFAULT_DIRECTION_TEMPLATE,
+    conditioned_prompt,
+    direction_prompt,
+    validate_direction,
+    validate_weights,
+)
+from paretoalign.ric import RewardStats, clip_targets, map_preference, reward_prompt
+from paretoalign.rollout import MAX_PROMPT_LENGTH, count_overlong, render_prompt
 
 EVAL_FORMAT = 2  # 2: inverse-CDF sampling of the packed decode loop (other samples for a seed)
 # Settings that change the completions; anything else (objectives, baseline...) does not.
@@ -135,6 +142,39 @@ def direction_system_prompt(cfg: EvalConfig, t: Target, names: list) -> tuple[st
     return direction_prompt(v, dnames, template), v.tolist()
 
 
+STEERED_BY_PREFERENCE = ("dpa", "ric")  # the run methods --preference steers
+
+
+def preference_steering(cfg: EvalConfig, t: Target, names: list) -> dict | None:
+    """What ``--preference``/``--targets`` mean for the target (None: not given): for a DPA run the
+    direction w/|w|; for a RiC run the target scores (the run's mapping of w with its saved score
+    statistics, or the given targets, clipped to the trained range)."""
+    if cfg.preference is None and cfg.targets is None:
+        return None
+    method = (t.run_config or {}).get("method") if t.kind in ("run", "checkpoint") else None
+    if method not in STEERED_BY_PREFERENCE:
+        what = f"a {method} run" if method else f"a {t.kind}"
+        raise ConfigError(f"--preference/--targets steer a model trained for every preference "
+                          f"({', '.join(STEERED_BY_PREFERENCE)} runs); {t.name!r} is {what}")
+    if method == "dpa":
+        if cfg.targets is not None:
+            raise ConfigError("--targets are RiC target scores; steer a DPA run with --preference or --direction")
+        validate_weights(cfg.preference, len(names), names, normalize=True)
+        return {"method": "dpa", "preference": [float(x) for x in cfg.preference]}
+    stats = RewardStats.load(t.policy_dir.parent)
+    mapping = cfg.mapping or (t.run_config or {}).get("mapping", "linf")
+    if cfg.targets is not None:
+        if len(cfg.targets) != stats.k:
+            raise ConfigError(f"--targets needs {stats.k} values ({', '.join(stats.names)}); got {len(cfg.targets)}")
+        preference, raw = None, list(cfg.targets)
+    else:
+        preference = validate_weights(cfg.preference, stats.k, stats.names, normalize=True).tolist()
+        raw = map_preference(preference, stats.low, stats.high, mapping).tolist()
+    targets = clip_targets(raw, stats).tolist()
+    return {"method": "ric", "preference": preference, "mapping": None if preference is None else mapping,
+            "targets": targets, "target_names": list(stats.names)}
+
+
 def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) -> dict:
     """Evaluate ``cfg.target`` (see the module docs); returns the eval.json content (also written
     to ``cfg.output`` or the default place unless ``write`` is false)."""
@@ -144,6 +184,9 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     tokenizer = load_tokenizer(t.base_model if t.kind != "model" else t.name, cfg.allow_download)
     objectives = build_objective_set(settings["objectives"], tokenizer, cfg.nan_policy)
     names, desc = list(objectives.names), objectives.describe()
+    steering = preference_steering(cfg, t, names)
+    if steering is not None and steering["method"] == "dpa":  # DPA's direction is w/|w|
+        cfg = replace(cfg, direction=steering["preference"], preference=None)
     direction = None
     if cfg.direction is not None:
         settings["decoding"]["system_prompt"], direction = direction_system_prompt(cfg, t, names)
@@ -157,13 +200,21 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         if long:
             warnings.warn(f"{long} of {len(prompts)} prompts with the direction exceed {MAX_PROMPT_LENGTH} tokens; "
                           "truncation cuts their direction (the model is not steered on them)", RuntimeWarning, stacklevel=2)
+    plain = None
+    if steering is not None and steering["method"] == "ric":  # the targets end the user's message
+        plain, prompts = prompts, [reward_prompt(p, steering["targets"]) for p in prompts]
+        long = count_overlong(prompts, tokenizer, settings["decoding"]["use_chat_template"])
+        if long:
+            warnings.warn(f"{long} of {len(prompts)} prompts with their score tags exceed {MAX_PROMPT_LENGTH} tokens; "
+                          "truncation cuts their tags", RuntimeWarning, stacklevel=2)
     decoding = settings["decoding"]
     endpoints = len(t.mod["endpoints"]) if t.kind == "mod" else 1  # MOD holds K caches
     check_batch_fits(decoding["batch_size"] * endpoints, MAX_PROMPT_LENGTH + decoding["max_new_tokens"],
                      kv_bytes_per_token(t.base_model, cfg.allow_download), "--batch-size (generation)")
     fingerprint = target_fingerprint(t, cfg.allow_download)
     gen_key = cache_key({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,
-                    "decoding": {k: decoding[k] for k in _GEN_KEYS}})
+                         "decoding": {k: decoding[k] for k in _GEN_KEYS},
+                         **({"ric_targets": steering["targets"]} if plain is not None else {})})
     cache = EvalCache(gen_key, cfg.cache)
     seconds = {"generate": 0.0, "score": 0.0}
     cached = {"completions": True, "scores": []}
@@ -179,6 +230,8 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
             model, tok, prompts, **{k: decoding[k] for k in _GEN_KEYS},
         )
         seconds["generate"] = time.perf_counter() - tg
+        if plain is not None:  # scored (and recorded) on the user's prompt, without the tags, as RiC trains
+            texts = [render_prompt(p, tok, decoding["use_chat_template"], decoding["system_prompt"]) for p in plain]
         cache.data = {"completions": completions, "prompt_texts": texts, "scores": {}}
     texts, completions = cache.data["prompt_texts"], cache.data["completions"]
 
@@ -215,6 +268,7 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
         "prompts_sha256": p_hash,
         "decoding": decoding,
         "direction": direction,
+        "steering": steering,
         "cache_key": gen_key,
         "summary": summarize_scores(scores, names),
         "scores": scores.tolist(),
@@ -241,6 +295,7 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
             heldout_fraction=settings["heldout_fraction"], split_seed=settings["split_seed"],
             max_new_tokens=decoding["max_new_tokens"], use_chat_template=decoding["use_chat_template"],
             system_prompt=decoding["system_prompt"], direction=None,  # the steered system message, as text
+            preference=None, targets=None, mapping=None,  # the base model is not steered
             mod=None, mod_weights=None, divergence="reverse_kl",
         )
         if baseline == t.base_model and t.base_model == "tiny":
@@ -317,6 +372,10 @@ def print_eval(result: dict) -> None:
     if result.get("direction") is not None:
         print("direction " + ", ".join(f"{x:.3f}" for x in result["direction"])
               + f" (system message: {result['decoding']['system_prompt']!r})")
+    st = result.get("steering") or {}
+    if st.get("method") == "ric":
+        pref = f"preference {', '.join(f'{x:g}' for x in st['preference'])} -> ({st['mapping']}) " if st.get("preference") else ""
+        print(f"RiC: {pref}targets " + ", ".join(f"{n}={x:.1f}" for n, x in zip(st["target_names"], st["targets"])))
     print(table(headers, rows))
     if result.get("output"):
         print(f"-> {result['output']}")

@@ -63,6 +63,7 @@ from paretoalign.trainers.dpa_config import DPAConfig
 from paretoalign.trainers.methods import ENDPOINT_FAMILIES, METHODS, endpoint_methods, get_method
 from paretoalign.trainers.offline_config import OfflineConfig
 from paretoalign.trainers.online_config import OnlineConfig
+from paretoalign.trainers.ric_config import RicConfig
 
 FRONT_CONFIG = "front_config.yaml"
 # What a sweep writes at its top level besides its points (``--overwrite`` removes these, nothing else).
@@ -147,6 +148,16 @@ def _train_dpa(method: str, preference: list[float], train: dict, out: Path, res
     return out
 
 
+def _train_ric(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator) -> Path:
+    """RiC trains ONE model conditioned on target scores for the whole front (``out``: the method's
+    shared ``model`` folder); each point is that model steered by the targets its preference maps to."""
+    from paretoalign.trainers.ric_trainer import RicTrainer  # lazy: `paretoalign --help` reads FrontConfig
+
+    cfg = RicConfig(**{**train, "method": "ric", "output_dir": str(out), "resume": resume, "overwrite": False})
+    RicTrainer(cfg, accelerator=accelerator).train()
+    return out
+
+
 def _train_endpoint(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator,
                     endpoint_method: str = "morlhf") -> Path:
     """One endpoint of a method made from K endpoints (Rewarded Soups): an ordinary run of
@@ -161,7 +172,7 @@ def _train_endpoint(method: str, preference: list[float], train: dict, out: Path
 # endpoints (``ENDPOINT_FAMILIES``) trains one run per objective with this maker, and makes each
 # point from them with its ``ENDPOINT_EVALUATORS`` entry.
 _FAMILY_POINT_MAKERS: dict[str, Callable] = {"online": _train_online, "offline": _train_offline,
-                                             "steerable": _train_dpa,
+                                             "steerable": _train_dpa, "conditioned": _train_ric,
                                              **dict.fromkeys(ENDPOINT_FAMILIES, _train_endpoint)}
 POINT_MAKERS: dict[str, Callable] = {m.name: _FAMILY_POINT_MAKERS[m.family] for m in METHODS if m.sweepable}
 STEERING = {m.name for m in METHODS if m.steerable}
@@ -421,15 +432,16 @@ def _sweep_steering(method, prefs, front: FrontConfig, train: dict, mdir: Path, 
     evals = []
     for i, (w, folder) in enumerate(zip(prefs, folders)):
         w = [float(x) for x in w]
-        progress(f"[front] {method} {i + 1}/{len(prefs)} {preference_label(w)}: evaluating the direction")
+        progress(f"[front] {method} {i + 1}/{len(prefs)} {preference_label(w)}: evaluating the steered model")
         folder.mkdir(parents=True, exist_ok=True)
-        ecfg = _eval_config(front, str(model_dir), folder / "eval.json", train)
-        ecfg.direction = w  # normalised to w/|w| by the evaluation
+        # DPA: the direction w/|w| in its system message; RiC: the targets w maps to
+        ecfg = _eval_config(front, str(model_dir), folder / "eval.json", train, preference=w)
         evals.append(evaluate_target(ecfg, quiet=True))
     acc.wait_for_everyone()
     summary = json.loads((model_dir / run_dir.SUMMARY_FILE).read_text()) if (model_dir / run_dir.SUMMARY_FILE).is_file() else {}
     points = [{"label": preference_label([float(x) for x in w]), "preference": [float(x) for x in w],
                "run_dir": str(model_dir.relative_to(mdir)), "direction": ev["direction"],
+               **({"targets": ev["steering"]["targets"]} if (ev.get("steering") or {}).get("method") == "ric" else {}),
                **_point_stats(ev, front.num_samples), "win_rate": _win_rates(ev, base),
                "train_seconds": summary.get("seconds", t_train) if i == 0 else 0.0}
               for i, (w, ev) in enumerate(zip(prefs, evals))]
