@@ -11,6 +11,9 @@ Families share a config class and a trainer (the run lifecycle is :mod:`paretoal
 * ``offline``: preference pairs, no generation while training;
 * ``steerable``: one model for every preference, steered at inference (a front evaluates the one
   model per preference instead of training one model per point);
+* ``conditioned``: also one model for every preference, trained by supervised fine-tuning on
+  responses whose prompt carries their own scores (RiC, :mod:`paretoalign.trainers.ric_trainer`);
+  steered by the target scores a preference maps to.
 * ``merging``: no trainer of its own.  Its *endpoints* are ordinary runs of another method, one per
   objective (one-hot weights); every preference is then served by merging them (Rewarded Soups,
   :mod:`paretoalign.merging`).  ``paretoalign merge`` makes one merge; ``front --method rs`` trains the
@@ -32,7 +35,7 @@ from typing import Literal
 
 from paretoalign.errors import ConfigError
 
-Family = Literal["online", "offline", "steerable", "merging", "decoding"]
+Family = Literal["online", "offline", "steerable", "conditioned", "experts", "merging", "decoding"]
 
 # family -> (config class, trainer class), as "module:Class"
 FAMILY_CLASSES: dict[str, tuple[str, str]] = {
@@ -40,6 +43,7 @@ FAMILY_CLASSES: dict[str, tuple[str, str]] = {
     "offline": ("paretoalign.trainers.offline_config:OfflineConfig",
                 "paretoalign.trainers.offline_trainer:OfflineTrainer"),
     "steerable": ("paretoalign.trainers.dpa_config:DPAConfig", "paretoalign.trainers.dpa_trainer:DPATrainer"),
+    "conditioned": ("paretoalign.trainers.ric_config:RicConfig", "paretoalign.trainers.ric_trainer:RicTrainer"),
 }
 # Families without a trainer of their own: a front trains K one-objective endpoints with another method
 # (``front --endpoint-method``) and makes each preference's point from them.
@@ -123,6 +127,10 @@ METHODS: tuple[Method, ...] = (
     Method("dpa", "steerable", "one model steered by a direction in its system message (rejection-sampling rounds)",
            "Wang et al. 2024, Arithmetic Control of LLMs for Diverse User Preferences: Directional Preference "
            "Alignment with Multi-Objective Rewards", "2402.18571", steerable=True),
+    Method("ric", "conditioned", "Rewards-in-Context: one model fine-tuned on responses whose prompt carries their own "
+           "normalised scores (then online rounds); steered by the target scores a preference maps to",
+           "Yang et al. 2024, Rewards-in-Context: Multi-objective Alignment of Foundation Models with Dynamic "
+           "Preference Adjustment", "2402.10207", steerable=True),
     Method("rs", "merging", "Rewarded Soups: K one-objective endpoints (one training per objective), their weights "
            "interpolated per preference (exact LoRA deltas); steered at inference by re-merging",
            "Ramé et al. 2023, Rewarded soups: towards Pareto-optimal alignment by interpolating weights fine-tuned "
