@@ -32,7 +32,7 @@ def print_summary(summary: dict, output_dir: str) -> None:
     for name in names:
         s = summary.get(name)
         if s:
-            rows.append([name, s["first"], s["last"], s["last"] - s["first"], s["weight"]])
+            rows.append([name, s["first"], s["last"], s["last"] - s["first"], s.get("weight", float("nan"))])
     print()
     print(f"{summary['method']}: {summary['steps']} steps in {summary['seconds']:.1f} s  ->  {output_dir}")
     if "loss" in summary:

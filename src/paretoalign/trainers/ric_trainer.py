@@ -306,7 +306,8 @@ class RicTrainer(base.StepTrainer):
                "online_set": len(self.online), "mapping": cfg.mapping, "reward_stats": self.stats.__dict__}
         off = [r for r in rows if r.get("stage") == "offline"]
         if off:
-            out["offline_loss"] = {"first": off[0]["loss"], "last": off[-1]["loss"]}
+            out["loss"] = {"first": off[0]["loss"], "last": off[-1]["loss"]}  # the offline stage's NLL
+            out["examples"] = len(self.off_responses)
         on = [r for r in rows if r.get("stage") == "online"]
         for name in self.names:
             if on:
