@@ -266,7 +266,7 @@ class RicTrainer(base.StepTrainer):
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.online_lr
         losses = []
-        for s in range(cfg.online_steps):
+        for _ in range(cfg.online_steps):
             idx = g.choice(len(mix_r), size=min(cfg.batch_size, len(mix_r)), replace=False)
             losses.append(self._sft_step([mix_p[i] for i in idx], [mix_r[i] for i in idx], mix_s[idx]))
         row = {"step": self.config.offline_steps + r, "stage": "online", "round": r,
