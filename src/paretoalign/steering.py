@@ -501,6 +501,62 @@ class DPATarget(SteerableTarget):
 
 
 # ---------------------------------------------------------------------------------------------
+# RiC: one model, target scores at the end of the user's message
+
+
+class RicTarget(DPATarget):
+    """A RiC run: one model; the preference w becomes target scores (the run's mapping, its saved score
+    statistics) written after the user's message as ``<rm1_score> t1 <rm2_score> t2``."""
+
+    kind = "ric"
+
+    def __init__(self, run: Path, options: TargetOptions | None = None, front: dict | None = None):
+        super().__init__(run, options, front)
+        from paretoalign.ric import RewardStats
+
+        self.stats = RewardStats.load(self.target.policy_dir.parent)  # missing or broken: one DataError
+        self.names = list(self.stats.names)
+        self.mapping = str((self.target.run_config or {}).get("mapping", "linf"))
+
+    def describe(self) -> str:
+        f = f"; its front ({len(self.front['points'])} evaluated preferences) is drawn" if self.front else ""
+        return (f"RiC run {self.path}: one model, steered by the target scores ({self.mapping} mapping) written after "
+                f"your message (objectives {', '.join(self.names)}){f}")
+
+    def targets(self, weights) -> list:
+        from paretoalign.ric import clip_targets, map_preference
+
+        w = self.normalise(weights)
+        return clip_targets(map_preference(w, self.stats.low, self.stats.high, self.mapping), self.stats,
+                            warn=False).tolist()
+
+    def steer(self, weights) -> Steering:
+        from paretoalign.ric import score_tags
+
+        w = self.normalise(weights)
+        t = self.targets(w)
+        note = (f"RiC steers one model: your preference {fmt_weights(w)} maps ({self.mapping}) to the target scores "
+                f"{fmt_weights(t, self.names)} (in the training data's standard deviations), written after your "
+                f"message as “{score_tags(t)}”")
+        point = distance = None
+        evaluated = [(i, p["preference"]) for i, p in enumerate((self.front or {}).get("points") or [])
+                     if isinstance(p.get("preference"), list) and len(p["preference"]) == len(w)]
+        if evaluated:
+            j, distance, _ = nearest_point(w, [p for _, p in evaluated])
+            point = evaluated[j][0]
+            note += f" The front's nearest evaluated preference is {self.front['points'][point].get('label', '')}."
+        return Steering(w, self.key, None, note, point, distance)
+
+    def generate_stream(self, prompt: str, weights, decoding: Decoding) -> Iterator[str]:
+        from paretoalign.ric import reward_prompt
+
+        with self._lock:
+            model, tok, _, _ = self.model_for(weights)
+            yield from stream_answer(model, tok, reward_prompt(check_prompt(prompt), self.targets(weights)), None,
+                                     decoding, self.use_chat_template)
+
+
+# ---------------------------------------------------------------------------------------------
 # a front folder of a method that is not steerable: the nearest trained point answers
 
 
@@ -934,7 +990,7 @@ def _steerable_method(method) -> bool:
 
 def _steerers() -> dict:
     """Steerable methods -> how a run of theirs is served (a steerable method without an entry is refused)."""
-    return {"dpa": DPATarget}
+    return {"dpa": DPATarget, "ric": RicTarget}
 
 
 def _dpa_front_of(run: Path) -> Optional[dict]:
@@ -943,7 +999,8 @@ def _dpa_front_of(run: Path) -> Optional[dict]:
         front = _front_of(run.parent)
     except ParetoAlignError:
         return None
-    if front and front.get("method") == "dpa" and all(p.get("run_dir") == run.name for p in front["points"]):
+    method = run_dir.load_config(run).get("method") if (run / run_dir.CONFIG_FILE).is_file() else "dpa"
+    if front and front.get("method") == method and all(p.get("run_dir") == run.name for p in front["points"]):
         return front
     return None
 

@@ -201,3 +201,31 @@ def test_cli_train_and_a_front_of_one_model(tmp_path, data, monkeypatch, capsys)
     assert {p["run_dir"] for p in pts} == {"model"}  # one trained model for every point
     stats = RewardStats.load(tmp_path / "front" / "model" / "final")
     assert [p["targets"] for p in pts] == [map_preference(p["preference"], stats.low, stats.high).tolist() for p in pts]
+
+
+def test_serve_steers_a_ric_run_by_its_targets(tmp_path, data, monkeypatch):
+    """`paretoalign serve RUN`: the answer at w is the model's answer to the prompt with w's targets appended,
+    equal to what generation gives for that tagged prompt; the note says which targets."""
+    from paretoalign.inference import generate_rows, load_policy
+    from paretoalign.steering import Decoding, RicTarget, resolve_steerable
+
+    monkeypatch.setenv("PARETOALIGN_CACHE", str(tmp_path / "cache"))
+    RicTrainer(_cfg(tmp_path, data, online_rounds=0, offline_steps=2)).train()
+    run = tmp_path / "ric"
+    t = resolve_steerable(run)
+    assert isinstance(t, RicTarget) and t.kind == "ric" and t.names == ["sentiment", "length"]
+    t.prepare([0.5, 0.5])
+    stats = RewardStats.load(run / "final")
+    expect = map_preference([0.2, 0.8], stats.low, stats.high).tolist()
+    assert t.targets([1, 4]) == expect and "<rm1_score>" in t.steer([0.2, 0.8]).note
+    model, tok = load_policy(run)
+    d = Decoding(max_new_tokens=6, do_sample=False)
+    answer = list(t.generate_stream("Tell me a story.", [0.2, 0.8], d))[-1]
+    from paretoalign.ric import reward_prompt
+
+    rows = list(generate_rows(model, tok, [reward_prompt("Tell me a story.", expect)], t.objective_set,
+                              max_new_tokens=6, do_sample=False, generation_backend="hf-generate"))
+    assert answer == rows[0]["completion"]
+    (run / "final" / "reward_stats.json").unlink()
+    with pytest.raises(DataError, match="reward_stats.json: missing"):
+        resolve_steerable(run)
