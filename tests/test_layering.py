@@ -5,9 +5,11 @@
     preferences, data/, ric             what a run reads (ric: RiC's scores, tags and targets)
     combiners, losses/                  pure maths: tensors in, tensors out (no model code)
     models, decoding, mod,              models and sampling (mod: multi-objective decoding)
-    vllm_backend, rollout, sequences
+    vllm_backend, rollout, sequences,   experts: HoE's task-SVD LoRA experts and routed layers
+    experts
     reward_model/                       ArmoRM pieces (no objectives/)
-    objectives/                         the reward tensor
+    objectives/, judges, instructions   the reward tensor; pass/fail judges (CGPO) built on it;
+                                        MAPL's verifiable instructions (judged by judges)
     trainers/ | evaluation/, pairs      side by side: trainers and evaluation never import each other
     fronts/, demo, inference, merging   sweeps drive training and evaluation; inference uses a result;
                                         merging (Rewarded Soups) resolves runs as inference does
@@ -29,9 +31,9 @@ LAYERS = [
     {"config_utils", "run_dir", "model_card"},
     {"preferences", "data", "ric"},
     {"combiners", "losses"},
-    {"models", "decoding", "mod", "vllm_backend", "rollout", "sequences"},
+    {"models", "decoding", "mod", "vllm_backend", "rollout", "sequences", "experts"},
     {"reward_model"},
-    {"objectives"},
+    {"objectives", "judges", "instructions"},
     {"trainers", "evaluation", "pairs", "pairs_config"},
     {"fronts", "demo", "inference", "merging"},
     {"steering", "serve"},

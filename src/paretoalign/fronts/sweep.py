@@ -158,6 +158,17 @@ def _train_ric(method: str, preference: list[float], train: dict, out: Path, res
     return out
 
 
+def _train_hoe(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator) -> Path:
+    """HoE trains ONE routed model for the whole front (``out``: the method's shared ``model`` folder):
+    experts once, a router per anchor; each point is that model with the routers mixed for its preference."""
+    from paretoalign.trainers.hoe_config import HoEConfig  # lazy: `paretoalign --help` reads FrontConfig
+    from paretoalign.trainers.hoe_trainer import HoETrainer
+
+    cfg = HoEConfig(**{**train, "method": "hoe", "output_dir": str(out), "resume": resume, "overwrite": False})
+    HoETrainer(cfg, accelerator=accelerator).train()
+    return out
+
+
 def _train_endpoint(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator,
                     endpoint_method: str = "morlhf") -> Path:
     """One endpoint of a method made from K endpoints (Rewarded Soups): an ordinary run of
@@ -172,7 +183,7 @@ def _train_endpoint(method: str, preference: list[float], train: dict, out: Path
 # endpoints (``ENDPOINT_FAMILIES``) trains one run per objective with this maker, and makes each
 # point from them with its ``ENDPOINT_EVALUATORS`` entry.
 _FAMILY_POINT_MAKERS: dict[str, Callable] = {"online": _train_online, "offline": _train_offline,
-                                             "steerable": _train_dpa, "conditioned": _train_ric,
+                                             "steerable": _train_dpa, "conditioned": _train_ric, "experts": _train_hoe,
                                              **dict.fromkeys(ENDPOINT_FAMILIES, _train_endpoint)}
 POINT_MAKERS: dict[str, Callable] = {m.name: _FAMILY_POINT_MAKERS[m.family] for m in METHODS if m.sweepable}
 STEERING = {m.name for m in METHODS if m.steerable}
