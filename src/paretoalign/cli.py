@@ -436,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     from paretoalign.merging import add_merge_parser  # light: no torch
 
     add_merge_parser(sub)
+    from paretoalign.experts import add_experts_parser  # light: no torch
+
+    add_experts_parser(sub)
     from paretoalign.serve import add_serve_parser  # light: no torch, no gradio
 
     add_serve_parser(sub)

@@ -15,6 +15,9 @@ tested exactly against a brute-force solve.  Shapes use ``K`` for the number of 
 :func:`tchebycheff_scalarize`             min_k w_k (r_k − z*_k)
 :func:`smooth_tchebycheff_scalarize`      −μ·logsumexp_k(w_k (z*_k − r_k)/μ)
 :func:`tchebycheff_weights`               its gradient w.r.t. the per-objective terms (softmax)
+:func:`tchebycheff_dual_update`           one mirror-descent step on Tchebycheff's dual weights u
+                                          (HoE's routers): u_k ∝ u_k·exp(−η w_k (J_k − z_k))
+:func:`tchebycheff_policy_weights`        the policy step's linear weights u_k w_k / Σ_j u_j w_j
 :func:`pama_weights`, :func:`pama_value`  PAMA's closed form, argmin_{c∈Δ} (Σ_k c_k I_k)²
 :func:`gram_matrix`                       G = g gᵀ in float64, chunked over the parameter axis
 :func:`min_norm_weights`,                 MGDA's min-norm point, argmin_{c∈Δ} ‖Σ_k c_k g_k‖²
@@ -40,6 +43,8 @@ __all__ = [
     "tchebycheff_scalarize",
     "smooth_tchebycheff_scalarize",
     "tchebycheff_weights",
+    "tchebycheff_dual_update",
+    "tchebycheff_policy_weights",
     "pama_weights",
     "preference_scales",
     "pama_value",
@@ -337,6 +342,58 @@ def tchebycheff_weights(
     _check_positive("mu", mu)
     terms = _tchebycheff_terms(rewards, weights, ideal)
     return torch.softmax(-terms / mu, dim=-1)
+
+
+def tchebycheff_dual_update(dual: torch.Tensor, values: torch.Tensor, weights: torch.Tensor, ideal: torch.Tensor,
+                            eta: float, floor: float = 1e-12) -> torch.Tensor:
+    """One online-mirror-descent (exponentiated-gradient) step on the dual weights of the Tchebycheff
+    max-min problem ``max_θ min_k w_k (J_k(θ) − z_k) = max_θ min_{u∈Δ} Σ_k u_k w_k (J_k(θ) − z_k)``:
+
+        u_k ← u_k · exp(−η · w_k (J_k − z_k)) / Σ_j u_j · exp(−η · w_j (J_j − z_j)).
+
+    The objective furthest behind (smallest weighted gain over the reference point z) gains weight, as in
+    HoE's router training (Li et al. 2025, arXiv 2505.20925; the update is the paper's as secondary
+    summaries report it, the step size and floor are ours).  The dual is the entropic mirror-descent
+    iterate on the simplex, so its fixed points are where the weighted gains w_k (J_k − z_k) are equal
+    (on a concave front: the Tchebycheff optimum); the policy then ascends Σ_k u_k w_k J_k
+    (:func:`tchebycheff_policy_weights`).
+
+    Args:
+        dual: ``[K]``, the current u (positive, on the simplex).
+        values: ``[K]``, the objectives' current values J (e.g. a batch's mean rewards, oriented so that
+            larger is better).
+        weights: ``[K]``, the anchor's preference w (≥ 0).  An objective with w_k = 0 keeps its ratio to
+            the others' (its term is 0).
+        ideal: ``[K]``, the reference point z.
+        eta: the step size η > 0.
+        floor: every u_k stays ≥ ``floor`` (then renormalised), so an objective that was far ahead for
+            long can still come back (and u never underflows to an exact 0).
+
+    Returns:
+        ``[K]``, the new u on the simplex (computed in log space).
+    """
+    _check_positive("eta", eta)
+    dual = _as_float(dual)
+    if dual.dim() != 1 or not torch.isfinite(dual).all() or bool((dual <= 0).any()):
+        raise ValueError(f"dual must be a 1-D tensor of positive weights, got {dual.tolist()}")
+    terms = _tchebycheff_terms(values, weights, ideal)
+    if terms.shape != dual.shape:
+        raise ValueError(f"dual has shape {tuple(dual.shape)}, values {tuple(terms.shape)}")
+    new = torch.softmax(torch.log(dual / dual.sum()).to(terms.dtype) - eta * terms, dim=-1)
+    new = new.clamp_min(floor)
+    return new / new.sum()
+
+
+def tchebycheff_policy_weights(dual: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The linear weights of the policy step against dual weights u: c_k = u_k w_k / Σ_j u_j w_j, so that the
+    policy ascends Σ_k u_k w_k J_k (up to the positive factor Σ u w, which the advantage normalisation and
+    the learning rate absorb).  ``[K]`` each; on the simplex."""
+    dual, weights = _as_float(dual), torch.as_tensor(weights, device=_as_float(dual).device).to(_as_float(dual).dtype)
+    c = dual * weights
+    total = c.sum()
+    if not bool(total > 0):
+        raise ValueError(f"the dual weights {dual.tolist()} and the anchor {weights.tolist()} share no objective")
+    return c / total
 
 
 # --------------------------------------------------------------------------------------------

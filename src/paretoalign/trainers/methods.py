@@ -44,6 +44,7 @@ FAMILY_CLASSES: dict[str, tuple[str, str]] = {
                 "paretoalign.trainers.offline_trainer:OfflineTrainer"),
     "steerable": ("paretoalign.trainers.dpa_config:DPAConfig", "paretoalign.trainers.dpa_trainer:DPATrainer"),
     "conditioned": ("paretoalign.trainers.ric_config:RicConfig", "paretoalign.trainers.ric_trainer:RicTrainer"),
+    "experts": ("paretoalign.trainers.hoe_config:HoEConfig", "paretoalign.trainers.hoe_trainer:HoETrainer"),
 }
 # Families without a trainer of their own: a front trains K one-objective endpoints with another method
 # (``front --endpoint-method``) and makes each preference's point from them.
@@ -131,6 +132,11 @@ METHODS: tuple[Method, ...] = (
            "normalised scores (then online rounds); steered by the target scores a preference maps to",
            "Yang et al. 2024, Rewards-in-Context: Multi-objective Alignment of Foundation Models with Dynamic "
            "Preference Adjustment", "2402.10207", steerable=True),
+    Method("hoe", "experts", "HoE-lite: LoRA experts cut by task-SVD from one-objective endpoints, one router per "
+           "anchor preference trained over them (Tchebycheff, mirror-descent weights), preferences served by mixing "
+           "the anchors' routers (a reconstruction; no public code)",
+           "Li et al. 2025, Multi-objective Large Language Model Alignment with Hierarchical Experts", "2505.20925",
+           steerable=True),
     Method("rs", "merging", "Rewarded Soups: K one-objective endpoints (one training per objective), their weights "
            "interpolated per preference (exact LoRA deltas); steered at inference by re-merging",
            "Ramé et al. 2023, Rewarded soups: towards Pareto-optimal alignment by interpolating weights fine-tuned "

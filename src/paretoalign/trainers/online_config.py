@@ -38,6 +38,8 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
                    EvalOptions, LoggingOptions):
     """Options of ``paretoalign train`` for the online methods."""
 
+    FAMILY = "online"  # the method table's family this config runs (a subclass for another family names its own)
+
     # --- what to train -------------------------------------------------------------------------
     method: str = field(
         "pama",
@@ -100,7 +102,7 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
 
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
-        check_family(self.method, "online")  # the method table says which methods this config runs
+        check_family(self.method, self.FAMILY)  # the method table says which methods this config runs
         self.check_objectives(2, "multi-objective training")
         self.check_weights()
         self.check_lora()
@@ -116,7 +118,7 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
         if self.method == "mo-grpo" and self.advantage != "group":
             raise ConfigError("mo-grpo is critic-free: it needs --advantage group (the default for it); "
                               "for value heads and GAE use --method morlhf")
-        if (self.scale_rewards != "group" and self.advantage == "group" and self.method in LINEAR_METHODS
+        if (self.scale_rewards != "group" and self.advantage == "group" and self.linear
                 and self.group_aggregation == "normalize_then_sum"):
             raise ConfigError("--scale-rewards has no effect with --group-aggregation normalize_then_sum (GDPO standardises "
                               "each objective in its group, then over the batch; TRL ignores it too); use sum_then_normalize")
@@ -127,6 +129,12 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
                 f"batch_size*num_generations ({self.batch_size * self.num_generations}) must be divisible "
                 f"by num_mini_batches ({self.num_mini_batches})"
             )
+
+    @property
+    def linear(self) -> bool:
+        """Does the trainer combine the per-objective signals with linear weights (its ``weights``: fixed for
+        MORLHF and MO-GRPO; a subclass may set them every step, as HoE's Tchebycheff dual weights)?"""
+        return self.method in LINEAR_METHODS
 
     @property
     def uses_critic(self) -> bool:

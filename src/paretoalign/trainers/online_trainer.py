@@ -76,7 +76,7 @@ from paretoalign.trainers.adaptation import (
     set_deepspeed_micro_batch,
 )
 from paretoalign.trainers.heldout_eval import HeldoutEval
-from paretoalign.trainers.online_config import LINEAR_METHODS, OnlineConfig
+from paretoalign.trainers.online_config import OnlineConfig
 from paretoalign.trainers.tracking import preflight
 
 
@@ -138,10 +138,10 @@ class OnlineTrainer(base.StepTrainer):
         # The preference: MORLHF's linear weights; for PAMA / MGDA-UB the scales of their weight
         # solve (None = the unscaled method of the paper).
         self.weights = None
-        if cfg.method in LINEAR_METHODS or cfg.weights is not None:
+        if cfg.linear or cfg.weights is not None:
             raw = cfg.weights if cfg.weights is not None else uniform_weights(self.K).tolist()
             self.weights = validate_weights(raw, self.K, self.names, normalize=cfg.normalize_weights)
-        self.preference = None if cfg.method in LINEAR_METHODS else self.weights
+        self.preference = None if cfg.linear else self.weights
         if prompts is None:
             prompts, _heldout = split_prompts(
                 load_prompts(cfg.prompts, column=cfg.prompt_column, allow_download=cfg.allow_download), cfg.heldout_fraction, cfg.seed
@@ -236,7 +236,7 @@ class OnlineTrainer(base.StepTrainer):
             s = scores.view(N // G, G, self.K)
             # the group statistics count scored samples only; unscored ones get a zero advantage (and are masked out)
             v = valid.view(N // G, G).bool()
-            if cfg.method in LINEAR_METHODS and cfg.group_aggregation == "normalize_then_sum":
+            if cfg.linear and cfg.group_aggregation == "normalize_then_sum":
                 adv = normalize_then_sum(s, self.weights.to(s.device), valid=v).reshape(N)  # [B*G]
                 # GDPO's second step, over the global batch
                 pool = (acc.gather(adv.contiguous()), acc.gather(valid.contiguous())) if acc.num_processes > 1 \
@@ -246,13 +246,13 @@ class OnlineTrainer(base.StepTrainer):
             full = cfg.scale_rewards == "batch" and acc.num_processes > 1
             s_all, v_all = (acc.gather(s.contiguous()), acc.gather(v.contiguous())) if full else (s, v)
             ours = slice(acc.process_index * (N // G), (acc.process_index + 1) * (N // G)) if full else slice(None)
-            if cfg.method in LINEAR_METHODS:
+            if cfg.linear:
                 adv = sum_then_normalize(s_all, self.weights.to(s.device), valid=v_all,
                                          scale_rewards=cfg.scale_rewards)[ours].reshape(N)
                 return adv.reshape(N, 1).expand(N, T), None
             raw = group_normalize_objectives(s_all, valid=v_all, scale_rewards=cfg.scale_rewards)[ours]
             return raw.reshape(N, 1, self.K).expand(N, T, self.K), None
-        if cfg.method in LINEAR_METHODS:
+        if cfg.linear:
             adv = linear_scalarize(raw, self.weights.to(raw.device))
             adv = whiten(adv, mask) if cfg.whiten_advantages else adv
             return adv, returns
@@ -261,7 +261,7 @@ class OnlineTrainer(base.StepTrainer):
 
     def _policy_loss(self, logratio, adv, mask, shared):
         cfg, acc = self.config, self.accelerator
-        if cfg.method in LINEAR_METHODS:
+        if cfg.linear:
             return morlhf_loss(logratio, adv, mask, cfg.clip_eps), self.weights
         if cfg.method == "pama":
             return pama_loss(
@@ -465,8 +465,12 @@ class OnlineTrainer(base.StepTrainer):
         if m.value_head is not None:
             save_file({k: v.contiguous() for k, v in m.value_head.state_dict().items()}, folder / "value_head.safetensors")
 
+    def _load_policy(self, policy, ckpt: Path) -> None:
+        """Restore the policy's trained weights from a checkpoint (HoE restores its routers instead)."""
+        ckpt_lib.load_policy_state(policy, ckpt / run_dir.POLICY)
+
     def _load_checkpoint(self, ckpt: Path, wrapped: PolicyWithValueHeads, optimizer) -> None:
-        ckpt_lib.load_policy_state(wrapped.policy, ckpt / run_dir.POLICY)
+        self._load_policy(wrapped.policy, ckpt)
         if wrapped.value_head is not None:
             f = ckpt / "value_head.safetensors"
             if not f.is_file():
