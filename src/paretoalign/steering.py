@@ -557,6 +557,56 @@ class RicTarget(DPATarget):
 
 
 # ---------------------------------------------------------------------------------------------
+# HoE: one routed model, its anchors' routers mixed for the preference
+
+
+class HoETarget(DPATarget):
+    """An HoE run: the base with its routed LoRA experts, loaded once; each answer first mixes the anchors'
+    routers for the preference (``RoutedLoraModel.set_preference``, as ``evaluate --preference`` does)."""
+
+    kind = "hoe"
+
+    def __init__(self, run: Path, options: TargetOptions | None = None, front: dict | None = None):
+        super().__init__(run, options, front)
+        self.hoe = None
+
+    def describe(self) -> str:
+        f = f"; its front ({len(self.front['points'])} evaluated preferences) is drawn" if self.front else ""
+        return (f"HoE run {self.path}: the base model with routed LoRA experts, the anchors' routers mixed for your "
+                f"preference (objectives {', '.join(self.names)}){f}")
+
+    def steer(self, weights) -> Steering:
+        w = self.normalise(weights)
+        note = (f"HoE steers one routed model: your preference {fmt_weights(w)} mixes the routers of the anchors "
+                "around it (barycentric weights); at an anchor its own router answers")
+        point = distance = None
+        evaluated = [(i, p["preference"]) for i, p in enumerate((self.front or {}).get("points") or [])
+                     if isinstance(p.get("preference"), list) and len(p["preference"]) == len(w)]
+        if evaluated:
+            j, distance, _ = nearest_point(w, [p for _, p in evaluated])
+            point = evaluated[j][0]
+            note += f". The front's nearest evaluated preference is {self.front['points'][point].get('label', '')}."
+        return Steering(w, self.key, None, note, point, distance)
+
+    def load(self, steering: Steering):
+        import torch
+
+        from paretoalign.experts import load_hoe
+
+        device = self.options.device
+        if device == "auto":  # as load_policy: the GPU when there is one
+            device = "cuda" if torch.cuda.is_available() else None
+        self.hoe = load_hoe(self.target.policy_dir, device=device, allow_download=self.options.allow_download)
+        return self.hoe.model.eval(), self.hoe.tokenizer
+
+    def generate_stream(self, prompt: str, weights, decoding: Decoding) -> Iterator[str]:
+        with self._lock:
+            model, tok, _, _ = self.model_for(weights)
+            self.hoe.set_preference(list(self.normalise(weights)))
+            yield from stream_answer(model, tok, prompt, None, decoding, self.use_chat_template)
+
+
+# ---------------------------------------------------------------------------------------------
 # a front folder of a method that is not steerable: the nearest trained point answers
 
 
@@ -990,7 +1040,7 @@ def _steerable_method(method) -> bool:
 
 def _steerers() -> dict:
     """Steerable methods -> how a run of theirs is served (a steerable method without an entry is refused)."""
-    return {"dpa": DPATarget, "ric": RicTarget}
+    return {"dpa": DPATarget, "ric": RicTarget, "hoe": HoETarget}
 
 
 def _dpa_front_of(run: Path) -> Optional[dict]:

@@ -10,6 +10,8 @@ import torch
 from paretoalign import cli, run_dir
 from paretoalign.console import quiet_third_party
 from paretoalign.errors import ConfigError, ModelNotFoundError
+from paretoalign.evaluation import scoring
+from paretoalign.evaluation.evaluate import EvalConfig, evaluate_target
 from paretoalign.experts import load_hoe, routed_layers
 from paretoalign.models import build_tiny_model, build_tiny_tokenizer
 from paretoalign.trainers.hoe_config import HoEConfig
@@ -205,3 +207,68 @@ def test_bad_inputs_are_one_line_errors(tmp_path, endpoints, capsys):
     assert cli.main(["train", "--method", "hoe", "--model", "tiny", "--objectives", ",".join(OBJ),
                      "--anchors", "1,0;0.5", "--output-dir", str(tmp_path / "f")]) == 2
     assert "anchor [0.5] has 1 entries; expected 2" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# steered like the other one-model methods: `evaluate --preference` mixes the anchors' routers (equal to
+# load_hoe + set_preference), `front --method hoe` trains once and evaluates per preference, `serve` answers
+# with the routers mixed for the sliders
+
+
+@pytest.fixture
+def hoe_run(tmp_path, endpoints):
+    run = tmp_path / "hoe"
+    HoETrainer(HoEConfig(**{**FAST, "endpoints": endpoints, "output_dir": str(run), "max_steps": 3})).train()
+    return run
+
+
+def test_evaluate_preference_mixes_the_routers(hoe_run, monkeypatch):
+    seen = []
+    real = scoring.generate_completions
+
+    def spy(model, tok, prompts, **kw):
+        seen.append(model)
+        return real(model, tok, prompts, **kw)
+
+    monkeypatch.setattr(scoring, "generate_completions", spy)
+    kw = dict(target=str(hoe_run), num_prompts=3, max_new_tokens=4, baseline="none", do_sample=False)
+    a = evaluate_target(EvalConfig(preference=[0.25, 0.75], **kw), write=False, quiet=True)
+    assert a["steering"] == {"method": "hoe", "preference": [0.25, 0.75]}
+    # the model evaluate generated with is the run's routed model mixed for w: same logits as load_hoe + set_preference
+    ref = load_hoe(hoe_run)
+    ref.set_preference([0.25, 0.75])
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with torch.no_grad():
+        assert torch.allclose(seen[0](ids).logits, ref.model(ids).logits, atol=1e-6)
+    b = evaluate_target(EvalConfig(preference=[1, 0], **kw), write=False, quiet=True)
+    assert b["cache_key"] != a["cache_key"]  # another preference, other completions
+    with pytest.raises(ConfigError, match="--targets are RiC target scores"):
+        evaluate_target(EvalConfig(targets=[1.0, 2.0], **kw), write=False, quiet=True)
+
+
+def test_front_trains_once_and_serve_steers(tmp_path, endpoints):
+    from paretoalign.fronts.sweep import build_front_config, run_front
+    from paretoalign.steering import Decoding, HoETarget, resolve_steerable
+
+    front, train = build_front_config(None, dict(
+        method="hoe", preferences="grid:3", output_dir=str(tmp_path / "front"), report=False, eval_num_prompts=2,
+        eval_max_new_tokens=3, endpoints=endpoints, **{**FAST, "max_steps": 3}))
+    assert train["endpoints"] == endpoints.split(",") and front.endpoints is None  # HoE's experts come from the endpoints
+    result = run_front(front, train, progress=lambda s: None)
+    pts = result["points"]
+    assert [p["preference"] for p in pts] == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    assert {p["run_dir"] for p in pts} == {"model"}  # one routed model for every point
+    t = resolve_steerable(tmp_path / "front")
+    assert isinstance(t, HoETarget) and t.front is not None
+    t.prepare([0.5, 0.5])
+    d = Decoding(max_new_tokens=5, do_sample=False)
+    answer = list(t.generate_stream("Tell me a story.", [1, 0], d))[-1]
+    ref = load_hoe(tmp_path / "front" / "model")
+    ref.set_preference([1.0, 0.0])
+    from paretoalign.inference import generate_rows
+
+    rows = list(generate_rows(ref.model, ref.tokenizer, ["Tell me a story."], t.objective_set, max_new_tokens=5,
+                              do_sample=False, generation_backend="hf-generate"))
+    assert answer == rows[0]["completion"]
+    assert "mixes the routers" in t.steer([0.3, 0.7]).note
+    json.dumps(result["points"])  # the front is JSON

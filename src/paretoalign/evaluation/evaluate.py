@@ -142,7 +142,7 @@ def direction_system_prompt(cfg: EvalConfig, t: Target, names: list) -> tuple[st
     return direction_prompt(v, dnames, template), v.tolist()
 
 
-STEERED_BY_PREFERENCE = ("dpa", "ric")  # the run methods --preference steers
+STEERED_BY_PREFERENCE = ("dpa", "ric", "hoe")  # the run methods --preference steers
 
 
 def preference_steering(cfg: EvalConfig, t: Target, names: list) -> dict | None:
@@ -156,9 +156,12 @@ def preference_steering(cfg: EvalConfig, t: Target, names: list) -> dict | None:
         what = f"a {method} run" if method else f"a {t.kind}"
         raise ConfigError(f"--preference/--targets steer a model trained for every preference "
                           f"({', '.join(STEERED_BY_PREFERENCE)} runs); {t.name!r} is {what}")
-    if method == "dpa":
+    if method in ("dpa", "hoe"):
         if cfg.targets is not None:
-            raise ConfigError("--targets are RiC target scores; steer a DPA run with --preference or --direction")
+            raise ConfigError(f"--targets are RiC target scores; steer a {method.upper()} run with --preference")
+        if method == "hoe":  # its routers mixed for w (level 3 of HoE)
+            return {"method": "hoe", "preference": validate_weights(cfg.preference, len(names), names,
+                                                                     normalize=True).tolist()}
         validate_weights(cfg.preference, len(names), names, normalize=True)
         return {"method": "dpa", "preference": [float(x) for x in cfg.preference]}
     stats = RewardStats.load(t.policy_dir.parent)
@@ -187,6 +190,8 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     steering = preference_steering(cfg, t, names)
     if steering is not None and steering["method"] == "dpa":  # DPA's direction is w/|w|
         cfg = replace(cfg, direction=steering["preference"], preference=None)
+    if steering is not None and steering["method"] == "hoe":
+        t = replace(t, preference=steering["preference"])
     direction = None
     if cfg.direction is not None:
         settings["decoding"]["system_prompt"], direction = direction_system_prompt(cfg, t, names)
@@ -214,7 +219,8 @@ def evaluate_target(cfg: EvalConfig, write: bool = True, quiet: bool = False) ->
     fingerprint = target_fingerprint(t, cfg.allow_download)
     gen_key = cache_key({"format": EVAL_FORMAT, "model": fingerprint, "prompts": p_hash,
                          "decoding": {k: decoding[k] for k in _GEN_KEYS},
-                         **({"ric_targets": steering["targets"]} if plain is not None else {})})
+                         **({"ric_targets": steering["targets"]} if plain is not None else {}),
+                         **({"hoe_preference": t.preference} if t.hoe else {})})
     cache = EvalCache(gen_key, cfg.cache)
     seconds = {"generate": 0.0, "score": 0.0}
     cached = {"completions": True, "scores": []}
@@ -373,6 +379,8 @@ def print_eval(result: dict) -> None:
         print("direction " + ", ".join(f"{x:.3f}" for x in result["direction"])
               + f" (system message: {result['decoding']['system_prompt']!r})")
     st = result.get("steering") or {}
+    if st.get("method") == "hoe":
+        print("HoE: routers mixed for the preference " + ", ".join(f"{n}={x:.3f}" for n, x in zip(result["names"], st["preference"])))
     if st.get("method") == "ric":
         pref = f"preference {', '.join(f'{x:g}' for x in st['preference'])} -> ({st['mapping']}) " if st.get("preference") else ""
         print(f"RiC: {pref}targets " + ", ".join(f"{n}={x:.1f}" for n, x in zip(st["target_names"], st["targets"])))

@@ -18,6 +18,7 @@ from typing import Optional
 from paretoalign import __version__, run_dir
 from paretoalign.console import quiet_third_party
 from paretoalign.errors import RunDirError
+from paretoalign.experts import HOE_FILE
 from paretoalign.models import TINY_NAME, load_causal_lm, load_tokenizer, resolve_model_path
 
 __all__ = ["EVAL_FILE", "Target", "default_output", "load_target", "model_fingerprint", "resolve_mod_target",
@@ -39,6 +40,12 @@ class Target:
     run_config: Optional[dict] = None
     # kind 'mod': {"names", "endpoints" (Targets), "resolved" (mod.Endpoint), "weights", "divergence"}
     mod: Optional[dict] = None
+    # an HoE run (final/ is an HoE folder): the preference its routers are mixed for (None: the centre)
+    preference: Optional[list] = None
+
+    @property
+    def hoe(self) -> bool:
+        return self.policy_dir is not None and (self.policy_dir / HOE_FILE).is_file()
 
     @property
     def seed(self) -> int:
@@ -51,6 +58,8 @@ def resolve_target(target: str) -> Target:
     if path.is_dir() and (path / run_dir.CONFIG_FILE).is_file():
         cfg = run_dir.load_config(path)
         final = path / run_dir.FINAL / run_dir.POLICY
+        if not final.is_dir() and (path / run_dir.FINAL / HOE_FILE).is_file():  # HoE: final/ is an HoE folder
+            return Target("run", str(path), str(cfg.get("model", "")), path / run_dir.FINAL, path, cfg)
         if not final.is_dir():
             ckpts = run_dir.list_checkpoints(path)
             hint = (f"; evaluate its last checkpoint ({ckpts[-1][1]}) or finish it with --resume" if ckpts
@@ -163,6 +172,13 @@ def load_target(t: Target, allow_download: bool = False):
     if t.kind == "model":
         tok = load_tokenizer(t.name, allow_download)
         return load_causal_lm(t.name, tok, seed=0, allow_download=allow_download).eval(), tok
+    if t.hoe:  # routed experts on the base, mixed for the preference
+        from paretoalign.experts import load_hoe
+
+        hoe = load_hoe(t.policy_dir, allow_download=allow_download)
+        if t.preference is not None:
+            hoe.set_preference(t.preference)
+        return hoe.model.eval(), hoe.tokenizer
     tok = load_tokenizer(t.base_model, allow_download)
     if (t.policy_dir / "adapter_config.json").is_file():
         from peft import PeftModel

@@ -87,6 +87,9 @@ def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[F
         raise ConfigError(f"--endpoint-method {front.endpoint_method!r}: {endpoint[0]}'s endpoints are trained on one "
                           f"objective each (one-hot weights) by a method that takes weights: "
                           f"{', '.join(endpoint_methods())}")
+    if front.endpoints is not None and not endpoint and all(get_method(m).family == "experts" for m in front.method):
+        # HoE: its experts are cut from the K endpoints (a training option of its own)
+        train_vals["endpoints"], front = front.endpoints, dataclasses.replace(front, endpoints=None)
     if not endpoint and (front.endpoints is not None or front.merge_rank is not None):
         raise ConfigError(f"--endpoints and --merge-rank belong to methods made from K endpoints "
                           f"({', '.join(m.name for m in METHODS if m.family in ENDPOINT_FAMILIES)}); "
