@@ -229,3 +229,29 @@ def test_serve_steers_a_ric_run_by_its_targets(tmp_path, data, monkeypatch):
     (run / "final" / "reward_stats.json").unlink()
     with pytest.raises(DataError, match="reward_stats.json: missing"):
         resolve_steerable(run)
+
+
+def test_two_processes_under_accelerate(tmp_path, data):
+    """DDP on 2 CPU processes: each process samples its own prompts, the online set is gathered (the same on
+    both, and in the checkpoint), the metrics are the processes' means."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29547",
+           "-m", "paretoalign.cli", "train", "--method", "ric", "--model", "tiny", "--objectives", ",".join(OBJ),
+           "--pairs", data["pairs"], "--prompts", data["prompts"], "--offline-steps", "2", "--online-rounds", "1",
+           "--online-prompts", "3", "--online-steps", "1", "--max-new-tokens", "3", "--output-dir", str(out),
+           "--progress", "false"]
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = run_dir.read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[2]["samples"] == 3
+    state = json.loads((out / "checkpoints" / "step-000003" / "trainer_state.json").read_text())
+    assert state["num_processes"] == 2 and len(state["ric_online"]) == rows[2]["online_set"]
+    assert RewardStats.load(out / "final").names == ["sentiment", "length"]

@@ -209,7 +209,17 @@ class RicTrainer(base.StepTrainer):
         row = {"step": step, "stage": "offline", "loss": loss, "lr": lr}
         for k, name in enumerate(self.names):
             row[f"target/{name}"] = float(self.off_scores[idx, k].mean())
+        row = self._mean_over_processes(row)
         row["time_step"] = time.perf_counter() - t0
+        return row
+
+    def _mean_over_processes(self, row: dict) -> dict:
+        """The row's numbers averaged over the processes (as DPA's rounds): what metrics.jsonl reports."""
+        acc = self.accelerator
+        if acc.num_processes > 1:
+            keys = sorted(k for k, v in row.items() if isinstance(v, (int, float)) and k not in ("step", "round"))
+            t = acc.reduce(torch.tensor([float(row[k]) for k in keys], device=acc.device, dtype=torch.float64), "mean")
+            row.update(dict(zip(keys, t.tolist())))
         return row
 
     def round_inputs(self, r: int) -> tuple[list, np.ndarray]:
@@ -277,6 +287,7 @@ class RicTrainer(base.StepTrainer):
             row[f"reward/{name}"] = float(raw[valid, k].mean()) if valid.any() else float("nan")
             row[f"target/{name}"] = float(goals[:, k].mean())
             row[f"obtained/{name}"] = float(obtained[ok, k].mean()) if ok.any() else float("nan")
+        row = self._mean_over_processes(row)
         row.update(time_generate=t_gen, time_step=time.perf_counter() - t0)
         if not math.isfinite(row["loss"]):
             raise ParetoAlignError(f"round {r}: the fine-tuning loss is not finite; the last checkpoint is intact, "
