@@ -35,7 +35,7 @@ from typing import Literal
 
 from paretoalign.errors import ConfigError
 
-Family = Literal["online", "offline", "steerable", "conditioned", "experts", "merging", "decoding"]
+Family = Literal["online", "offline", "steerable", "conditioned", "experts", "constrained", "merging", "decoding"]
 
 # family -> (config class, trainer class), as "module:Class"
 FAMILY_CLASSES: dict[str, tuple[str, str]] = {
@@ -45,6 +45,7 @@ FAMILY_CLASSES: dict[str, tuple[str, str]] = {
     "steerable": ("paretoalign.trainers.dpa_config:DPAConfig", "paretoalign.trainers.dpa_trainer:DPATrainer"),
     "conditioned": ("paretoalign.trainers.ric_config:RicConfig", "paretoalign.trainers.ric_trainer:RicTrainer"),
     "experts": ("paretoalign.trainers.hoe_config:HoEConfig", "paretoalign.trainers.hoe_trainer:HoETrainer"),
+    "constrained": ("paretoalign.trainers.cgpo_config:CGPOConfig", "paretoalign.trainers.cgpo_trainer:CGPOTrainer"),
 }
 # Families without a trainer of their own: a front trains K one-objective endpoints with another method
 # (``front --endpoint-method``) and makes each preference's point from them.
@@ -137,6 +138,10 @@ METHODS: tuple[Method, ...] = (
            "the anchors' routers (a reconstruction; no public code)",
            "Li et al. 2025, Multi-objective Large Language Model Alignment with Hierarchical Experts", "2505.20925",
            steerable=True),
+    Method("cgpo", "constrained", "CGPO: a reward plus a mixture of judges as hard constraints, reward calibrated "
+           "against a baseline answer, KL threshold; CRPG, CODPO or CRRAFT per task, several tasks mixed in one run "
+           "(--tasks); no front sweep yet",
+           "Xu et al. 2024, The Perfect Blend: Redefining RLHF with Mixture of Judges", "2409.20370", sweepable=False),
     Method("rs", "merging", "Rewarded Soups: K one-objective endpoints (one training per objective), their weights "
            "interpolated per preference (exact LoRA deltas); steered at inference by re-merging",
            "Ramé et al. 2023, Rewarded soups: towards Pareto-optimal alignment by interpolating weights fine-tuned "

@@ -39,6 +39,7 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
     """Options of ``paretoalign train`` for the online methods."""
 
     FAMILY = "online"  # the method table's family this config runs (a subclass for another family names its own)
+    MIN_OBJECTIVES = 2  # a subclass whose method needs fewer says so (CGPO: one reward per task)
 
     # --- what to train -------------------------------------------------------------------------
     method: str = field(
@@ -103,7 +104,7 @@ class OnlineConfig(ModelOptions, PromptOptions, PreferenceOptions, ScoreOptions,
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
         check_family(self.method, self.FAMILY)  # the method table says which methods this config runs
-        self.check_objectives(2, "multi-objective training")
+        self.check_objectives(self.MIN_OBJECTIVES, "multi-objective training")
         self.check_weights()
         self.check_lora()
         self.check_generation()

@@ -153,7 +153,7 @@ class OnlineTrainer(base.StepTrainer):
         self._rebuildable_tiny_base = model is None and cfg.model == TINY_NAME
         policy = model if model is not None else load_causal_lm(cfg.model, self.tokenizer, cfg.seed, cfg.allow_download)
         self.ref_model = None
-        self.uses_reference = needs_reference(cfg)
+        self.uses_reference = self._needs_reference()
         if cfg.use_lora:
             policy = add_lora(policy, cfg)
         elif self.uses_reference:
@@ -179,6 +179,10 @@ class OnlineTrainer(base.StepTrainer):
             torch.manual_seed(cfg.seed + 1000 * acc.process_index)
             random.seed(cfg.seed + acc.process_index)
             np.random.seed(cfg.seed + acc.process_index)
+
+    def _needs_reference(self) -> bool:
+        """Whether steps read log π_ref (:func:`needs_reference`; a subclass may always need it, as CGPO's KL gate)."""
+        return needs_reference(self.config)
 
     # ------------------------------------------------------------------------------------------
     @property
