@@ -49,6 +49,30 @@ class PairsConfig:
     allow_download: bool = field(False, help="Let --model and reward models be fetched from a hub.")
     progress: bool = field(True, help="Show a progress bar.")
 
+    # --- MAPL's prompt-side pairs (Sun et al. 2025, arXiv 2505.12845) ----------------------------
+    mapl: bool = field(
+        False, help="Also write MAPL's prompt-side pairs (intra.jsonl: for each response, a prompt whose appended "
+        "instructions it satisfies vs one it violates, labelled by the instructions' verifiers; inter.jsonl: the "
+        "pairs on instruction-augmented prompts, a reconstruction) for `train --method mapl` and `reward-model "
+        "train --rc-bt`; the schema is in paretoalign.data.prompt_pairs.")
+    pairs_in: Optional[str] = field(
+        None, help="With --mapl: build from this file or folder instead of sampling --model: preference pairs (any "
+        "format `train --pairs` reads; copied to pairs.jsonl) or rows of prompt + response (or completion).")
+    instructions: list = field(
+        ["max_words", "include_keyword", "start_with"], help="With --mapl: instruction kinds to draw from "
+        "(max_words, min_words, include_keyword, exclude_keyword, start_with, end_with).")
+    instructions_per_prompt: int = field(2, help="With --mapl: distinct instructions appended per prompt (fewer "
+                                         "where a kind has none for the response).")
+    mapl_rules: list = field(
+        ["all_vs_some", "some_vs_none"], help="With --mapl: how x_w and x_l differ: 'all_vs_some' (x_w: all "
+        "satisfied, x_l: at least one violated), 'some_vs_none' (x_w: at least one satisfied, x_l: none).")
+    mapl_inter: bool = field(True, help="With --mapl: also write inter.jsonl from the pairs (where there are pairs).")
+    mapl_inter_label: Optional[str] = field(
+        None, help="With --mapl: the label that decides which response of a pair is the chosen one of the inter "
+        "level (default: the first objective's, or the pairs file's first label).")
+    mapl_inter_tries: int = field(3, help="With --mapl: draws per instruction kind when looking for one that "
+                                  "separates a pair's responses.")
+
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
         if isinstance(self.objectives, str):
@@ -61,3 +85,20 @@ class PairsConfig:
             raise ConfigError("--objectives is empty")
         if self.num_completions < 2:
             raise ConfigError(f"num_completions must be >= 2 to make pairs; got {self.num_completions}")
+        for name in ("instructions", "mapl_rules"):
+            v = getattr(self, name)
+            setattr(self, name, [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else list(v))
+        if self.pairs_in is not None and not self.mapl:
+            raise ConfigError("--pairs-in builds MAPL's prompt-side pairs from a file: give --mapl too")
+        if self.mapl:
+            from paretoalign.instructions import PAIR_RULES, parse_instruction_kinds  # torch: at run time only
+
+            self.instructions = parse_instruction_kinds(self.instructions)
+            if not self.mapl_rules:
+                raise ConfigError(f"--mapl-rules is empty; choose from {', '.join(PAIR_RULES)}")
+            for r in self.mapl_rules:
+                if r not in PAIR_RULES:
+                    raise ConfigError(f"unknown MAPL pair rule {r!r}; available: {', '.join(PAIR_RULES)}")
+            if self.instructions_per_prompt < 1 or self.mapl_inter_tries < 1:
+                raise ConfigError("instructions_per_prompt and mapl_inter_tries must be >= 1; got "
+                                  f"{self.instructions_per_prompt} and {self.mapl_inter_tries}")

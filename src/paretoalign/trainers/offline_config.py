@@ -10,6 +10,8 @@ What ``objectives`` means per method (K entries, in the order of ``weights``):
   name of a per-response score stored in the pairs data.
 - ``mopo``: the first is the primary objective; ``constraints`` bound the others.
 - ``amopo``: the dimensions (label names), one dimension-aware prompt each.
+- ``mapl``: the labels of the original pairs of the MAPL folder (its ``pairs.jsonl``), scalarised by
+  ``weights`` as for ``dpo``, for the L_0 term only; the prompt-side pairs need no labels.
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions
         "modpo",
         help="'dpo' (one label, or labels scalarised by --weights), 'modpo' (DPO on one objective's pairs with "
         "the others as margin rewards), 'mopo' (primary objective, constraints on the others), 'amopo' "
-        "(dimension-aware prompts, adaptive weights, no reference or reward model).", group=METHOD)
+        "(dimension-aware prompts, adaptive weights, no reference or reward model), 'mapl' (prompt-side pairs from "
+        "`paretoalign pairs --mapl`: for one response, the prompt whose instructions it satisfies is preferred).",
+        group=METHOD)
     pairs: list = field(
         [], help="Preference data: a .jsonl/.json/.parquet/.csv file or datasets folder, a Hugging Face dataset name[:config[:split]] such as trl-lib/ultrafeedback_binarized (from the local cache; from the Hub with --allow-download), or several "
         "'objective=path' sets (one per objective). Formats: trl, hh-rlhf, pku-saferlhf, helpsteer2, ultrafeedback.",
@@ -134,6 +138,30 @@ class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions
         DEFAULT_INTEGRATE_TEMPLATE, help="AMoPO with --amopo-integrate-all: the integrate-all prompt; {prompt} and "
         "{dimensions} (the dimension names, comma-separated) are filled in.")
 
+    # --- MAPL ----------------------------------------------------------------------------------
+    mapl_intra_coef: float = field(
+        1.0, help="MAPL: lambda_intra, weight of the intra-sample term: DPO across two prompts for one response, "
+        "-log sigma(beta*log[pi(y|x_w)/pi_ref(y|x_w)] - beta*log[pi(y|x_l)/pi_ref(y|x_l)]), on the --pairs folder's "
+        "intra.jsonl (`paretoalign pairs --mapl`). Must be > 0.")
+    mapl_pairs_coef: float = field(
+        1.0, help="MAPL: weight of L_0, DPO on the original pairs (the folder's pairs.jsonl, labels scalarised by "
+        "--objectives/--weights as for dpo); skipped, with a warning, when the folder has none.")
+    mapl_inter_coef: float = field(
+        0.0, help="MAPL: lambda_inter, weight of the inter-sample term (a reconstruction: DPO on the folder's "
+        "inter.jsonl, pairs on instruction-augmented prompts); 0 leaves it out.")
+    mapl_conflict_rule: Literal["compliance", "semantics", "drop"] = field(
+        "compliance", help="MAPL inter term: a pair whose instructions the rejected response satisfies and the chosen "
+        "one violates is decided by 'compliance' (the complying response wins), 'semantics' (the original label "
+        "wins) or 'drop'.")
+    mapl_anchor: Literal["none", "sft", "drop"] = field(
+        "none", help="MAPL: an anchor against lowering the intra loss only by pushing pi(y|x_l) down (the two "
+        "prompts' normalisers do not cancel): 'sft' adds -log pi(y|x_w)/|y| (as CODPO's SFT term), 'drop' adds "
+        "relu(log pi_ref(y|x_l) - log pi(y|x_l) - --mapl-drop-margin). A reconstruction; the diagnostic "
+        "mapl/down_share is logged either way.")
+    mapl_anchor_coef: float = field(0.1, help="MAPL: weight of --mapl-anchor (when it is not 'none').")
+    mapl_drop_margin: float = field(0.0, help="MAPL 'drop' anchor: how far (nats) log pi(y|x_l) may fall below the "
+                                    "reference before the hinge acts.")
+
     # --- optimisation --------------------------------------------------------------------------
     max_prompt_length: int = field(256, help="Prompts longer than this many tokens are truncated from the left.")
     max_response_length: int = field(256, help="Responses longer than this many tokens are truncated.")
@@ -170,6 +198,12 @@ class OfflineConfig(ModelOptions, PromptOptions, PreferenceOptions, OptimOptions
             raise ConfigError("integrate_template may only use the fields {prompt} and {dimensions}") from None
         if "{prompt}" not in self.integrate_template:
             raise ConfigError("integrate_template must contain {prompt} (and may use {dimensions})")
+        for name in ("mapl_intra_coef", "mapl_pairs_coef", "mapl_inter_coef", "mapl_anchor_coef", "mapl_drop_margin"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"option {name}: must be >= 0, got {getattr(self, name)!r}")
+        if self.method == "mapl" and not self.mapl_intra_coef > 0:
+            raise ConfigError("MAPL's intra-sample term is the method: --mapl-intra-coef must be > 0 (for DPO on the "
+                              "original or inter pairs alone use --method dpo)")
         if self.method == "amopo" and self.amopo_integrate_all and AMOPO_INTEGRATE_ROW in self.objectives:
             raise ConfigError(f"an objective named {AMOPO_INTEGRATE_ROW!r} clashes with --amopo-integrate-all's row")
 

@@ -1,4 +1,4 @@
-"""The offline preference trainer: DPO, MODPO, MOPO and AMoPO on one accelerate path.
+"""The offline preference trainer: DPO, MODPO, MOPO, AMoPO and MAPL on one accelerate path.
 
 Each step: this process's slice of examples (a seeded permutation, so a resumed run sees exactly
 the examples it would have) -> tokenise (prompt, response) in the rollout layout -> response
@@ -13,7 +13,7 @@ MOPO's duals or MODPO's margin cache) is each method's strategy in
 :mod:`paretoalign.trainers.offline_methods`, picked once from ``--method``.
 
 References: Rafailov et al. 2023 (DPO); Zhou et al. 2023 (MODPO, arXiv 2310.03708); Agnihotri et
-al. 2025 (MOPO); Liu et al. 2025 (AMoPO, ACL Findings).
+al. 2025 (MOPO); Liu et al. 2025 (AMoPO, ACL Findings); Sun et al. 2025 (MAPL, arXiv 2505.12845).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from paretoalign import run_dir
-from paretoalign.data.preference_pairs import load_preference_data
 from paretoalign.errors import ConfigError, DataError
 from paretoalign.models import TINY_NAME, check_batch_fits, load_causal_lm, load_tokenizer, logit_bytes_per_token
 from paretoalign.objectives.base import ObjectiveSet
@@ -88,7 +87,7 @@ def resolve_objectives(specs: list, tokenizer=None) -> list[ObjectiveEntry]:
 
 class OfflineTrainer(base.StepTrainer):
     """Orchestrates offline training; each method's examples, loss and state are its strategy in
-    :mod:`paretoalign.trainers.offline_methods`, the maths is in losses/{dpo,modpo,mopo,amopo}.py.
+    :mod:`paretoalign.trainers.offline_methods`, the maths is in losses/{dpo,modpo,mopo,amopo,mapl}.py.
 
     Args:
         config: an :class:`OfflineConfig`.
@@ -110,8 +109,8 @@ class OfflineTrainer(base.StepTrainer):
                          acc.device.type)
         self.resume_from = ckpt_lib.start_run(acc, self.out, cfg, cfg.resume, cfg.overwrite,
                                               cfg.max_steps).checkpoint
-        if data is None:
-            data = load_preference_data(cfg.pairs, format=cfg.pairs_format, max_rows=cfg.max_pairs, allow_download=cfg.allow_download)
+        if data is None:  # the method's own reader (MAPL reads prompt-side pairs)
+            data = STRATEGIES[cfg.method].load_data(cfg)
         self.data = data
         self.entries = resolve_objectives(cfg.objectives, self.tokenizer)
         scorers = [e.scorer for e in self.entries if e.scorer is not None]  # data labels cannot score text
@@ -166,16 +165,19 @@ class OfflineTrainer(base.StepTrainer):
     def unwrapped(self):
         return self.accelerator.unwrap_model(self.model)
 
-    def indices_for_step(self, step: int, micro: int | None = None) -> list[int]:
+    def indices_for_step(self, step: int, micro: int | None = None, size: int | None = None,
+                         stream: int = 0) -> list[int]:
         """This process's example indices at ``step`` (1-based): epochs of seeded permutations.  All
         ``--gradient-accumulation-steps`` x ``--batch-size`` of them, or micro-batch ``micro``'s; they
-        are those of one step at the effective batch size."""
+        are those of one step at the effective batch size.  ``size`` and ``stream`` index another
+        example list the same way (its own permutations; MAPL's secondary sets)."""
         cfg, acc = self.config, self.accelerator
         per_step = cfg.batch_size * cfg.gradient_accumulation_steps
         start = ((step - 1) * acc.num_processes + acc.process_index) * per_step
         if micro is not None:
             start, per_step = start + micro * cfg.batch_size, cfg.batch_size
-        return epoch_indices(cfg.seed, len(self.examples), start, per_step)
+        seed = cfg.seed if not stream else cfg.seed * 1000 + stream
+        return epoch_indices(seed, len(self.examples) if size is None else size, start, per_step)
 
     def _encode(self, prompts: list, responses: list[str]):
         cfg = self.config
@@ -215,6 +217,7 @@ class OfflineTrainer(base.StepTrainer):
         self.model.train()
         losses, rows = [], []
         for micro in range(M):
+            self.micro = micro  # which micro-batch the strategy's loss is computing (MAPL's secondary sets)
             with micro_batch_context(acc, self.model, last=micro == M - 1):  # the forward too (DDP)
                 loss, row = self.strategy.loss(self.indices_for_step(step, micro), step)
                 micro_batch_backward(acc, loss, M)

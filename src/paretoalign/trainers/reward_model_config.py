@@ -1,4 +1,5 @@
-"""Configuration of ``paretoalign reward-model train`` (ArmoRM's two stages).
+"""Configuration of ``paretoalign reward-model train`` (ArmoRM's two stages; ``--rc-bt`` adds MAPL's
+response-conditioned Bradley-Terry on prompt-side pairs).
 
 Every field's ``help`` is the documentation shown by ``paretoalign reward-model train --help``.
 """
@@ -85,6 +86,22 @@ class RewardModelConfig:
     gate_lr: float = field(1e-3, help="Gate AdamW learning rate, cosine-decayed (reference code: 1e-3).")
     gate_weight_decay: float = field(0.0, help="Gate AdamW weight decay.")
 
+    # --- MAPL's response-conditioned Bradley-Terry (Sun et al. 2025, arXiv 2505.12845) -----------
+    rc_bt: bool = field(
+        False, help="Also learn an instruction-compliance head by response-conditioned Bradley-Terry on --prompt-pairs "
+        "(MAPL's intra-sample level for reward models: the same response scores higher under the prompt whose "
+        "instructions it satisfies, -log sigma(r(x_w, y) - r(x_l, y))), and add that loss, weighted by "
+        "--rc-bt-coef, to the gate's Bradley-Terry loss in stage 2.")
+    prompt_pairs: list = field(
+        [], help="With --rc-bt: MAPL folders (or intra.jsonl files) made by `paretoalign pairs --mapl`; their "
+        "requests are split into training and held-out prompts with the rest of the data.")
+    rc_bt_objective: str = field("instruction_following", help="With --rc-bt: the name of the Rc-BT head (an objective "
+                                 "of the saved model, e.g. reward_model:<folder>#instruction_following).")
+    rc_bt_alphas: list = field([1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], help="With --rc-bt: L2 strengths tried for the Rc-BT "
+                               "head; the best by validation loss (--ridge-val-fraction of its pairs) is kept.")
+    rc_bt_coef: float = field(1.0, help="With --rc-bt: lambda_intra, the weight of the Rc-BT loss of the gated score "
+                              "in stage 2 (0: the gate learns from --pairs only).")
+
     # --- output ----------------------------------------------------------------------------------
     output_dir: str = field("runs/reward-model", help="Folder of the trained model (config.json, model.safetensors, report.json).")
     overwrite: bool = field(False, help="Replace a model already in --output-dir.")
@@ -94,7 +111,7 @@ class RewardModelConfig:
 
     def __post_init__(self):
         check_fields(self)  # types and ranges first: the checks below may then trust them
-        for name in ("ratings", "pairs", "objectives", "rating_ranges", "debias_reference"):
+        for name in ("ratings", "pairs", "objectives", "rating_ranges", "debias_reference", "prompt_pairs"):
             v = getattr(self, name)
             setattr(self, name, split_list(v) if isinstance(v, str) else list(v or []))
         if not self.ratings:
@@ -114,6 +131,18 @@ class RewardModelConfig:
         for name in ("heldout_fraction", "ridge_val_fraction", "dropout"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1); got {getattr(self, name)!r}")
+        self.rc_bt_alphas = [float(a) for a in (split_list(self.rc_bt_alphas) if isinstance(self.rc_bt_alphas, str)
+                                                 else self.rc_bt_alphas)]
+        if not self.rc_bt_alphas or any(not (a > 0 and math.isfinite(a)) for a in self.rc_bt_alphas):
+            raise ConfigError(f"rc_bt_alphas must be positive numbers; got {self.rc_bt_alphas}")
+        if self.rc_bt_coef < 0:
+            raise ConfigError(f"rc_bt_coef must be >= 0; got {self.rc_bt_coef!r}")
+        if self.rc_bt and not self.prompt_pairs:
+            raise ConfigError("--rc-bt needs --prompt-pairs: a folder made by `paretoalign pairs --mapl`")
+        if self.prompt_pairs and not self.rc_bt:
+            raise ConfigError("--prompt-pairs is read by --rc-bt only: give --rc-bt too")
+        if not self.rc_bt_objective.strip():
+            raise ConfigError("rc_bt_objective must be a name")
         if self.pooling not in ("auto", "last", "mean"):
             raise ConfigError(f"pooling must be auto, last or mean; got {self.pooling!r}")
 

@@ -9,6 +9,13 @@ arXiv 2406.12845); the maths is in :mod:`paretoalign.reward_model.armo`.
 4. Stage 2: the gate, trained with Bradley-Terry on the preference pairs (heads frozen).
 5. Evaluation on prompts held out of both stages: pairwise accuracy per objective and overall,
    each head's correlation with its held-out ratings.
+
+With ``--rc-bt`` (MAPL, Sun et al. 2025, arXiv 2505.12845): stage 1 also fits one more head, the
+instruction-compliance head, by response-conditioned Bradley–Terry on prompt-side pairs (the same
+response under x_w and x_l; :mod:`paretoalign.reward_model.rc_bt`); it is not debiased (λ = 0: a
+word-count instruction is about length by design); stage 2 trains the gate on
+L_0 + λ_intra·L_intra, the pairs' BT loss plus the Rc-BT loss of the gated score (``--rc-bt-coef``);
+the evaluation adds the held-out prompt-side pairs' accuracy (head and gated score).
 """
 
 from __future__ import annotations
@@ -26,13 +33,16 @@ import torch
 
 from paretoalign import run_dir
 from paretoalign.data.preference_pairs import load_preference_data, merge_preference_data, prompt_key
+from paretoalign.data.prompt_pairs import load_mapl_data
 from paretoalign.data.schemas import load_ratings
 from paretoalign.errors import ConfigError, DataError
+from paretoalign.losses.mapl import rc_bt_loss
 from paretoalign.models import cache_dir
 from paretoalign.reward_model.armo import bradley_terry_loss, debias_lambdas, fit_ridge_heads, scale_ratings
 from paretoalign.reward_model.evaluate import evaluate_reward_model, head_correlations
 from paretoalign.reward_model.features import FeatureExtractor
 from paretoalign.reward_model.model import CONFIG_FILE, WEIGHTS_FILE, MultiObjectiveRewardModel
+from paretoalign.reward_model.rc_bt import fit_rc_bt_head
 from paretoalign.trainers.reward_model_config import KNOWN_RANGES, RewardModelConfig
 
 REPORT_FILE = "report.json"
@@ -117,10 +127,15 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     pairs = pair_data.oriented(label)
     if not pairs:
         raise DataError(f"{pair_data.name}: no pairs with a strict preference on {label!r}")
+    intra = []
+    if cfg.rc_bt:
+        if cfg.rc_bt_objective in names:
+            raise ConfigError(f"--rc-bt-objective {cfg.rc_bt_objective!r} is also a rating of {rname}; choose another name")
+        intra = load_mapl_data(cfg.prompt_pairs, max_rows=cfg.max_rows).intra
 
     # -- one prompt split for both stages and the evaluation ---------------------------------------
-    held = heldout_prompts([prompt_key(p) for p in prompts] + [prompt_key(p.prompt) for p in pairs],
-                           cfg.heldout_fraction, cfg.seed)
+    held = heldout_prompts([prompt_key(p) for p in prompts] + [prompt_key(p.prompt) for p in pairs]
+                           + [prompt_key(e.prompt) for e in intra], cfg.heldout_fraction, cfg.seed)
     fit_rows = torch.tensor([prompt_key(p) not in held for p in prompts])
     is_test = [prompt_key(p.prompt) in held for p in pairs]
     tr_idx = torch.tensor([i for i, t in enumerate(is_test) if not t], dtype=torch.long)
@@ -128,6 +143,10 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     train_pairs, test_pairs = [pairs[i] for i in tr_idx.tolist()], [pairs[i] for i in te_idx.tolist()]
     if not train_pairs:
         raise DataError(f"{pair_data.name}: every pair's prompt is held out; lower --heldout-fraction or add pairs")
+    intra_test = torch.tensor([prompt_key(e.prompt) in held for e in intra], dtype=torch.bool)
+    if cfg.rc_bt and bool(intra_test.all()):
+        raise DataError(f"{', '.join(cfg.prompt_pairs)}: every prompt-side pair's request is held out; lower "
+                        "--heldout-fraction or add pairs")
 
     # rating scales, per response: yours, its schema's (files of several schemas keep each its
     # own), else the training rows' range (held-out rows unseen; a held-out rating beyond it is clipped)
@@ -176,6 +195,13 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     Fc = ex.features([p.prompt for p in pairs], [p.chosen for p in pairs])
     Fr = ex.features([p.prompt for p in pairs], [p.rejected for p in pairs])
     Fp = ex.prompt_features([p.prompt for p in pairs])
+    rc = None
+    if cfg.rc_bt:  # (x_w, y), (x_l, y) and the two prompts: [4, N, d]
+        _log(cfg, f"features of {len(intra)} prompt-side pairs (Rc-BT) ...")
+        rc = torch.stack([ex.features([e.prompt_w for e in intra], [e.response for e in intra]),
+                          ex.features([e.prompt_l for e in intra], [e.response for e in intra]),
+                          ex.prompt_features([e.prompt_w for e in intra]),
+                          ex.prompt_features([e.prompt_l for e in intra])])
     t_features = time.perf_counter() - t0
 
     # -- stage 1 ----------------------------------------------------------------------------------
@@ -186,11 +212,22 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         fit = fit_ridge_heads(X, Yfit, cfg.ridge_alphas, cfg.ridge_val_fraction, cfg.seed)
     except ValueError as e:
         raise DataError(f"stage 1: {e} (objectives in order: {objectives})") from None
+    head_weight, head_bias, report_rc = fit.weight.float(), fit.bias.float(), None
+    rc_train = (~intra_test).nonzero().flatten()
+    if rc is not None:  # MAPL's intra level for reward models: one more head, by Rc-BT
+        rc_fit = fit_rc_bt_head(rc[0, rc_train], rc[1, rc_train], cfg.rc_bt_alphas, cfg.ridge_val_fraction, cfg.seed)
+        head_weight = torch.cat([head_weight, rc_fit.weight.float()[None]])
+        head_bias = torch.cat([head_bias, torch.tensor([rc_fit.bias], dtype=torch.float32)])
+        report_rc = {"objective": cfg.rc_bt_objective, "alpha": rc_fit.alpha, "val_loss": rc_fit.val_loss,
+                     "train_pairs": rc_fit.count, "test_pairs": int(intra_test.sum()), "coef": cfg.rc_bt_coef,
+                     "data": ", ".join(cfg.prompt_pairs)}
     t_stage1 = time.perf_counter() - t0
-    model = MultiObjectiveRewardModel(objectives, X.shape[1], ex.describe(), ranges,
-                                      verbosity, cfg.gate_hidden, cfg.gate_layers, cfg.temperature, cfg.dropout)
-    model.head_weight.copy_(fit.weight.float())
-    model.head_bias.copy_(fit.bias.float())
+    model = MultiObjectiveRewardModel(objectives + ([cfg.rc_bt_objective] if rc is not None else []), X.shape[1],
+                                      ex.describe(), ranges, verbosity, cfg.gate_hidden, cfg.gate_layers,
+                                      cfg.temperature, cfg.dropout)
+    model.head_weight.copy_(head_weight)
+    model.head_bias.copy_(head_bias)
+    K = len(objectives)  # the rated heads (the Rc-BT head, if any, comes after them)
 
     # -- debiasing on a reference set (default: the stage-2 training responses) --------------------
     report_debias = None
@@ -202,8 +239,9 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         else:
             ref_src = "stage-2 training pairs (chosen and rejected)"
             ref = model.head_rewards(torch.cat([Fc[tr_idx], Fr[tr_idx]])).double()
-        lam, before, after = debias_lambdas(ref, model.verbosity_index, cfg.debias_threshold, cfg.debias_max_lambda)
-        model.debias_lambda.copy_(lam.float())
+        lam, before, after = debias_lambdas(ref[:, :K], model.verbosity_index, cfg.debias_threshold,
+                                            cfg.debias_max_lambda)
+        model.debias_lambda[:K] = lam.float()  # the Rc-BT head keeps λ = 0
         stuck = [o for j, o in enumerate(objectives) if o != verbosity and not float(after[j]) <= cfg.debias_threshold]
         if stuck:
             warnings.warn(f"debiasing: {stuck} stay correlated with {verbosity!r} above {cfg.debias_threshold} even at "
@@ -217,7 +255,8 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
 
     # -- stage 2: the gate ------------------------------------------------------------------------
     t0 = time.perf_counter()
-    gate_losses = train_gate(model, Fc[tr_idx], Fr[tr_idx], Fp[tr_idx], cfg)
+    gate_losses = train_gate(model, Fc[tr_idx], Fr[tr_idx], Fp[tr_idx], cfg,
+                             rc[:, rc_train] if rc is not None else None)
     t_stage2 = time.perf_counter() - t0
     model.eval()
 
@@ -231,10 +270,14 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         evaluation["pairs_test"] = evaluate_reward_model(model, test_pairs, Fc[te_idx], Fr[te_idx], Fp[te_idx])
     if len(hold_rows):
         with torch.no_grad():
-            pred = model.head_rewards(X[hold_rows])
+            pred = model.head_rewards(X[hold_rows])[:, :K]
         evaluation["heads_heldout"] = head_correlations(pred, Y[hold_rows], objectives)
     with torch.no_grad():
-        evaluation["heads_train"] = head_correlations(model.head_rewards(X[fit_rows]), Y[fit_rows], objectives)
+        evaluation["heads_train"] = head_correlations(model.head_rewards(X[fit_rows])[:, :K], Y[fit_rows], objectives)
+    if rc is not None:
+        evaluation["prompt_pairs_train"] = prompt_pair_accuracy(model, rc[:, rc_train])
+        if bool(intra_test.any()):
+            evaluation["prompt_pairs_test"] = prompt_pair_accuracy(model, rc[:, intra_test])
 
     report = {
         "objectives": objectives, "preference_label": label, "rating_ranges": ranges,
@@ -243,13 +286,16 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
         "stage1": {"alpha": dict(zip(objectives, fit.alpha.tolist())), "labelled": dict(zip(objectives, fit.counts.tolist())),
                    "val_mse": {o: dict(zip(map(str, cfg.ridge_alphas), fit.val_mse[k].tolist())) for k, o in enumerate(objectives)}},
         "debias": report_debias,
+        "rc_bt": report_rc,
         "stage2": {"steps": cfg.gate_steps, "loss_first": gate_losses[0], "loss_last": gate_losses[-1],
                    "scale": float(model.gate.logit_scale.detach())},
         "evaluation": evaluation,
         "seconds": {"features": t_features, "stage1": t_stage1, "stage2": t_stage2, "total": time.perf_counter() - t_start},
-        "feature_extraction": {"texts": len(responses) + 3 * len(pairs), "backbone_batches": ex.calls},
+        "feature_extraction": {"texts": len(responses) + 3 * len(pairs) + 4 * len(intra), "backbone_batches": ex.calls},
     }
     model.extra = {"preference_label": label, "evaluation": evaluation, "debias": report_debias}
+    if report_rc is not None:
+        model.extra["rc_bt"] = report_rc
     model.save_pretrained(out)
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2, default=float))
     model.set_extractor(ex)
@@ -258,12 +304,31 @@ def train_reward_model(cfg: RewardModelConfig, extractor: FeatureExtractor | Non
     return model, report
 
 
-def train_gate(model: MultiObjectiveRewardModel, chosen_f, rejected_f, prompt_f, cfg: RewardModelConfig) -> list[float]:
+@torch.no_grad()
+def prompt_pair_accuracy(model: MultiObjectiveRewardModel, rc: torch.Tensor) -> dict:
+    """On prompt-side pairs (features ``rc [4, N, d]``: (x_w, y), (x_l, y), x_w, x_l): how often the Rc-BT
+    head (the last head) and the gated score rank (x_w, y) above (x_l, y), and the head's mean Rc-BT loss."""
+    model.eval()
+    ow, ol = model(rc[0], rc[2]), model(rc[1], rc[3])
+    hw, hl = ow.rewards[:, -1], ol.rewards[:, -1]
+    return {"pairs": int(rc.shape[1]), "head_accuracy": float((hw > hl).double().mean()),
+            "score_accuracy": float((ow.score > ol.score).double().mean()),
+            "head_rc_bt_loss": float(rc_bt_loss(hw.double(), hl.double()).mean())}
+
+
+def train_gate(model: MultiObjectiveRewardModel, chosen_f, rejected_f, prompt_f, cfg: RewardModelConfig,
+               rc_features: torch.Tensor | None = None) -> list[float]:
     """Stage 2: Bradley-Terry on R = β·Σ g·r' with the heads (and λ) frozen; AdamW, cosine schedule,
-    batches sampled with replacement (the reference code's loop).  Returns the loss per step."""
+    batches sampled with replacement (the reference code's loop).  With ``rc_features [4, N, d]``
+    ((x_w, y), (x_l, y), x_w, x_l: ``--rc-bt``), each step adds ``--rc-bt-coef`` times the Rc-BT loss
+    −log σ(R(x_w, y) − R(x_l, y)) of a batch of prompt-side pairs (MAPL's L_0 + λ_intra·L_intra).
+    Returns the loss per step."""
     with torch.no_grad():
         rc = model.forward(chosen_f, prompt_f).debiased
         rr = model.forward(rejected_f, prompt_f).debiased
+        if rc_features is not None:
+            rw = model.forward(rc_features[0], rc_features[2]).debiased
+            rl = model.forward(rc_features[1], rc_features[3]).debiased
     params = list(model.gate.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.gate_lr, weight_decay=cfg.gate_weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.gate_steps)
@@ -277,6 +342,11 @@ def train_gate(model: MultiObjectiveRewardModel, chosen_f, rejected_f, prompt_f,
         sc = model.gate.logit_scale * (gates * rc[idx]).sum(-1)
         sr = model.gate.logit_scale * (gates * rr[idx]).sum(-1)
         loss = bradley_terry_loss(sc, sr).mean()
+        if rc_features is not None and cfg.rc_bt_coef > 0:
+            j = torch.randint(0, rw.shape[0], (cfg.gate_batch_size,), generator=g)
+            sw = model.gate.logit_scale * (model.gate(rc_features[2, j]) * rw[j]).sum(-1)
+            sl = model.gate.logit_scale * (model.gate(rc_features[3, j]) * rl[j]).sum(-1)
+            loss = loss + cfg.rc_bt_coef * rc_bt_loss(sw, sl).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from paretoalign.trainers.offline_methods.amopo import AMoPOStrategy
 from paretoalign.trainers.offline_methods.base import OfflineStrategy
 from paretoalign.trainers.offline_methods.dpo import DPOStrategy
+from paretoalign.trainers.offline_methods.mapl import MAPLStrategy
 from paretoalign.trainers.offline_methods.modpo import MODPOStrategy
 from paretoalign.trainers.offline_methods.mopo import MOPOStrategy
 
@@ -17,6 +18,8 @@ STRATEGIES: dict[str, type[OfflineStrategy]] = {
     "modpo": MODPOStrategy,
     "mopo": MOPOStrategy,
     "amopo": AMoPOStrategy,
+    "mapl": MAPLStrategy,
 }
 
-__all__ = ["STRATEGIES", "AMoPOStrategy", "DPOStrategy", "MODPOStrategy", "MOPOStrategy", "OfflineStrategy"]
+__all__ = ["STRATEGIES", "AMoPOStrategy", "DPOStrategy", "MAPLStrategy", "MODPOStrategy", "MOPOStrategy",
+           "OfflineStrategy"]

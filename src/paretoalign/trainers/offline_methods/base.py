@@ -34,6 +34,15 @@ class OfflineStrategy:
         self._warned: set = set()
 
     # --- set-up ----------------------------------------------------------------------------------
+    @classmethod
+    def load_data(cls, config):
+        """The training data of ``--pairs`` (read before the strategy is built): preference pairs,
+        unless the method reads another kind (MAPL: prompt-side pairs)."""
+        from paretoalign.data.preference_pairs import load_preference_data
+
+        return load_preference_data(config.pairs, format=config.pairs_format, max_rows=config.max_pairs,
+                                    allow_download=config.allow_download)
+
     def label_names(self) -> list[str]:
         """The objectives the pairs data must be labelled for."""
         return list(self.trainer.names)
