@@ -53,10 +53,10 @@ def load_front(folder: Path) -> dict:
     signs = np.array([-1.0 if o.get("direction") == "minimize" else 1.0 for o in front["objectives"]])
     prefs, scores, shas = [], [], set()
     for p in front["points"]:
-        ev = Path(p["eval"])
-        ev = ev if ev.is_absolute() or ev.is_file() else folder / ev
+        # the point's own folder first (front.json records the path as written, which a moved front no longer has)
+        ev = folder / "points" / Path(p["eval"]).parent.name / "eval.json"
         if not ev.is_file():
-            ev = folder / "points" / Path(p["eval"]).parent.name / "eval.json"
+            ev = Path(p["eval"]) if Path(p["eval"]).is_absolute() else folder / p["eval"]
         e = json.loads(ev.read_text())
         prefs.append(p["preference"])
         scores.append(np.asarray(e["scores"], float) * signs)
