@@ -5,6 +5,7 @@
     python bench/exact_front.py --k 3 --prefs 4     # K=3, Das-Dennis grid with 4 points per edge (10 preferences)
     python bench/exact_front.py --all-granularities # PAMA at batch, sequence and token granularity
     python bench/exact_front.py --methods soup,mod,soup-mlp,mod-mlp,morlhf-mlp   # the steering rows only
+    python bench/exact_front.py --methods exact,morlhf,soup,mod,ric,hoe         # one model for every preference too
 
 Problem.  X prompts, M candidate responses per prompt, fixed reward vectors r[x, y] ∈ R^K on a
 concave trade-off (r = ρ·(cos θ, sin θ, ...) with random angles and radii), a random reference
@@ -323,6 +324,127 @@ def mod_logits(param: Param, endpoints: list, w, rule: str = "reverse_kl", alpha
 STEERING = {"soup": soup_logits, "mod": mod_logits}
 
 
+# --------------------------------------------------------------------------------------------
+# one model for every preference: RiC (reward-conditioned) and HoE-lite (routed experts), tables
+# --------------------------------------------------------------------------------------------
+
+
+def _draw(problem: Problem, logits: torch.Tensor, n: int, gen) -> tuple[torch.Tensor, torch.Tensor]:
+    """n samples (prompt, response) from the policy ``logits [X, M]`` (prompts uniform)."""
+    xi = torch.randint(0, logits.shape[0], (n,), generator=gen)
+    yi = torch.multinomial(torch.softmax(logits[xi].detach(), -1), 1, generator=gen).squeeze(1)
+    return xi, yi
+
+
+def train_ric(problem: Problem, prefs, cfg: TrainConfig, seed: int, mapping: str = "linf", rounds: int = 2):
+    """RiC (Yang et al. 2024) on the table, through :mod:`paretoalign.ric`: offline samples of π_ref (one
+    run's budget) labelled with their normalised, rounded scores; a conditional policy
+    logits(x, c) = A_x + B_x c (log-linear in the targets, so it generalises between the score tuples it
+    saw, as a language model between score strings) fitted by maximum likelihood; ``rounds`` online rounds
+    (outer-boundary goals, the any-objective 0.7-quantile filter, the kept samples relabelled with their
+    obtained scores, mixed with filtered offline samples); then each preference's targets (``mapping``)
+    condition the one model.  Returns (points [P, K], samples drawn)."""
+    from paretoalign.ric import fit_stats, map_preference, quantile_keep, sample_goals
+
+    gen = torch.Generator().manual_seed(seed)
+    X, M, K = problem.rewards.shape
+    n_off = cfg.steps * cfg.group * X
+    xi, yi = _draw(problem, problem.ref_logits, n_off, gen)
+    raw = problem.rewards[xi, yi].numpy()
+    stats = fit_stats(raw, [f"r{k}" for k in range(K)])
+    c_off = torch.as_tensor(stats.normalise(raw))
+    A = problem.ref_logits.clone().requires_grad_(True)
+    B = torch.zeros(X, M, K, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([A, B], lr=cfg.lr)
+
+    def logits_at(x, c):
+        return A[x] + (B[x] * c.unsqueeze(1)).sum(-1)
+
+    def fit(x, c, y, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(logits_at(x, c), y).backward()
+            opt.step()
+
+    fit(xi, c_off, yi, cfg.steps)
+    keep_off = torch.as_tensor(quantile_keep(c_off.numpy(), 0.7))
+    on_x, on_c, on_y = xi[:0], c_off[:0], yi[:0]
+    rng = np.random.default_rng(seed)
+    n_on = cfg.group * X * 8
+    for _ in range(rounds):
+        goals = torch.as_tensor(sample_goals(n_on, stats.low, stats.high, rng))
+        gx = torch.randint(0, X, (n_on,), generator=gen)
+        with torch.no_grad():
+            gy = torch.multinomial(torch.softmax(logits_at(gx, goals), -1), 1, generator=gen).squeeze(1)
+        obtained = torch.as_tensor(stats.normalise(problem.rewards[gx, gy].numpy()))
+        k = torch.as_tensor(quantile_keep(obtained.numpy(), 0.7))
+        on_x, on_c, on_y = torch.cat([on_x, gx[k]]), torch.cat([on_c, obtained[k]]), torch.cat([on_y, gy[k]])
+        pool = torch.nonzero(keep_off).squeeze(1)
+        pick = pool[torch.randperm(len(pool), generator=gen)[: n_on]]
+        fit(torch.cat([xi[pick], on_x]), torch.cat([c_off[pick], on_c]), torch.cat([yi[pick], on_y]), cfg.steps // 3)
+    pts = []
+    with torch.no_grad():
+        for w in prefs:
+            t = torch.as_tensor(map_preference(w, stats.low, stats.high, mapping)).expand(X, K)
+            pts.append(objectives_of(problem, logits_at(torch.arange(X), t)).numpy())
+    return np.stack(pts), n_off + rounds * n_on
+
+
+def train_hoe(problem: Problem, prefs, cfg: TrainConfig, seed: int, eta: float = 0.5, temperature: float = 1.0):
+    """HoE-lite (Li et al. 2025, reconstructed) on the table: the experts are the K MORLHF endpoints' logit
+    deltas (a table's delta is its own exact expert); one router per anchor (the simplex's vertices and
+    centre, :func:`paretoalign.experts.default_anchors`), gates g(x) = softmax(R_m[x]/T) per prompt, started at
+    the anchor's soup; each router trained by the sampled MORLHF step with weights c ∝ u⊙a
+    (:func:`paretoalign.combiners.tchebycheff_policy_weights`) and the dual u moved by online mirror descent
+    on the batch's mean rewards (:func:`~paretoalign.combiners.tchebycheff_dual_update`), z = J(π_ref) − 0.1;
+    the routers share one run's budget; a preference mixes the anchors' gates with its barycentric
+    coefficients (:func:`paretoalign.experts.anchor_coefficients`).  Returns (points [P, K], samples)."""
+    from paretoalign.combiners import tchebycheff_dual_update, tchebycheff_policy_weights
+    from paretoalign.experts import anchor_coefficients, default_anchors
+
+    X, M, K = problem.rewards.shape
+    eps = train_endpoints(problem, cfg, seed, TABLE)
+    deltas = torch.stack([ep[0] - problem.ref_logits for ep in eps])  # [E, X, M]
+    anchors = default_anchors(K)
+    z = objectives_of(problem, problem.ref_logits).detach() - 0.1
+    gen = torch.Generator().manual_seed(seed + 17)
+    per_router = max(1, cfg.steps // len(anchors))
+    routers = []
+
+    def policy(gates):  # gates [X, E]
+        return problem.ref_logits + (gates.T.unsqueeze(-1) * deltas).sum(0)
+
+    for a in anchors:
+        at = torch.as_tensor(a, dtype=torch.float64)
+        R = (temperature * torch.log(at.clamp(min=1e-4))).expand(X, K).clone().requires_grad_(True)
+        opt = torch.optim.Adam([R], lr=cfg.lr)
+        u = torch.full((K,), 1.0 / K, dtype=torch.float64)
+        for _ in range(per_router):
+            theta = policy(torch.softmax(R / temperature, -1))
+            xi, yi = _sample(problem, theta, cfg.group, gen)
+            logp = torch.log_softmax(theta[xi], -1).gather(1, yi[:, None]).squeeze(1)
+            adv, mask = _advantages(problem, logp, problem.ref_logp[xi, yi], xi, yi, cfg.group)
+            wt = tchebycheff_policy_weights(u, at)
+            loss = morlhf_loss((logp - logp.detach())[:, None], whiten(linear_scalarize(adv, wt), mask), mask,
+                               cfg.clip_eps)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            kl = (logp - problem.ref_logp[xi, yi]).detach()
+            J = (problem.rewards[xi, yi] - problem.beta * kl.unsqueeze(1)).mean(0)
+            u = tchebycheff_dual_update(u, J, at, z, eta)
+        routers.append(torch.softmax(R.detach() / temperature, -1))
+    pts = []
+    for w in prefs:
+        c = anchor_coefficients(list(map(float, w)), anchors)
+        gates = sum(cm * g for cm, g in zip(c, routers))
+        pts.append(objectives_of(problem, policy(gates)).numpy())
+    return np.stack(pts), (K * cfg.steps + per_router * len(anchors)) * cfg.group * X
+
+
+ONE_MODEL = {"ric": train_ric, "hoe": train_hoe}
+
+
 def steering_gap(problem: Problem, w, param: Param = TABLE, seed: int = 0, cfg: TrainConfig | None = None) -> dict:
     """Exact endpoints, then soup and MOD at ``w``: how far each falls below the optimum of w·J
     (``gap_*``, ≥ 0), and the largest probability difference to π*_w (``max_abs_*``)."""
@@ -494,7 +616,9 @@ def run(args) -> dict:
         ratios, igds, nds, times, viols, pts_all = [], [], [], [], [], []
         for seed in range(args.repeats):
             t0 = time.perf_counter()
-            if base in STEERING:  # K endpoints, then every preference from them
+            if base in ONE_MODEL:  # one model (conditioned or routed) for every preference
+                pts, one_model_samples = ONE_MODEL[base](problem, prefs, c, seed)
+            elif base in STEERING:  # K endpoints, then every preference from them
                 eps = train_endpoints(problem, c, seed, param)
                 pts = np.stack([objectives_of(problem, STEERING[base](param, eps, w)).numpy() for w in prefs])
             elif param is TABLE:
@@ -512,8 +636,8 @@ def run(args) -> dict:
             pts_all.append(pts.tolist())
             if base == "exact":
                 break  # deterministic
-        runs = args.k if base in STEERING else len(prefs)  # K endpoint trainings, or one per preference
-        samples = 0 if base == "exact" else c.steps * c.group * args.prompts * runs
+        runs = args.k if base in STEERING else 1 if base in ONE_MODEL else len(prefs)
+        samples = 0 if base == "exact" else one_model_samples if base in ONE_MODEL else c.steps * c.group * args.prompts * runs
         rows.append({
             "method": name, "hv_ratio": statistics.median(ratios), "hv_ratio_min": min(ratios), "hv_ratio_max": max(ratios),
             "igd_plus": statistics.median(igds), "non_dominated": statistics.median(nds), "points": len(prefs),
@@ -582,8 +706,9 @@ def parse_args(argv=None):
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--methods", default="exact,morlhf,pama,mgda-ub,soup,mod,morlhf-mlp,soup-mlp,mod-mlp",
-                   help="per-preference learners (exact, morlhf, pama, mgda-ub), steering from K endpoints (soup, mod); "
+    p.add_argument("--methods", default="exact,morlhf,pama,mgda-ub,soup,mod,ric,hoe,morlhf-mlp,soup-mlp,mod-mlp",
+                   help="per-preference learners (exact, morlhf, pama, mgda-ub), steering from K endpoints (soup, mod), "
+                   "one model for every preference (ric, hoe: tables only); "
                    "'-mlp' gives any of them the MLP policy")
     p.add_argument("--no-steering-exact", dest="steering_exact", action="store_false",
                    help="skip the soups/MOD-from-exact-endpoints table")

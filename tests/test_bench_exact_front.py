@@ -32,7 +32,8 @@ def test_quick_run_keys_exact_learner_on_the_front_and_nobody_beyond_it():
                                 "--dense", "401"]))
     assert {"reference_point", "hv_true", "ceiling_hv_ratio", "rows"} <= set(res)
     rows = {r["method"]: r for r in res["rows"]}
-    assert set(rows) == {"exact", "morlhf", "pama", "mgda-ub", "soup", "mod", "morlhf-mlp", "soup-mlp", "mod-mlp"}
+    assert set(rows) == {"exact", "morlhf", "pama", "mgda-ub", "soup", "mod", "ric", "hoe", "morlhf-mlp", "soup-mlp",
+                         "mod-mlp"}
     assert rows["exact"]["hv_ratio"] == pytest.approx(res["ceiling_hv_ratio"], abs=1e-4)
     for r in rows.values():
         # the dense grid is a discretisation of the front: allow its resolution, nothing more
@@ -44,6 +45,10 @@ def test_quick_run_keys_exact_learner_on_the_front_and_nobody_beyond_it():
     for m in ("soup", "mod", "soup-mlp", "mod-mlp"):
         assert rows[m]["trainings"] == 2 and rows[m]["samples"] == 2 * steps * 8 * 2
     assert rows["morlhf"]["trainings"] == 5 and rows["morlhf"]["samples"] == 5 * steps * 8 * 2
+    # one model for every preference: RiC's offline samples (one run's) + 2 online rounds of 8 x group x prompts;
+    # HoE's K endpoints + its 3 routers sharing one run's steps
+    assert rows["ric"]["trainings"] == 1 and rows["ric"]["samples"] == steps * 8 * 2 + 2 * (8 * 2 * 8)
+    assert rows["hoe"]["trainings"] == 1 and rows["hoe"]["samples"] == (2 * steps + (steps // 3) * 3) * 8 * 2
     np.testing.assert_allclose(rows["soup"]["front_points"], rows["mod"]["front_points"], rtol=0, atol=1e-12)
     # from exact endpoints: tables and MOD reach the ceiling, the MLP soup does not
     exact = {r["method"]: r for r in res["exact_endpoint_rows"]}
