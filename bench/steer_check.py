@@ -4,7 +4,8 @@
         morlhf=fronts/smol-rs-morlhf/morlhf --reference-point -1,0.5 --json bench/out/steer_check.json
 
 For each front (a folder holding front.json; every point evaluated on the same prompts with the same
-decoding, as `paretoalign front` does), with K = 2 objectives:
+decoding, as `paretoalign front` does), with K = 2 objectives (K >= 3: Spearman of each objective's own
+weight against its mean, and the hypervolume):
 
 * the hypervolume against ONE reference point, and its 95 % interval from a paired bootstrap over
   prompts (the same resampled prompts for every point of every front);
@@ -73,8 +74,12 @@ def stats(front: dict, idx: np.ndarray, ref: np.ndarray) -> dict:
     from paretoalign.fronts.metrics import hypervolume
 
     means = front["scores"][:, idx].mean(1)  # [P, K]
-    w1 = front["prefs"][:, 0]
     out = {"hv": hypervolume(means, ref)}
+    if len(front["names"]) > 2:  # K >= 3: each objective against its own weight
+        for k, name in enumerate(front["names"]):
+            out[f"rho/{name}"] = spearman(front["prefs"][:, k], means[:, k])
+        return out
+    w1 = front["prefs"][:, 0]
     for k, name in enumerate(front["names"]):
         out[f"rho/{name}"] = spearman(w1, means[:, k])
         out[f"change/{name}"] = float(means[-1, k] - means[0, k])  # w1 = max minus w1 = min
@@ -112,15 +117,17 @@ def main(argv=None) -> int:
     names = next(iter(fronts.values()))["names"]
     head = ["front", "points", f"HV (ref {a.reference_point}) [95% CI]"]
     for nm in names:
-        head += [f"Spearman(w1, {nm}) [95% CI]", f"{nm}: w1=1 minus w1=0 [95% CI]"]
+        head += [f"Spearman(w_{nm}, {nm}) [95% CI]"] if len(names) > 2 else \
+            [f"Spearman(w1, {nm}) [95% CI]", f"{nm}: w1=1 minus w1=0 [95% CI]"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name, r in results.items():
         e, c = r["estimate"], r["ci95"]
         row = [name, str(r["points"]), f"{e['hv']:.4f} [{c['hv'][0]:.4f}, {c['hv'][1]:.4f}]"]
         for nm in names:
-            row += [f"{e[f'rho/{nm}']:+.2f} [{c[f'rho/{nm}'][0]:+.2f}, {c[f'rho/{nm}'][1]:+.2f}]",
-                    f"{e[f'change/{nm}']:+.3f} [{c[f'change/{nm}'][0]:+.3f}, {c[f'change/{nm}'][1]:+.3f}]"]
+            row += [f"{e[f'rho/{nm}']:+.2f} [{c[f'rho/{nm}'][0]:+.2f}, {c[f'rho/{nm}'][1]:+.2f}]"]
+            if len(names) == 2:
+                row += [f"{e[f'change/{nm}']:+.3f} [{c[f'change/{nm}'][0]:+.3f}, {c[f'change/{nm}'][1]:+.3f}]"]
         print("| " + " | ".join(row) + " |")
     print(f"({n} prompts, {a.bootstrap} paired bootstrap draws over prompts)")
     if a.json:
