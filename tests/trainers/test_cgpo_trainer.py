@@ -519,3 +519,22 @@ def test_cli_bad_input_is_one_error_line(tmp_path, capsys):
                          "--output-dir", str(tmp_path / "r"), *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and match in err and err.count("\n") == 1, err
+
+
+def test_front_sweeps_the_rewards_weights_under_the_same_judges(tmp_path):
+    """`front --method cgpo`: one CGPO run per preference, each with reward sum_k w_k score_k and the same judges."""
+    from paretoalign import run_dir
+    from paretoalign.fronts.sweep import build_front_config, run_front
+
+    front, train = build_front_config(None, dict(
+        method="cgpo", preferences="0.2,0.8;0.8,0.2", output_dir=str(tmp_path / "front"), report=False,
+        eval_num_prompts=2, eval_max_new_tokens=3, judges=["length(max=30,unit=words)"], max_steps=1,
+        **{**FAST, "max_new_tokens": 3}))
+    result = run_front(front, train, progress=lambda s: None)
+    pts = result["points"]
+    assert [p["preference"] for p in pts] == [pytest.approx([0.2, 0.8]), pytest.approx([0.8, 0.2])]
+    for p in pts:
+        cfg = run_dir.load_config(tmp_path / "front" / p["run_dir"])
+        assert cfg["weights"] == pytest.approx(p["preference"]) and cfg["judges"] == ["length(max=30,unit=words)"]
+    with pytest.raises(ConfigError, match="a --tasks blend has a reward per task"):
+        build_front_config(None, dict(method="cgpo", tasks={"a": {"prompts": ["x"]}}, judges=["valid_json"]))

@@ -105,6 +105,9 @@ def build_front_config(yaml_path=None, overrides: dict | None = None) -> tuple[F
         raise ConfigError(f"{unsweepable} cannot be swept over preference vectors (MOPO takes constraints, not "
                           "weights): train it with `paretoalign train` per constraint")
     first = trained_by[front.method[0]]
+    if "cgpo" in front.method and train_vals.get("tasks"):
+        raise ConfigError("front --method cgpo sweeps the reward's weights over --objectives; a --tasks blend has a "
+                          "reward per task: sweep one task at a time")
     cls = get_method(first).config_class
     train = config_to_dict(build_config(cls, None, {**train_vals, "method": first}))
     return front, train
@@ -172,6 +175,19 @@ def _train_hoe(method: str, preference: list[float], train: dict, out: Path, res
     return out
 
 
+def _train_cgpo(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator) -> Path:
+    """CGPO at one preference: the reward is Σ_k w_k·score_k (CGPO's ``--weights``) under the same judges at
+    every point, so the front is the objectives' trade-off among answers that pass them [ours: the paper
+    has no sweep].  A multi-task blend has a reward per task, so it is not swept."""
+    from paretoalign.trainers.cgpo_config import CGPOConfig  # lazy: `paretoalign --help` reads FrontConfig
+    from paretoalign.trainers.cgpo_trainer import CGPOTrainer
+
+    cfg = CGPOConfig(**{**train, "method": "cgpo", "weights": list(preference), "output_dir": str(out),
+                        "resume": resume, "overwrite": False, "normalize_weights": False})
+    CGPOTrainer(cfg, accelerator=accelerator).train()
+    return out
+
+
 def _train_endpoint(method: str, preference: list[float], train: dict, out: Path, resume: bool, accelerator,
                     endpoint_method: str = "morlhf") -> Path:
     """One endpoint of a method made from K endpoints (Rewarded Soups): an ordinary run of
@@ -187,6 +203,7 @@ def _train_endpoint(method: str, preference: list[float], train: dict, out: Path
 # point from them with its ``ENDPOINT_EVALUATORS`` entry.
 _FAMILY_POINT_MAKERS: dict[str, Callable] = {"online": _train_online, "offline": _train_offline,
                                              "steerable": _train_dpa, "conditioned": _train_ric, "experts": _train_hoe,
+                                             "constrained": _train_cgpo,
                                              **dict.fromkeys(ENDPOINT_FAMILIES, _train_endpoint)}
 POINT_MAKERS: dict[str, Callable] = {m.name: _FAMILY_POINT_MAKERS[m.family] for m in METHODS if m.sweepable}
 STEERING = {m.name for m in METHODS if m.steerable}

@@ -145,8 +145,8 @@ METHODS: tuple[Method, ...] = (
            steerable=True),
     Method("cgpo", "constrained", "CGPO: a reward plus a mixture of judges as hard constraints, reward calibrated "
            "against a baseline answer, KL threshold; CRPG, CODPO or CRRAFT per task, several tasks mixed in one run "
-           "(--tasks); no front sweep yet",
-           "Xu et al. 2024, The Perfect Blend: Redefining RLHF with Mixture of Judges", "2409.20370", sweepable=False),
+           "(--tasks); a front sweeps the reward's weights over the objectives under the same judges",
+           "Xu et al. 2024, The Perfect Blend: Redefining RLHF with Mixture of Judges", "2409.20370"),
     Method("rs", "merging", "Rewarded Soups: K one-objective endpoints (one training per objective), their weights "
            "interpolated per preference (exact LoRA deltas); steered at inference by re-merging",
            "Ramé et al. 2023, Rewarded soups: towards Pareto-optimal alignment by interpolating weights fine-tuned "
