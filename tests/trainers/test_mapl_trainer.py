@@ -194,3 +194,28 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "coin" in err and err.count("\n") == 1, err
+
+
+def test_front_sweeps_the_label_weights_with_the_prompt_side_levels_fixed(tmp_path):
+    """`front --method mapl`: one run per preference, the weights scalarising the original pairs' labels (L_0);
+    the prompt-side levels are the same at every point.  Labels named like scorer objectives, so the front
+    evaluates them."""
+    from paretoalign import run_dir
+    from paretoalign.fronts.sweep import build_front_config, run_front
+
+    pairs = []
+    for i in range(5):
+        a, b = f"Great wonderful answer number {i} indeed", f"bad {i}"
+        pairs.append(PreferencePair(f"question {i}?", a, b, {"sentiment": 1.0, "length": 1.0}))
+        pairs.append(PreferencePair(f"question {i}?", f"ok {i}", a, {"sentiment": -1.0, "length": -1.0}))
+    src = save_preference_data(pairs, tmp_path / "src.jsonl")
+    make_pairs(PairsConfig(mapl=True, pairs_in=str(src), output_dir=str(tmp_path / "data"), progress=False))
+    front, train = build_front_config(None, dict(
+        method="mapl", preferences="grid:2", output_dir=str(tmp_path / "front"), report=False, eval_num_prompts=2,
+        eval_max_new_tokens=3, model="tiny", pairs=[str(tmp_path / "data")], objectives=["sentiment", "length"],
+        max_steps=1, batch_size=2, max_response_length=16, progress=False))
+    pts = run_front(front, train, progress=lambda s: None)["points"]
+    assert [p["preference"] for p in pts] == [[0.0, 1.0], [1.0, 0.0]]
+    for p in pts:
+        cfg = run_dir.load_config(tmp_path / "front" / p["run_dir"])
+        assert cfg["method"] == "mapl" and cfg["weights"] == pytest.approx(p["preference"])

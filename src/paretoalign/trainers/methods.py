@@ -127,10 +127,10 @@ METHODS: tuple[Method, ...] = (
            "Liu et al. 2025, AMoPO: Adaptive Multi-objective Preference Optimization without Reward Models and "
            "Reference Models", "2506.07165"),
     Method("mapl", "offline", "prompt-side pairs for multi-instruction compliance: for one response, DPO prefers "
-           "the prompt whose instructions it satisfies (+ original pairs; inter level reconstructed); not in front "
-           "sweeps: its preference weights act on L_0 only, the prompt-side levels take none",
+           "the prompt whose instructions it satisfies (+ original pairs; inter level reconstructed); a front sweeps "
+           "the weights of the original pairs' labels, the prompt-side levels fixed",
            "Sun et al. 2025, Multi-Level Aware Preference Learning: Enhancing RLHF for Complex Multi-Instruction "
-           "Tasks", "2505.12845", sweepable=False),
+           "Tasks", "2505.12845"),
     Method("dpa", "steerable", "one model steered by a direction in its system message (rejection-sampling rounds)",
            "Wang et al. 2024, Arithmetic Control of LLMs for Diverse User Preferences: Directional Preference "
            "Alignment with Multi-Objective Rewards", "2402.18571", steerable=True),
