@@ -489,15 +489,21 @@ class DPATarget(SteerableTarget):
         system, v = self.system_prompt(w)
         note = (f"DPA steers one model: your preference {fmt_weights(w)} is the direction "
                 f"{fmt_weights(v)} in its system message: \u201c{system}\u201d")
-        point = distance = None
-        evaluated = [(i, p["preference"]) for i, p in enumerate((self.front or {}).get("points") or [])
-                     if isinstance(p.get("preference"), list) and len(p["preference"]) == len(w)]
-        if evaluated:
-            j, distance, _ = nearest_point(w, [p for _, p in evaluated])
-            point = evaluated[j][0]
-            label = self.front["points"][point].get("label", "")
+        point, distance, label = self.nearest_evaluated(w)
+        if point is not None:
             note += f" The front's nearest evaluated direction is {label} (distance {distance:.3f})."
         return Steering(w, self.key, system, note, point, distance, tuple(v))
+
+    def nearest_evaluated(self, w) -> tuple:
+        """(index, distance, label) of the drawn front's point nearest the preference ``w`` (Nones without a
+        front): the point a one-model run's page marks."""
+        evaluated = [(i, p["preference"]) for i, p in enumerate((self.front or {}).get("points") or [])
+                     if isinstance(p.get("preference"), list) and len(p["preference"]) == len(w)]
+        if not evaluated:
+            return None, None, None
+        j, distance, _ = nearest_point(w, [p for _, p in evaluated])
+        point = evaluated[j][0]
+        return point, distance, self.front["points"][point].get("label", "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -538,13 +544,9 @@ class RicTarget(DPATarget):
         note = (f"RiC steers one model: your preference {fmt_weights(w)} maps ({self.mapping}) to the target scores "
                 f"{fmt_weights(t, self.names)} (in the training data's standard deviations), written after your "
                 f"message as “{score_tags(t)}”")
-        point = distance = None
-        evaluated = [(i, p["preference"]) for i, p in enumerate((self.front or {}).get("points") or [])
-                     if isinstance(p.get("preference"), list) and len(p["preference"]) == len(w)]
-        if evaluated:
-            j, distance, _ = nearest_point(w, [p for _, p in evaluated])
-            point = evaluated[j][0]
-            note += f" The front's nearest evaluated preference is {self.front['points'][point].get('label', '')}."
+        point, distance, label = self.nearest_evaluated(w)
+        if point is not None:
+            note += f" The front's nearest evaluated preference is {label}."
         return Steering(w, self.key, None, note, point, distance)
 
     def generate_stream(self, prompt: str, weights, decoding: Decoding) -> Iterator[str]:
@@ -579,13 +581,9 @@ class HoETarget(DPATarget):
         w = self.normalise(weights)
         note = (f"HoE steers one routed model: your preference {fmt_weights(w)} mixes the routers of the anchors "
                 "around it (barycentric weights); at an anchor its own router answers")
-        point = distance = None
-        evaluated = [(i, p["preference"]) for i, p in enumerate((self.front or {}).get("points") or [])
-                     if isinstance(p.get("preference"), list) and len(p["preference"]) == len(w)]
-        if evaluated:
-            j, distance, _ = nearest_point(w, [p for _, p in evaluated])
-            point = evaluated[j][0]
-            note += f". The front's nearest evaluated preference is {self.front['points'][point].get('label', '')}."
+        point, distance, label = self.nearest_evaluated(w)
+        if point is not None:
+            note += f". The front's nearest evaluated preference is {label}."
         return Steering(w, self.key, None, note, point, distance)
 
     def load(self, steering: Steering):
