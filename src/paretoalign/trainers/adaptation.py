@@ -11,6 +11,8 @@
   (:class:`paretoalign.trainers.options.AccumulationOptions`).
 - :func:`make_scheduler`: ``--lr-scheduler-type`` and its warm-up
   (:class:`paretoalign.trainers.options.ScheduleOptions`).
+- :func:`fine_tuned_policy`: the policy, optimiser and schedule of the trainers that fine-tune on
+  samples they select themselves (DPA, RiC), restored from a checkpoint.
 """
 
 from __future__ import annotations
@@ -135,3 +137,32 @@ def make_scheduler(cfg, optimizer, total_steps: int):
     total = total_steps * cfg.updates_per_step
     return get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=cfg.warmup_for(total),
                          num_training_steps=total)
+
+
+def fine_tuned_policy(cfg, model, tokenizer, schedule_steps: int, resume_from):
+    """``(policy, optimizer, scheduler, state)`` for a trainer that fine-tunes on samples it selects (DPA,
+    RiC): ``model`` (or ``cfg.model`` loaded with the run's seed), LoRA when ``cfg.use_lora``, gradient
+    checkpointing, AdamW on the trainable parameters and the schedule over ``schedule_steps`` steps;
+    with ``resume_from`` (a checkpoint folder) the policy, optimiser and schedule are restored from it and
+    ``state`` is its ``trainer_state.json`` (``{}`` for a fresh run)."""
+    import torch
+
+    from paretoalign import run_dir
+    from paretoalign.models import load_causal_lm
+    from paretoalign.trainers import checkpoint as ckpt_lib
+
+    torch.manual_seed(cfg.seed)
+    policy = model if model is not None else load_causal_lm(cfg.model, tokenizer, cfg.seed, cfg.allow_download)
+    if cfg.use_lora:
+        policy = add_lora(policy, cfg)
+    enable_gradient_checkpointing(policy, cfg)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = make_scheduler(cfg, optimizer, schedule_steps)
+    state = {}
+    if resume_from is not None:
+        ckpt_lib.load_policy_state(policy, resume_from / run_dir.POLICY)
+        ckpt_lib.load_optimizer(optimizer, resume_from)
+        ckpt_lib.load_scheduler(scheduler, resume_from, optimizer)
+        state = ckpt_lib.read_state(resume_from)
+    return policy, optimizer, scheduler, state

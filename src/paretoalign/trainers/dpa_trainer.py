@@ -38,7 +38,6 @@ from paretoalign.models import (
     TINY_NAME,
     check_batch_fits,
     kv_bytes_per_token,
-    load_causal_lm,
     load_tokenizer,
     logit_bytes_per_token,
 )
@@ -55,11 +54,9 @@ from paretoalign.sequences import ResponseBatch, response_token_logps
 from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import (
-    add_lora,
-    enable_gradient_checkpointing,
     epoch_indices,
+    fine_tuned_policy,
     make_accelerator,
-    make_scheduler,
     set_deepspeed_micro_batch,
 )
 from paretoalign.trainers.dpa_config import DPAConfig
@@ -117,21 +114,10 @@ class DPATrainer(base.StepTrainer):
             prompts, _held = split_prompts(load_prompts(cfg.prompts, column=cfg.prompt_column, allow_download=cfg.allow_download), cfg.heldout_fraction, cfg.seed)
         self.prompts = list(prompts)
 
-        torch.manual_seed(cfg.seed)
         self._rebuildable_tiny_base = model is None and cfg.model == TINY_NAME
-        policy = model if model is not None else load_causal_lm(cfg.model, self.tokenizer, cfg.seed, cfg.allow_download)
-        if cfg.use_lora:
-            policy = add_lora(policy, cfg)
-        enable_gradient_checkpointing(policy, cfg)
-        params = [p for p in policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        self.scheduler = make_scheduler(cfg, optimizer, cfg.rounds)
-        self.start_step = 0
-        if self.resume_from is not None:
-            ckpt_lib.load_policy_state(policy, self.resume_from / run_dir.POLICY)
-            ckpt_lib.load_optimizer(optimizer, self.resume_from)
-            ckpt_lib.load_scheduler(self.scheduler, self.resume_from, optimizer)
-            self.start_step = int(ckpt_lib.read_state(self.resume_from)["step"])
+        policy, optimizer, self.scheduler, state = fine_tuned_policy(cfg, model, self.tokenizer, cfg.rounds,
+                                                                     self.resume_from)
+        self.start_step = int(state.get("step", 0))
         set_deepspeed_micro_batch(acc, cfg.batch_size)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
 

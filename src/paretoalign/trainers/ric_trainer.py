@@ -43,7 +43,6 @@ from paretoalign.models import (
     TINY_NAME,
     check_batch_fits,
     kv_bytes_per_token,
-    load_causal_lm,
     load_tokenizer,
     logit_bytes_per_token,
 )
@@ -54,10 +53,8 @@ from paretoalign.sequences import encode_responses, response_token_logps
 from paretoalign.trainers import base
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import (
-    add_lora,
-    enable_gradient_checkpointing,
+    fine_tuned_policy,
     make_accelerator,
-    make_scheduler,
     set_deepspeed_micro_batch,
 )
 from paretoalign.trainers.ric_config import RicConfig
@@ -124,24 +121,12 @@ class RicTrainer(base.StepTrainer):
         if cfg.online_rounds and not self.prompts:
             raise DataError(f"{cfg.prompts}: no training prompts for RiC's online rounds")
 
-        torch.manual_seed(cfg.seed)
         self._rebuildable_tiny_base = model is None and cfg.model == TINY_NAME
-        policy = model if model is not None else load_causal_lm(cfg.model, self.tokenizer, cfg.seed, cfg.allow_download)
-        if cfg.use_lora:
-            policy = add_lora(policy, cfg)
-        enable_gradient_checkpointing(policy, cfg)
-        params = [p for p in policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        self.scheduler = make_scheduler(cfg, optimizer, max(cfg.offline_steps, 1))
-        self.start_step = 0
-        self.online: list[dict] = []  # {"prompt", "response", "scores" (normalised, obtained)}
-        if self.resume_from is not None:
-            ckpt_lib.load_policy_state(policy, self.resume_from / run_dir.POLICY)
-            ckpt_lib.load_optimizer(optimizer, self.resume_from)
-            ckpt_lib.load_scheduler(self.scheduler, self.resume_from, optimizer)
-            state = ckpt_lib.read_state(self.resume_from)
-            self.start_step = int(state["step"])
-            self.online = list(state.get(ONLINE_KEY, []))
+        policy, optimizer, self.scheduler, state = fine_tuned_policy(cfg, model, self.tokenizer,
+                                                                     max(cfg.offline_steps, 1), self.resume_from)
+        self.start_step = int(state.get("step", 0))
+        # {"prompt", "response", "scores" (normalised, obtained)}: the online set, saved in every checkpoint
+        self.online: list[dict] = list(state.get(ONLINE_KEY, []))
         set_deepspeed_micro_batch(acc, cfg.batch_size)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
 
