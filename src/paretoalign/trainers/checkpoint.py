@@ -459,13 +459,7 @@ def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, po
     from paretoalign.model_card import card_inputs, write_model_card
     from paretoalign.trainers.methods import BY_NAME
 
-    final = Path(out) / run_dir.FINAL
-    tmp = final.with_name(final.name + run_dir.TMP_SUFFIX)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+    def fill(tmp: Path) -> None:
         with quiet_third_party():  # no per-shard progress bar
             save_model(tmp)
         tokenizer.save_pretrained(tmp / run_dir.POLICY)
@@ -488,6 +482,21 @@ def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, po
         full = {**meta, "step": step, "lora": lora, "base": base, "method_info": info, "paretoalign": __version__}
         (tmp / run_dir.FINAL_META).write_text(json.dumps(full, indent=2))
         write_model_card(tmp / run_dir.POLICY, card_inputs(out, final=tmp))  # over PEFT's empty template
+
+    return write_final(acc, out, fill)
+
+
+def write_final(acc, out: Path, fill: Callable[[Path], None]) -> Path:
+    """``out/final`` written atomically: ``fill(tmp)`` writes it into ``final.tmp`` (main process; a leftover of a
+    killed run is removed first), which then replaces ``final/``; every process must call this."""
+    final = Path(out) / run_dir.FINAL
+    tmp = final.with_name(final.name + run_dir.TMP_SUFFIX)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        fill(tmp)
         run_dir.replace_dir(tmp, final)
     acc.wait_for_everyone()
     return final

@@ -29,7 +29,6 @@ Checkpoints hold the routers (``routers.safetensors``), the optimizer, the RNG s
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -177,14 +176,9 @@ class HoETrainer(OnlineTrainer):
         from paretoalign import __version__
         from paretoalign.trainers.methods import BY_NAME
 
-        cfg, acc = self.config, self.accelerator
-        final = self.out / run_dir.FINAL
-        tmp = final.with_name(final.name + run_dir.TMP_SUFFIX)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
+        cfg = self.config
+
+        def fill(tmp: Path) -> None:
             extra = {"objectives_spec": self.objectives.describe(), "reference_point": self.reference.tolist(),
                      "dual": self.dual.tolist(), "omd_step_size": cfg.omd_step_size, "method_config": {
                          "kl_coef": cfg.kl_coef, "advantage": cfg.advantage, "max_steps": cfg.max_steps}}
@@ -195,6 +189,5 @@ class HoETrainer(OnlineTrainer):
                     "method_info": {"family": row.family, "summary": row.summary, "paper": PAPER, "arxiv": ARXIV}
                     if row else None, "paretoalign": __version__}
             run_dir.write_json(tmp / run_dir.FINAL_META, meta)
-            run_dir.replace_dir(tmp, final)
-        acc.wait_for_everyone()
-        return final
+
+        return ckpt_lib.write_final(self.accelerator, self.out, fill)
