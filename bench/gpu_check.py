@@ -1,13 +1,21 @@
-"""One-GPU check of ``--generation-backend vllm``: full-fine-tune PAMA sampling with the colocated vLLM engine,
-side by side with TRL's GRPOTrainer in vLLM colocate mode, on the bundled SmolLM2-135M-Instruct.
+"""One-GPU check: full-fine-tune PAMA against TRL's GRPOTrainer on the same model and batch, and the
+packed decode loop against transformers' ``generate``, on SmolLM2-135M-Instruct.
 
-    python bench/gpu_check.py        # 1 warm-up + 4 timed steps each; 8 prompts x 4 completions x 128 tokens
-Run by ``scripts/gpu_check.sh``; each trainer in its own child process (one vLLM engine each).  Both:
-full fine-tuning (fp32, AdamW, constant LR), the same prompts in the same order, exactly ``--tokens``
-tokens per completion, temperature 1, top-p 1, KL ``--beta``, rewards sentiment (VADER) and length,
-vLLM on 0.3 of the card.  Generation tokens/s = a step's completion tokens / its generation time
-(weight push included).  Ours also checks the refresh on the real engine: one push per step, and greedy
-vLLM vs transformers on the trained policy, before and after flipping the final norm's sign.
+    python bench/gpu_check.py                       # vLLM on both sides (TRL's colocate mode)
+    python bench/gpu_check.py --backend hf          # no vLLM: our packed decode loop vs TRL's generate
+    python bench/gpu_check.py --backend hf --precision bf16 --model /path/to/folder
+
+Run by ``scripts/gpu_check.sh``; each part in its own child process.  Trainers: full fine-tuning
+(AdamW, constant LR, fp32 weights; ``--precision bf16`` autocasts both sides), the same prompts in the
+same order, exactly ``--tokens`` tokens per completion, temperature 1, top-p 1, KL ``--beta``, rewards
+sentiment (VADER) and length.  With ``--backend vllm`` the engine takes 0.3 of the card on both sides.
+Generation tokens/s = a step's completion tokens / its generation time (weight push included).  With
+vLLM, ours also checks the refresh on the real engine: one push per step, and greedy vLLM vs
+transformers on the trained policy, before and after flipping the final norm's sign.
+
+The ``gen`` part times one sampling call of ``--tokens`` forced tokens at each of ``--rows`` rows, the
+packed loop (``--generation-backend hf``) and ``generate`` (``hf-generate``) alternating, medians of
+``--reps``, in fp32 and in bf16 weights.  Timings on a GPU synchronise the device before reading the clock.
 """
 
 from __future__ import annotations
@@ -36,24 +44,43 @@ from paretoalign.objectives import build_objective_set  # noqa: E402
 from paretoalign.rollout import render_prompt  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the children also run on a CPU, for the tests
 OPTIONS = {"steps": (4, "timed steps per trainer"), "warmup": (1, "discarded first steps (engine build, CUDA graphs)"),
            "prompts": (8, "prompts per step"), "generations": (4, "completions per prompt"),
            "tokens": (128, "completion length (min = max new tokens)"), "lr": (1e-5, "learning rate"),
-           "beta": (0.04, "KL coefficient on both sides"), "seed": (0, "random seed")}
+           "beta": (0.04, "KL coefficient on both sides"), "seed": (0, "random seed"),
+           "model": (MODEL, "the model: the bundled SmolLM2 or a local folder"),
+           "backend": ("vllm", "vllm (both sides colocate an engine) or hf (ours: the packed loop; TRL: generate)"),
+           "precision": ("fp32", "fp32, or bf16 autocast on both sides"),
+           "reps": (3, "gen part: timed calls per path and size (medians)")}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name, (default, help_) in OPTIONS.items():
         p.add_argument(f"--{name}", type=type(default), default=default, help=help_)
+    p.add_argument("--rows", type=int, nargs="+", default=[8, 32, 128, 512], help="gen part: rows per sampling call")
+    p.add_argument("--parts", nargs="+", default=["ours", "trl", "gen"], choices=["ours", "trl", "gen"])
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "gpu_check.json"))
-    p.add_argument("--part", choices=("ours", "trl"), help=argparse.SUPPRESS)
+    p.add_argument("--part", choices=("ours", "trl", "gen"), help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.backend not in ("vllm", "hf") or args.precision not in ("fp32", "bf16"):
+        p.error("--backend is vllm or hf; --precision is fp32 or bf16")
+    return args
 
 
-def load():
-    return (tok := load_tokenizer(MODEL)), load_causal_lm(MODEL, tok, dtype=torch.float32)
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else float("nan")
+
+
+def load(name: str, dtype=torch.float32):
+    return (tok := load_tokenizer(name)), load_causal_lm(name, tok, dtype=dtype)
 
 
 def greedy_agreement(policy, tok, prompts, n_tokens=4) -> int:
@@ -74,32 +101,34 @@ def child_ours(args) -> dict:
     from paretoalign.trainers.online_config import OnlineConfig
     from paretoalign.trainers.online_trainer import OnlineTrainer
 
-    vllm_backend.check_available()
-    (tok, model), tmp = load(), Path(tempfile.mkdtemp(prefix="gpu_check-"))
+    if args.backend == "vllm":
+        vllm_backend.check_available()
+    (tok, model), tmp = load(args.model), Path(tempfile.mkdtemp(prefix="gpu_check-"))
     cfg = OnlineConfig(
-        method="pama", advantage="group", model=MODEL, objectives=["sentiment", "length"], use_lora=False,
-        generation_backend="vllm", batch_size=args.prompts, num_generations=args.generations,
+        method="pama", advantage="group", model=args.model, objectives=["sentiment", "length"], use_lora=False,
+        generation_backend=args.backend, batch_size=args.prompts, num_generations=args.generations,
         max_new_tokens=args.tokens, min_new_tokens=args.tokens, temperature=1.0, top_p=1.0,
         learning_rate=args.lr, kl_coef=args.beta, max_steps=args.warmup + args.steps, save_steps=10**6,
         output_dir=str(tmp / "ours"), overwrite=True, progress=False, seed=args.seed,
+        mixed_precision="bf16" if args.precision == "bf16" else None,
     )
     trainer = OnlineTrainer(cfg, model=model, tokenizer=tok, prompts=builtin_prompts("train"),
                             objectives=build_objective_set(["sentiment", "length"], tok))
     trainer.train()
-    pushes = vllm_backend.engine().pushes  # before the checks below, which push twice more
     rows = read_metrics(tmp / "ours")[args.warmup:]
-    policy, probe = trainer.unwrapped.policy.eval(), builtin_prompts("train")[:8]
-    agree = greedy_agreement(policy, tok, probe)
-    with torch.no_grad():
-        policy.model.norm.weight.neg_()  # logits flip: greedy picks other tokens; vLLM must follow
-    agree_flipped = greedy_agreement(policy, tok, probe)
+    out = {"step_s": [r["time_step"] for r in rows], "generate_s": [r["time_generate"] for r in rows],
+           "tokens_per_step": [r["completion_length"] * r["samples"] for r in rows],
+           "peak_gib": _peak_gib()}
+    if args.backend == "vllm":
+        pushes = vllm_backend.engine().pushes  # before the checks below, which push twice more
+        policy, probe = trainer.unwrapped.policy.eval(), builtin_prompts("train")[:8]
+        agree = greedy_agreement(policy, tok, probe)
+        with torch.no_grad():
+            policy.model.norm.weight.neg_()  # logits flip: greedy picks other tokens; vLLM must follow
+        out.update(weight_pushes=pushes, steps_total=cfg.max_steps, greedy_agree=f"{agree}/{len(probe)}",
+                   greedy_agree_after_flip=f"{greedy_agreement(policy, tok, probe)}/{len(probe)}")
     shutil.rmtree(tmp, ignore_errors=True)
-    return {
-        "step_s": [r["time_step"] for r in rows], "generate_s": [r["time_generate"] for r in rows],
-        "tokens_per_step": [r["completion_length"] * r["samples"] for r in rows],
-        "weight_pushes": pushes, "steps_total": cfg.max_steps,
-        "greedy_agree": f"{agree}/{len(probe)}", "greedy_agree_after_flip": f"{agree_flipped}/{len(probe)}",
-    }
+    return out
 
 
 def child_trl(args) -> dict:
@@ -108,29 +137,38 @@ def child_trl(args) -> dict:
 
     from paretoalign.trainers.adaptation import epoch_indices
 
-    (tok, model), total = load(), args.warmup + args.steps
+    (tok, model), total = load(args.model), args.warmup + args.steps
     prompts = builtin_prompts("train")  # the order our trainer draws them in (one process)
     order = [prompts[i] for s in range(total) for i in epoch_indices(args.seed, len(prompts), s * args.prompts, args.prompts)]
     tmp = Path(tempfile.mkdtemp(prefix="gpu_check-"))
+    # With beta > 0 and no PEFT, TRL loads its reference model from the policy's name_or_path: make that a folder.
+    if not (model.name_or_path and Path(model.name_or_path).is_dir()):
+        model.save_pretrained(tmp / "model")
+        tok.save_pretrained(tmp / "model")
+        model.name_or_path = model.config._name_or_path = str(tmp / "model")
+    vllm = args.backend == "vllm"
+    engine = dict(use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3) if vllm else dict(use_vllm=False)
     gcfg = GRPOConfig(
         output_dir=str(tmp / "trl"), per_device_train_batch_size=args.prompts * args.generations,
         gradient_accumulation_steps=1, num_generations=args.generations, max_completion_length=args.tokens,
-        generation_kwargs={"min_tokens": args.tokens}, temperature=1.0, top_p=1.0, top_k=0,
-        beta=args.beta, num_iterations=1, reward_weights=[0.5, 0.5], scale_rewards="group",
+        # the min-length option is spelled by the engine that reads it: vLLM's SamplingParams or a GenerationConfig
+        generation_kwargs={"min_tokens" if vllm else "min_new_tokens": args.tokens}, temperature=1.0, top_p=1.0,
+        top_k=0, beta=args.beta, num_iterations=1, reward_weights=[0.5, 0.5], scale_rewards="group",
         learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch",
-        weight_decay=0.0, max_grad_norm=1.0, bf16=False, fp16=False, gradient_checkpointing=False,
-        use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3,
+        weight_decay=0.0, max_grad_norm=1.0, bf16=args.precision == "bf16", fp16=False, gradient_checkpointing=False,
         max_steps=total, shuffle_dataset=False, seed=args.seed, report_to="none", logging_steps=1,
-        save_strategy="no", disable_tqdm=True, log_completions=False, dataloader_num_workers=0,
+        save_strategy="no", disable_tqdm=True, log_completions=False, dataloader_num_workers=0, **engine,
     )
     steps, gens, cur = [], [], {}
 
     class Times(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
             cur.clear()
+            _sync()
             self.t0 = time.perf_counter()
 
         def on_step_end(self, a, state, control, **kw):
+            _sync()
             steps.append(time.perf_counter() - self.t0)
             gens.append(cur.get("generate", float("nan")))
 
@@ -144,13 +182,43 @@ def child_trl(args) -> dict:
     lengths = [r["completions/mean_length"] for r in trainer.state.log_history if "completions/mean_length" in r]
     shutil.rmtree(tmp, ignore_errors=True)
     return {"step_s": steps[args.warmup:], "generate_s": gens[args.warmup:],
-            "tokens_per_step": [n * args.prompts * args.generations for n in lengths][args.warmup:]}
+            "tokens_per_step": [n * args.prompts * args.generations for n in lengths][args.warmup:],
+            "peak_gib": _peak_gib()}
+
+
+def child_gen(args) -> dict:
+    """Sampling tokens/s of the packed loop and of ``generate`` at each size, in fp32 and bf16 weights."""
+    from paretoalign.rollout import generate
+
+    tok, base = load(args.model)
+    prompts = builtin_prompts("train")
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = base.to(device=DEVICE, dtype=dtype).eval()
+        for rows in args.rows:
+            chosen = [prompts[i % len(prompts)] for i in range(rows // args.generations)]
+            times = {"hf": [], "hf-generate": []}
+            for rep in range(args.reps + 1):  # the first call of each path is a warm-up
+                for backend in times:
+                    torch.manual_seed(args.seed + rep)
+                    _sync()
+                    t0 = time.perf_counter()
+                    generate(model, tok, chosen, num_generations=args.generations, max_new_tokens=args.tokens,
+                             min_new_tokens=args.tokens, temperature=1.0, top_p=1.0, backend=backend)
+                    _sync()
+                    if rep:
+                        times[backend].append(time.perf_counter() - t0)
+            tokens = len(chosen) * args.generations * args.tokens
+            out[f"{str(dtype).split('.')[-1]}/{rows}"] = {b: tokens / statistics.median(t) for b, t in times.items()}
+            print(f"[gpu_check] gen {dtype} {rows} rows: " + ", ".join(f"{b} {v:.0f} tok/s" for b, v in
+                  out[f"{str(dtype).split('.')[-1]}/{rows}"].items()), flush=True)
+    return out
 
 
 def run_child(part: str, args) -> dict | None:
     result = Path(tempfile.mkdtemp(prefix="gpu_check-")) / f"{part}.json"
     cmd = [sys.executable, __file__, "--part", part, "--result", str(result)] + [
-        f"--{k}={getattr(args, k)}" for k in OPTIONS]
+        f"--{k}={getattr(args, k)}" for k in OPTIONS] + ["--rows", *map(str, args.rows)]
     print(f"[gpu_check] {part}: {' '.join(cmd[1:])}", flush=True)
     rc = subprocess.call(cmd)
     if rc == 0 and result.is_file():
@@ -159,36 +227,58 @@ def run_child(part: str, args) -> dict | None:
 
 
 def cells(res: dict | None) -> str:
-    """Medians over the timed steps: generation tokens/s, generation seconds, step seconds."""
+    """Medians over the timed steps: generation tokens/s, generation seconds, step seconds, peak memory."""
     if not res:
-        return "failed | - | -"
+        return "failed | - | - | -"
     tps = statistics.median(t / g for t, g in zip(res["tokens_per_step"], res["generate_s"]))
-    return f"{tps:.0f} | {statistics.median(res['generate_s']):.3f} | {statistics.median(res['step_s']):.3f}"
+    return (f"{tps:.0f} | {statistics.median(res['generate_s']):.3f} | {statistics.median(res['step_s']):.3f} | "
+            f"{res['peak_gib']:.1f}")
+
+
+def table(args, card: str, results: dict) -> list[str]:
+    engine = "vllm " + version("vllm") if args.backend == "vllm" else "no vLLM"
+    lines = [f"card: {card}; torch {torch.__version__}, transformers {version('transformers')}, trl {version('trl')}, "
+             f"{engine}; model {args.model}, {args.precision}"]
+    if "ours" in results or "trl" in results:
+        ours = "--generation-backend vllm" if args.backend == "vllm" else "--generation-backend hf: the packed loop"
+        theirs = "vllm colocate" if args.backend == "vllm" else "use_vllm=False: generate"
+        lines += ["", f"full fine-tuning, {args.prompts} prompts x {args.generations} completions x {args.tokens} tokens, "
+                  f"{args.warmup} warm-up + {args.steps} timed steps each (medians)", "",
+                  "| trainer | generation tokens/s | generate s/step | s per step | peak GiB |", "|---|---|---|---|---|",
+                  f"| paretoalign PAMA ({ours}) | {cells(results.get('ours'))} |",
+                  f"| TRL GRPOTrainer ({theirs}) | {cells(results.get('trl'))} |"]
+        o = results.get("ours") or {}
+        if "weight_pushes" in o:
+            lines += ["", f"weight pushes into the engine: {o['weight_pushes']} for {o['steps_total']} steps; greedy vLLM vs "
+                      f"transformers, first 4 tokens equal: {o['greedy_agree']} rows, after flipping the final norm: "
+                      f"{o['greedy_agree_after_flip']} rows"]
+    if results.get("gen"):
+        lines += ["", f"sampling tokens/s, {args.tokens} forced tokens, {args.generations} completions per prompt, "
+                  f"median of {args.reps}", "", "| weights | rows | packed loop (hf) | generate (hf-generate) | ratio |",
+                  "|---|---|---|---|---|"]
+        for key, v in results["gen"].items():
+            dtype, rows = key.split("/")
+            lines.append(f"| {dtype} | {rows} | {v['hf']:.0f} | {v['hf-generate']:.0f} | {v['hf'] / v['hf-generate']:.2f}x |")
+    elif "gen" in results:
+        lines += ["", "gen part failed; its output is above"]
+    return lines
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.part:
-        res = child_ours(args) if args.part == "ours" else child_trl(args)
+        res = {"ours": child_ours, "trl": child_trl, "gen": child_gen}[args.part](args)
         Path(args.result).write_text(json.dumps(res))
         return 0
-    if not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None:
-        print("error: bench/gpu_check.py needs a CUDA device and vLLM: " + ("pip install 'paretoalign[vllm]'" if
-              torch.cuda.is_available() else "no CUDA device is visible"), file=sys.stderr)
+    if not torch.cuda.is_available():
+        print("error: bench/gpu_check.py needs a CUDA device; none is visible", file=sys.stderr)
         return 2
-    card, results = torch.cuda.get_device_name(), {part: run_child(part, args) for part in ("ours", "trl")}
-    lines = [f"card: {card}; torch {torch.__version__}, vllm {version('vllm')}, transformers {version('transformers')}, "
-             f"trl {version('trl')}",
-             f"{MODEL}, full fine-tuning, {args.prompts} prompts x {args.generations} completions x {args.tokens} tokens, "
-             f"{args.warmup} warm-up + {args.steps} timed steps each (medians)", "",
-             "| trainer | generation tokens/s | generate s/step | s per step |", "|---|---|---|---|"]
-    lines += [f"| paretoalign PAMA (--generation-backend vllm) | {cells(results['ours'])} |",
-              f"| TRL GRPOTrainer (vllm colocate) | {cells(results['trl'])} |"]
-    if results["ours"]:
-        o = results["ours"]
-        lines += ["", f"weight pushes into the engine: {o['weight_pushes']} for {o['steps_total']} steps; greedy vLLM vs "
-                  f"transformers, first 4 tokens equal: {o['greedy_agree']} rows, after flipping the final norm: "
-                  f"{o['greedy_agree_after_flip']} rows"]
+    if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        print("error: --backend vllm needs vLLM: pip install 'paretoalign[vllm]' (or run with --backend hf)", file=sys.stderr)
+        return 2
+    card = torch.cuda.get_device_name()
+    results = {part: run_child(part, args) for part in args.parts}
+    lines = table(args, card, results)
     print("\n" + "\n".join(lines))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"card": card, "config": vars(args), "results": results, "table": lines}, indent=2))

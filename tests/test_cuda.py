@@ -1,0 +1,119 @@
+"""The CUDA path: the packed decode loop and a trainer's update on a GPU.  Skipped where no CUDA device is
+visible (CI has none); ``scripts/gpu_check.sh`` runs this file on a GPU machine first."""
+
+import pytest
+import torch
+
+from paretoalign.decoding import packed_decoder
+from paretoalign.models import build_tiny_model, build_tiny_tokenizer
+from paretoalign.rollout import completion_mask_from_ids, token_logprobs
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+PROMPTS = ["hello there friend", "hi", "a much longer prompt about the weather today", "hi"]
+OBJ = ["length(name=chars,scale=10,low=0,high=100)", "length(name=words,unit=words,scale=1,low=0,high=100,direction=minimize)"]
+FAST = dict(model="tiny", objectives=OBJ, batch_size=2, num_generations=2, max_new_tokens=6, progress=False,
+            learning_rate=1e-2, method="pama", advantage="group", kl_coef=0.1, max_steps=1)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    m = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj",
+                                                              "down_proj"]))
+    for mod in m.modules():  # non-zero adapters, so the packed weights must include them
+        if hasattr(mod, "lora_B"):
+            for lin in mod.lora_B.values():
+                torch.nn.init.normal_(lin.weight, std=0.5)
+    return m
+
+
+def _encode(tok, device):
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_packed_decoding_on_cuda_carries_the_models_log_probabilities(tok, lora):
+    model = build_tiny_model(tok, num_layers=3)
+    model = (_lora(model) if lora else model).to("cuda").eval()
+    enc = _encode(tok, "cuda")
+    torch.manual_seed(0)
+    out, logps = packed_decoder(model).generate(enc["input_ids"], enc["attention_mask"], 12, tok.eos_token_id,
+                                                tok.pad_token_id, temperature=0.7, return_logprobs=True)
+    assert out.device.type == "cuda" and logps.device.type == "cuda"
+    P = enc["input_ids"].shape[1]
+    am = torch.cat([enc["attention_mask"], torch.ones_like(out[:, P:])], 1)
+    with torch.no_grad():
+        logits = model(input_ids=out, attention_mask=am, position_ids=(am.cumsum(-1) - 1).clamp(min=0)).logits
+    want = token_logprobs(logits[:, P - 1:-1], out[:, P:], 0.7)
+    live = completion_mask_from_ids(out[:, P:], tok.eos_token_id, tok.pad_token_id).bool()
+    torch.testing.assert_close(logps[live], want[live], rtol=1e-3, atol=1e-3)
+
+
+def test_packed_greedy_on_cuda_equals_generate(tok):
+    model = _lora(build_tiny_model(tok)).to("cuda").eval()
+    enc = _encode(tok, "cuda")
+    want = model.generate(**enc, max_new_tokens=16, min_new_tokens=3, do_sample=False,
+                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    got = packed_decoder(model).generate(enc["input_ids"], enc["attention_mask"], 16, tok.eos_token_id,
+                                         tok.pad_token_id, min_new_tokens=3, do_sample=False)
+    assert torch.equal(got, want)
+
+
+def _one_update(tmp_path, name, **kw):
+    from paretoalign.trainers.online_config import OnlineConfig
+    from paretoalign.trainers.online_trainer import OnlineTrainer
+
+    trainer = OnlineTrainer(OnlineConfig(**{**FAST, **kw}, output_dir=str(tmp_path / name)))
+    torch.manual_seed(0)
+    rollout, scores, valid, _ = trainer.rollout(1)
+    row = trainer.update(rollout, scores, valid)
+    params = {n: p.detach().clone() for n, p in trainer.unwrapped.named_parameters() if p.requires_grad}
+    return trainer, row, params
+
+
+@pytest.mark.parametrize("use_lora", [True, False])
+def test_an_update_on_cuda_with_gradient_checkpointing_equals_one_without(tmp_path, use_lora, fresh_accelerate_state):
+    plain, row, want = _one_update(tmp_path, "plain", use_lora=use_lora)
+    assert next(plain.unwrapped.policy.parameters()).device.type == "cuda"
+    _, row_ckpt, got = _one_update(tmp_path, "ckpt", use_lora=use_lora, gradient_checkpointing=True)
+    assert row_ckpt["loss"] == pytest.approx(row["loss"], rel=1e-4, abs=1e-6)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_update_on_cuda(tmp_path, precision, fresh_accelerate_state):
+    trainer, row, params = _one_update(tmp_path, precision, mixed_precision=precision)
+    assert trainer.accelerator.mixed_precision == precision
+    assert all(p.dtype == torch.float32 and p.device.type == "cuda" for p in params.values())
+    assert all(torch.isfinite(p).all() for p in params.values())
+    assert torch.isfinite(torch.tensor(row["loss"]))
+
+
+def test_a_short_run_on_cuda_saves_a_model_that_loads(tmp_path, fresh_accelerate_state):
+    from transformers import AutoModelForCausalLM
+
+    from paretoalign.trainers.online_config import OnlineConfig
+    from paretoalign.trainers.online_trainer import OnlineTrainer
+
+    out = tmp_path / "run"
+    OnlineTrainer(OnlineConfig(**{**FAST, "max_steps": 2, "use_lora": False}, output_dir=str(out))).train()
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
