@@ -14,7 +14,8 @@ vLLM, ours also checks the refresh on the real engine: one push per step, and gr
 transformers on the trained policy, before and after flipping the final norm's sign.
 
 The ``gen`` part times one sampling call of ``--tokens`` forced tokens at each of ``--rows`` rows, the
-packed loop (``--generation-backend hf``) and ``generate`` (``hf-generate``) alternating, medians of
+packed loop (``--generation-backend hf``: its decode step a CUDA graph), the same loop eager
+(``PARETOALIGN_CUDA_GRAPHS=0``) and ``generate`` (``hf-generate``) in turn, medians of
 ``--reps``, in fp32 and in bf16 weights.  Timings on a GPU synchronise the device before reading the clock.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -44,6 +46,7 @@ from paretoalign.objectives import build_objective_set  # noqa: E402
 from paretoalign.rollout import render_prompt  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
+GEN_PATHS = ("hf", "hf-eager", "hf-generate")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the children also run on a CPU, for the tests
 OPTIONS = {"steps": (4, "timed steps per trainer"), "warmup": (1, "discarded first steps (engine build, CUDA graphs)"),
            "prompts": (8, "prompts per step"), "generations": (4, "completions per prompt"),
@@ -61,6 +64,9 @@ def parse_args(argv=None):
         p.add_argument(f"--{name}", type=type(default), default=default, help=help_)
     p.add_argument("--rows", type=int, nargs="+", default=[8, 32, 128, 512], help="gen part: rows per sampling call")
     p.add_argument("--parts", nargs="+", default=["ours", "trl", "gen"], choices=["ours", "trl", "gen"])
+    p.add_argument("--paths", nargs="+", default=list(GEN_PATHS), choices=GEN_PATHS, help="gen part: sampling paths")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                   help="gen part: weight dtypes")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "gpu_check.json"))
     p.add_argument("--part", choices=("ours", "trl", "gen"), help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -193,21 +199,24 @@ def child_gen(args) -> dict:
     tok, base = load(args.model)
     prompts = builtin_prompts("train")
     out = {}
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (getattr(torch, d) for d in args.dtypes):
         model = base.to(device=DEVICE, dtype=dtype).eval()
         for rows in args.rows:
             chosen = [prompts[i % len(prompts)] for i in range(rows // args.generations)]
-            times = {"hf": [], "hf-generate": []}
+            times = {path: [] for path in args.paths}
             for rep in range(args.reps + 1):  # the first call of each path is a warm-up
-                for backend in times:
+                for path in times:
+                    # hf-eager: the packed loop without its CUDA graph (each step's kernels launched from Python)
+                    os.environ["PARETOALIGN_CUDA_GRAPHS"] = "0" if path == "hf-eager" else "1"
                     torch.manual_seed(args.seed + rep)
                     _sync()
                     t0 = time.perf_counter()
                     generate(model, tok, chosen, num_generations=args.generations, max_new_tokens=args.tokens,
-                             min_new_tokens=args.tokens, temperature=1.0, top_p=1.0, backend=backend)
+                             min_new_tokens=args.tokens, temperature=1.0, top_p=1.0,
+                             backend="hf-generate" if path == "hf-generate" else "hf")
                     _sync()
                     if rep:
-                        times[backend].append(time.perf_counter() - t0)
+                        times[path].append(time.perf_counter() - t0)
             tokens = len(chosen) * args.generations * args.tokens
             out[f"{str(dtype).split('.')[-1]}/{rows}"] = {b: tokens / statistics.median(t) for b, t in times.items()}
             print(f"[gpu_check] gen {dtype} {rows} rows: " + ", ".join(f"{b} {v:.0f} tok/s" for b, v in
@@ -218,7 +227,8 @@ def child_gen(args) -> dict:
 def run_child(part: str, args) -> dict | None:
     result = Path(tempfile.mkdtemp(prefix="gpu_check-")) / f"{part}.json"
     cmd = [sys.executable, __file__, "--part", part, "--result", str(result)] + [
-        f"--{k}={getattr(args, k)}" for k in OPTIONS] + ["--rows", *map(str, args.rows)]
+        f"--{k}={getattr(args, k)}" for k in OPTIONS] + ["--rows", *map(str, args.rows), "--paths", *args.paths,
+                                                            "--dtypes", *args.dtypes]
     print(f"[gpu_check] {part}: {' '.join(cmd[1:])}", flush=True)
     rc = subprocess.call(cmd)
     if rc == 0 and result.is_file():
@@ -254,11 +264,13 @@ def table(args, card: str, results: dict) -> list[str]:
                       f"{o['greedy_agree_after_flip']} rows"]
     if results.get("gen"):
         lines += ["", f"sampling tokens/s, {args.tokens} forced tokens, {args.generations} completions per prompt, "
-                  f"median of {args.reps}", "", "| weights | rows | packed loop (hf) | generate (hf-generate) | ratio |",
-                  "|---|---|---|---|---|"]
+                  f"median of {args.reps}", "", "| weights | rows | packed loop, CUDA graph (hf) | packed loop, eager | generate (hf-generate) | hf / hf-generate |",
+                  "|---|---|---|---|---|---|"]
         for key, v in results["gen"].items():
             dtype, rows = key.split("/")
-            lines.append(f"| {dtype} | {rows} | {v['hf']:.0f} | {v['hf-generate']:.0f} | {v['hf'] / v['hf-generate']:.2f}x |")
+            cell = {p: f"{v[p]:.0f}" if p in v else "-" for p in GEN_PATHS}
+            ratio = f"{v['hf'] / v['hf-generate']:.2f}x" if "hf" in v and "hf-generate" in v else "-"
+            lines.append(f"| {dtype} | {rows} | {cell['hf']} | {cell['hf-eager']} | {cell['hf-generate']} | {ratio} |")
     elif "gen" in results:
         lines += ["", "gen part failed; its output is above"]
     return lines

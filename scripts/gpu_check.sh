@@ -9,8 +9,8 @@
 #   2. bench/gpu_check.py: full-fine-tune PAMA vs TRL's GRPOTrainer on the same model and batch (fp32, then bf16
 #      autocast), with vLLM on both sides when vLLM imports, else our packed loop vs TRL's generate; and sampling
 #      tokens/s of the packed loop vs generate at 8-512 rows;
-#   3. `accelerate launch` with each of examples/accelerate/{ddp,fsdp,deepspeed_zero2,deepspeed_zero3}.yaml on
-#      every visible GPU: 2 PAMA steps (LoRA), then final/policy must load with AutoPeftModelForCausalLM.
+#   3. `accelerate launch` with examples/accelerate/ddp.yaml (GPU_CHECK_ACCELERATE: other configs) on every
+#      visible GPU: 2 PAMA steps (LoRA), then final/policy must load with AutoPeftModelForCausalLM.
 # Environment: PYTHON (python3), VENV (.venv-gpu), GPU_CHECK_MODEL (smollm2-135m-instruct; a folder, or
 # random:FOLDER for that folder's config and tokenizer with random weights, saved under $TMPDIR), GPU_CHECK_OUT
 # (bench/out: gpu_check.log, gpu_check.json, gpu_check_bf16.json), PARETOALIGN_VLLM_GPU_MEMORY (0.3).  Arguments are passed on to bench/gpu_check.py.
@@ -89,7 +89,8 @@ part "gpu_check fp32" 300 "$PY" bench/gpu_check.py --backend "$BACKEND" --model 
 
 NGPU=$(nvidia-smi -L | wc -l)
 RUNS=$(mktemp -d)
-for cfg in ddp fsdp deepspeed_zero2 deepspeed_zero3; do
+# ddp only: FSDP and DeepSpeed are refused by the trainers for now (trainers/adaptation.py: refuse_sharded)
+for cfg in ${GPU_CHECK_ACCELERATE:-ddp}; do
     run="$RUNS/$cfg"
     part "accelerate $cfg x$NGPU" 150 "$PY" -m accelerate.commands.launch --config_file "examples/accelerate/$cfg.yaml" \
         --num_processes "$NGPU" -m paretoalign.cli train --config examples/pama_smollm2.yaml --model "$MODEL" \

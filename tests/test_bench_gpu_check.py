@@ -35,7 +35,7 @@ def test_gen_part_and_the_table():
     args = gc.parse_args(TINY)
     gen = gc.child_gen(args)
     assert set(gen) == {"float32/4", "float32/8", "bfloat16/4", "bfloat16/8"}
-    assert all(v["hf"] > 0 and v["hf-generate"] > 0 for v in gen.values())
+    assert all(v["hf"] > 0 and v["hf-eager"] > 0 and v["hf-generate"] > 0 for v in gen.values())
     ours = {"step_s": [2.0, 2.0], "generate_s": [1.0, 1.0], "tokens_per_step": [20, 20], "peak_gib": math.nan}
     lines = gc.table(args, "cpu", {"ours": ours, "trl": None, "gen": gen})
     assert any(line.startswith("| paretoalign PAMA (--generation-backend hf") and "| 20 | 1.000 | 2.000 |" in line

@@ -49,13 +49,14 @@ def _encode(tok, device):
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_packed_decoding_on_cuda_carries_the_models_log_probabilities(tok, lora):
+@pytest.mark.parametrize("step", ["graph", "sliced"])
+def test_packed_decoding_on_cuda_carries_the_models_log_probabilities(tok, lora, step):
     model = build_tiny_model(tok, num_layers=3)
     model = (_lora(model) if lora else model).to("cuda").eval()
     enc = _encode(tok, "cuda")
     torch.manual_seed(0)
     out, logps = packed_decoder(model).generate(enc["input_ids"], enc["attention_mask"], 12, tok.eos_token_id,
-                                                tok.pad_token_id, temperature=0.7, return_logprobs=True)
+                                                tok.pad_token_id, temperature=0.7, return_logprobs=True, step=step)
     assert out.device.type == "cuda" and logps.device.type == "cuda"
     P = enc["input_ids"].shape[1]
     am = torch.cat([enc["attention_mask"], torch.ones_like(out[:, P:])], 1)
@@ -66,13 +67,27 @@ def test_packed_decoding_on_cuda_carries_the_models_log_probabilities(tok, lora)
     torch.testing.assert_close(logps[live], want[live], rtol=1e-3, atol=1e-3)
 
 
-def test_packed_greedy_on_cuda_equals_generate(tok):
+def test_packed_greedy_on_cuda_equals_generate(tok, monkeypatch):
+    import paretoalign.decoding as decoding
+
     model = _lora(build_tiny_model(tok)).to("cuda").eval()
     enc = _encode(tok, "cuda")
     want = model.generate(**enc, max_new_tokens=16, min_new_tokens=3, do_sample=False,
                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    captures = []
+    monkeypatch.setattr(decoding._FixedStep, "__init__", lambda self, *a, _init=decoding._FixedStep.__init__, **kw:
+                        captures.append(kw.get("capture")) or _init(self, *a, **kw))
     got = packed_decoder(model).generate(enc["input_ids"], enc["attention_mask"], 16, tok.eos_token_id,
                                          tok.pad_token_id, min_new_tokens=3, do_sample=False)
+    assert captures == [True]  # "auto" on CUDA is the CUDA graph
+    assert torch.equal(got, want)
+    # a second call (new caches, a new graph) after the weights change follows them
+    with torch.no_grad():
+        model.base_model.model.model.norm.weight.mul_(-1)
+    want = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id,
+                          eos_token_id=tok.eos_token_id)
+    got = packed_decoder(model).generate(enc["input_ids"], enc["attention_mask"], 8, tok.eos_token_id,
+                                         tok.pad_token_id, do_sample=False)
     assert torch.equal(got, want)
 
 
@@ -115,5 +130,5 @@ def test_a_short_run_on_cuda_saves_a_model_that_loads(tmp_path, fresh_accelerate
 
     out = tmp_path / "run"
     OnlineTrainer(OnlineConfig(**{**FAST, "max_steps": 2, "use_lora": False}, output_dir=str(out))).train()
-    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    model = AutoModelForCausalLM.from_pretrained(out / "final" / "policy")  # full fine-tuning: a whole model
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -159,3 +159,21 @@ def test_architectures_it_does_not_cover_fall_back_to_generate(tok):
     llama = build_tiny_model(tok)
     llama.generation_config.repetition_penalty = 1.3  # a processor the loop does not reproduce
     assert packed_decoder(llama) is None and "repetition_penalty" in unsupported_reason(llama)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_fixed_shape_step_samples_what_the_sliced_step_samples(tok, lora):
+    """The CUDA-graph step's eager form (whole cache, masked; index writes) equals attention over the filled
+    cache: same tokens from the same seed, same log-probs.  On a GPU, tests/test_cuda.py checks the graph."""
+    model = (_lora(build_tiny_model(tok)) if lora else build_tiny_model(tok, num_layers=3)).eval()
+    enc = _encode(tok, PROMPTS)
+    dec = packed_decoder(model)
+    runs = {}
+    for step in ("sliced", "static"):
+        torch.manual_seed(0)
+        runs[step] = dec.generate(enc["input_ids"], enc["attention_mask"], 12, tok.eos_token_id, tok.pad_token_id,
+                                  min_new_tokens=2, temperature=0.8, return_logprobs=True, step=step)
+    assert torch.equal(runs["static"][0], runs["sliced"][0])
+    torch.testing.assert_close(runs["static"][1], runs["sliced"][1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="step must be"):
+        dec.generate(enc["input_ids"], enc["attention_mask"], 2, tok.eos_token_id, tok.pad_token_id, step="fast")

@@ -182,14 +182,18 @@ class PackedDecoder:
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + module.variance_epsilon)
         return module.weight * xf.to(x.dtype)
 
-    def _forward(self, ids, positions, key_mask, caches, start: int):
-        """Hidden states for ``ids [N, L]`` at cache slots ``start..start+L-1``; fills the caches."""
+    def _forward(self, ids, positions, key_mask, caches, start: int, slot: torch.Tensor | None = None):
+        """Hidden states for ``ids [N, L]`` at cache slots ``start..start+L-1``; fills the caches.
+
+        With ``slot`` (a one-element tensor; ``L == 1``), the step's shapes do not depend on the position, so
+        a CUDA graph can replay it: the key/value go in at index ``slot`` and attention reads the whole cache
+        under ``key_mask`` (slots not yet written are masked out, and hold zeros, never NaN)."""
         N, L = ids.shape
         Hq, Hk, d = self.num_heads, self.num_kv, self.head_dim
         h = self.embed(ids)
         cos, sin = self.rotary(h, positions)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [N, 1, L, d]
-        end = start + L
+        end = start + L if slot is None else key_mask.shape[1]
         if L == 1:
             mask = key_mask[:, None, None, :end]
         else:  # prefill: causal within the prompt, padding keys hidden, a padded query sees itself
@@ -202,8 +206,12 @@ class PackedDecoder:
             q, k, v = qkv.split([Hq, Hk, Hk], dim=1)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            k_cache[:, :, start:end] = k
-            v_cache[:, :, start:end] = v
+            if slot is None:
+                k_cache[:, :, start:end] = k
+                v_cache[:, :, start:end] = v
+            else:
+                k_cache.index_copy_(2, slot, k)
+                v_cache.index_copy_(2, slot, v)
             attn = F.scaled_dot_product_attention(q, k_cache[:, :, :end], v_cache[:, :, :end], attn_mask=mask,
                                                   scale=self.scale, enable_gqa=Hq != Hk)
             h = h + layer["o"](attn.transpose(1, 2).reshape(N * L, Hq * d)).view(N, L, -1)
@@ -215,14 +223,28 @@ class PackedDecoder:
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
                  eos_token_id, pad_token_id: int, min_new_tokens: int = 0, do_sample: bool = True,
-                 temperature: float = 1.0, top_p: float = 1.0, return_logprobs: bool = False):
+                 temperature: float = 1.0, top_p: float = 1.0, return_logprobs: bool = False, step: str = "auto"):
         """Prompt + completion ids ``[N, P + T]`` as ``model.generate`` returns them (``T <= max_new_tokens``);
         with ``return_logprobs``, also the log-probability ``[N, T]`` of each sampled token under the
-        processed distribution it was drawn from."""
+        processed distribution it was drawn from.
+
+        ``step`` picks how a decode step runs: ``sliced`` (attention over the cache filled so far), ``static``
+        (fixed shapes: the whole cache, masked), ``graph`` (``static`` captured once as a CUDA graph and
+        replayed per token: on a GPU a step of a small model is hundreds of kernel launches, and the graph
+        replays them without Python), ``auto`` (``graph`` on CUDA outside autocast unless
+        ``PARETOALIGN_CUDA_GRAPHS=0``, else ``sliced``)."""
         self.refresh()
         N, P = input_ids.shape
         device = input_ids.device
         dtype = self.head.weight_t.dtype
+        if step == "auto":
+            # dynamic RoPE variants recompute frequencies from the positions seen (a host sync): not capturable
+            dynamic_rope = "dynamic" in str(getattr(self.rotary, "rope_type", "")) or \
+                getattr(self.rotary, "rope_type", "") == "longrope"
+            step = "graph" if _graphs_usable(device) and not dynamic_rope else "sliced"
+        if step not in ("sliced", "static", "graph"):
+            raise ValueError(f"step must be auto, sliced, static or graph, not {step!r}")
+        new_cache = torch.empty if step == "sliced" else torch.zeros  # masked slots must not hold NaN
         eos = torch.tensor(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id], device=device)
         S = P + max_new_tokens
         # rows that repeat a prompt (num_generations copies) share one prefill: its cache is copied
@@ -230,8 +252,8 @@ class PackedDecoder:
         unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
         u_ids, u_mask = unique[:, :P], unique[:, P:].bool()
         U = u_ids.shape[0]
-        caches = [(torch.empty(U, self.num_kv, S, self.head_dim, dtype=dtype, device=device),
-                   torch.empty(U, self.num_kv, S, self.head_dim, dtype=dtype, device=device)) for _ in self.layers]
+        caches = [(new_cache(U, self.num_kv, S, self.head_dim, dtype=dtype, device=device),
+                   new_cache(U, self.num_kv, S, self.head_dim, dtype=dtype, device=device)) for _ in self.layers]
         u_key_mask = torch.zeros(U, S, dtype=torch.bool, device=device)
         u_key_mask[:, :P] = u_mask
         u_positions = (u_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -243,8 +265,9 @@ class PackedDecoder:
         next_pos = u_positions[:, -1:].index_select(0, inverse) + 1
         tokens, logps = [], []
         unfinished = torch.ones(N, dtype=torch.bool, device=device)
+        fixed = None if step == "sliced" else _FixedStep(self, key_mask, caches, capture=step == "graph")
+        logits = self.head(self._norm(self.final_norm, h)).float()
         for t in range(max_new_tokens):
-            logits = self.head(self._norm(self.final_norm, h)).float()
             nxt, logp = next_token(logits, t, min_new_tokens, eos, do_sample, temperature, top_p, return_logprobs)
             if return_logprobs:
                 logps.append(logp)
@@ -254,12 +277,62 @@ class PackedDecoder:
             if not unfinished.any() or t == max_new_tokens - 1:
                 break
             key_mask[:, P + t] = True
-            h = self._forward(nxt[:, None], next_pos, key_mask, caches, P + t)[:, -1]
+            if fixed is None:
+                h = self._forward(nxt[:, None], next_pos, key_mask, caches, P + t)[:, -1]
+                logits = self.head(self._norm(self.final_norm, h)).float()
+            else:
+                logits = fixed(nxt[:, None], next_pos, P + t)
             next_pos = next_pos + 1
         out = torch.cat([input_ids, torch.stack(tokens, 1)], dim=1) if tokens else input_ids
         if return_logprobs:
             return out, (torch.stack(logps, 1) if logps else input_ids.new_zeros((N, 0), dtype=torch.float32))
         return out
+
+
+def _graphs_usable(device: torch.device) -> bool:
+    import os
+
+    return (device.type == "cuda" and os.environ.get("PARETOALIGN_CUDA_GRAPHS", "1") != "0"
+            and not torch.is_autocast_enabled("cuda"))
+
+
+class _FixedStep:
+    """One decode step with fixed shapes (``PackedDecoder._forward`` with a ``slot``, then the output layer),
+    reading its inputs from static buffers; with ``capture``, recorded once as a CUDA graph and replayed."""
+
+    def __init__(self, dec: PackedDecoder, key_mask: torch.Tensor, caches: list, capture: bool):
+        N, device = key_mask.shape[0], key_mask.device
+        self.dec, self.key_mask, self.caches, self.capture = dec, key_mask, caches, capture
+        self.ids = torch.zeros(N, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(N, 1, dtype=torch.long, device=device)
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)
+        self.graph = self.logits = None
+
+    def _run(self) -> torch.Tensor:
+        d = self.dec
+        h = d._forward(self.ids, self.pos, self.key_mask, self.caches, 0, slot=self.slot)[:, -1]
+        return d.head(d._norm(d.final_norm, h)).float()
+
+    def __call__(self, ids: torch.Tensor, positions: torch.Tensor, slot: int) -> torch.Tensor:
+        """Logits ``[N, V]`` for the next token; the returned tensor is overwritten by the next call."""
+        self.ids.copy_(ids)
+        self.pos.copy_(positions)
+        self.slot.fill_(slot)
+        if not self.capture:
+            return self._run()
+        if self.graph is None:
+            # Warm up on a side stream first (cuBLAS handles, allocator), as capture requires.  It runs this very
+            # step, writing the same cache slot the replay below writes again.
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._run()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = self._run()
+        self.graph.replay()
+        return self.logits
 
 
 def next_token(logits: torch.Tensor, t: int, min_new_tokens: int, eos: torch.Tensor, do_sample: bool,

@@ -70,3 +70,18 @@ def test_deepspeed_micro_batch_is_filled_only_where_auto():
     set_deepspeed_micro_batch(acc, 8)
     assert mine == {"train_micro_batch_size_per_gpu": 2, "train_batch_size": 24, "gradient_accumulation_steps": 3}
     set_deepspeed_micro_batch(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None)), 8)  # no DeepSpeed: nothing
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_sharded_launches_are_refused_up_front_with_one_line(kind):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from paretoalign.errors import ConfigError
+    from paretoalign.trainers.adaptation import refuse_sharded
+
+    with pytest.raises(ConfigError, match=r"^accelerate (FSDP|DeepSpeed) is not supported yet .*examples/accelerate/ddp.yaml"):
+        refuse_sharded(SimpleNamespace(distributed_type=getattr(DistributedType, kind)))
+    ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)
+    assert refuse_sharded(ddp) is ddp

@@ -59,6 +59,7 @@ from paretoalign.fronts.front import (
 from paretoalign.objectives.spec import split_objective_specs
 from paretoalign.preferences import parse_preferences, preference_label, preference_slug
 from paretoalign.trainers import checkpoint as ckpt_lib
+from paretoalign.trainers.adaptation import refuse_sharded
 from paretoalign.trainers.dpa_config import DPAConfig
 from paretoalign.trainers.methods import ENDPOINT_FAMILIES, METHODS, endpoint_methods, get_method
 from paretoalign.trainers.offline_config import OfflineConfig
@@ -364,7 +365,7 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
     prefs = parse_preferences(front.preferences, len(specs), seed=int(train.get("seed", 0)))
     if front.endpoints is not None:  # endpoints given: checked before anything loads or trains
         _resolve_given_endpoints(front, train, len(specs))
-    acc = accelerator or Accelerator()
+    acc = accelerator or refuse_sharded(Accelerator())
     out = Path(front.output_dir)
     saved = {"front": config_to_dict(front), "train": train, "preferences": np.asarray(prefs).tolist()}
     ckpt_lib.decide_on_main(acc, lambda: _prepare_front_dir(out, saved, front))

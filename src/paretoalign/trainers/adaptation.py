@@ -44,9 +44,9 @@ def make_accelerator(cfg):
 
     mp = getattr(cfg, "mixed_precision", None)
     if not mp:
-        return Accelerator()
+        return refuse_sharded(Accelerator())
     try:
-        return Accelerator(mixed_precision=mp)
+        return refuse_sharded(Accelerator(mixed_precision=mp))
     except ValueError as e:  # accelerate's state is per process, fixed by the first Accelerator
         if "already been initialized" not in str(e):
             raise
@@ -54,6 +54,22 @@ def make_accelerator(cfg):
 
         raise ConfigError(f"--mixed-precision {mp}: this process already runs accelerate with another precision; "
                           "start a new process (or set it with `accelerate launch --mixed_precision`)") from None
+
+
+def refuse_sharded(accelerator):
+    """FSDP and DeepSpeed are refused up front rather than failing mid-run: on an H200 (scripts/gpu_check.sh)
+    sampling and the adapter-disabled reference pass call the sharded model's inner modules (FSDP: "Non-root
+    FSDP instance"; ZeRO-3: empty weight shards), and a checkpoint saves one process's optimizer shard as
+    if it were the whole state (ZeRO-2 trained, then failed there).  DDP ran there end to end."""
+    from accelerate.utils import DistributedType
+
+    kind = {DistributedType.FSDP: "FSDP", DistributedType.DEEPSPEED: "DeepSpeed"}.get(accelerator.distributed_type)
+    if kind:
+        from paretoalign.errors import ConfigError
+
+        raise ConfigError(f"accelerate {kind} is not supported yet (sampling and checkpoints are not shard-aware); "
+                          "launch with DDP instead: accelerate launch --config_file examples/accelerate/ddp.yaml ...")
+    return accelerator
 
 
 def set_deepspeed_micro_batch(accelerator, rows: int, accumulation: int = 1) -> None:
