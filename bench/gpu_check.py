@@ -255,8 +255,8 @@ def table(args, card: str, results: dict) -> list[str]:
         lines += ["", f"full fine-tuning, {args.prompts} prompts x {args.generations} completions x {args.tokens} tokens, "
                   f"{args.warmup} warm-up + {args.steps} timed steps each (medians)", "",
                   "| trainer | generation tokens/s | generate s/step | s per step | peak GiB |", "|---|---|---|---|---|",
-                  f"| paretoalign PAMA ({ours}) | {cells(results.get('ours'))} |",
-                  f"| TRL GRPOTrainer ({theirs}) | {cells(results.get('trl'))} |"]
+                  *(f"| {label} | {cells(results[part])} |" for part, label in
+                    (("ours", f"paretoalign PAMA ({ours})"), ("trl", f"TRL GRPOTrainer ({theirs})")) if part in results)]
         o = results.get("ours") or {}
         if "weight_pushes" in o:
             lines += ["", f"weight pushes into the engine: {o['weight_pushes']} for {o['steps_total']} steps; greedy vLLM vs "
