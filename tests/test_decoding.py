@@ -133,18 +133,58 @@ def test_top_p_matches_transformers_warper():
         assert torch.equal(_top_p(logits, p), TopPLogitsWarper(p)(None, logits.clone()))
 
 
-def test_inverse_cdf_sampling_draws_the_given_distribution():
+@pytest.mark.parametrize("block", [256, 2])  # one level (V <= block) and two levels with a padded last block
+def test_inverse_cdf_sampling_draws_the_given_distribution(block):
     probs = torch.tensor([[0.5, 0.0, 0.3, 0.15, 0.05], [0.0, 0.0, 0.0, 0.0, 1.0]])
     g = torch.Generator().manual_seed(0)
     n = 200_000
-    draws = sample_categorical(probs.repeat(n // 2, 1), generator=g).view(n // 2, 2)
+    draws = sample_categorical(probs.repeat(n // 2, 1), generator=g, block=block).view(n // 2, 2)
     freq = torch.stack([torch.bincount(draws[:, i], minlength=5).float() / (n // 2) for i in range(2)])
     assert freq[0, 1] == 0 and freq[1, :4].sum() == 0  # zero probability: never drawn
     # 4 standard errors of a binomial frequency at n/2 draws
     se = (probs * (1 - probs) / (n // 2)).sqrt()
     assert ((freq - probs).abs() <= 4 * se + 1e-12).all(), (freq, probs)
-    unnormalised = sample_categorical(torch.tensor([[2.0, 0.0, 6.0]]).repeat(40_000, 1), generator=g)
+    unnormalised = sample_categorical(torch.tensor([[2.0, 0.0, 6.0]]).repeat(40_000, 1), generator=g, block=block)
     assert abs(float((unnormalised == 2).float().mean()) - 0.75) < 0.01
+
+
+def test_two_level_inverse_cdf_picks_what_the_full_cumulative_sum_picks():
+    # the same uniforms give the same indices as one float64 cumsum over the whole row
+    torch.manual_seed(0)
+    probs = (torch.randn(64, 1000) * 3).softmax(-1)
+    probs[:, 300:600] = 0  # whole zero blocks, and zeros inside blocks
+    probs[:, ::7] = 0
+    got = sample_categorical(probs, generator=torch.Generator().manual_seed(3), block=64)
+    u = torch.rand(64, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    cdf = probs.cumsum(-1, dtype=torch.float64)
+    want = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
+    assert torch.equal(got, want)
+    assert (probs[torch.arange(64), got] > 0).all()
+
+
+def test_mkl_prepacked_decode_equals_plain_matmuls(tok):
+    # on a CPU with MKL the decode steps run on prepacked weights; the tokens and log-probs are the plain path's
+    from paretoalign.decoding import PackedDecoder, _mkl_packing_available
+
+    model = _lora(build_tiny_model(tok)).eval()
+    enc = _encode(tok, PROMPTS)
+    dec = packed_decoder(model)
+
+    def run(pack):
+        PackedDecoder.mkl_pack = pack
+        try:
+            torch.manual_seed(0)
+            return dec.generate(enc["input_ids"], enc["attention_mask"], 12, tok.eos_token_id, tok.pad_token_id,
+                                temperature=0.7, return_logprobs=True)
+        finally:
+            PackedDecoder.mkl_pack = True
+
+    plain, packed = run(False), run(True)
+    assert (dec.head.packed is not None) == _mkl_packing_available()
+    if dec.head.packed is not None:
+        assert dec.head.packed[0] == len(PROMPTS)
+    assert torch.equal(plain[0], packed[0])
+    torch.testing.assert_close(plain[1], packed[1], rtol=1e-5, atol=1e-5)
 
 
 def test_architectures_it_does_not_cover_fall_back_to_generate(tok):
