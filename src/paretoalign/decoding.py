@@ -4,7 +4,8 @@ Why it exists: on a CPU, ``transformers``' ``generate`` spends most of a decode 
 matmuls (per-layer cache objects, mask building, logits processors, ``F.linear`` on weights laid
 out for training), so a step costs nearly the same at 8 rows as at 64.  This loop keeps the
 model's own weights, merged with any active LoRA adapters, packed once per update in the layout
-small-row matmuls want (``x @ W`` with ``W`` contiguous ``[in, out]``, q/k/v fused, gate/up fused),
+small-row matmuls want (``x @ W`` with ``W`` contiguous ``[in, out]``, q/k/v fused, gate/up fused;
+on a CPU with MKL, ``[out, in]`` plus MKL's prepacked copy for the decode steps' row count),
 a preallocated KV cache, and one boolean mask per step.  ``bench/rollout.py`` measures it against
 ``generate`` side by side.
 
