@@ -185,6 +185,15 @@ def test_mkl_prepacked_decode_equals_plain_matmuls(tok):
         assert dec.head.packed[0] == len(PROMPTS)
     assert torch.equal(plain[0], packed[0])
     torch.testing.assert_close(plain[1], packed[1], rtol=1e-5, atol=1e-5)
+    if _mkl_packing_available():  # [out, in] layout: the unadapted output layer is the model's tensor, uncopied,
+        lm = model.get_base_model()  # and a fused LoRA block is rebuilt in its own buffer after an update
+        assert dec.head.weight.data_ptr() == lm.lm_head.weight.data_ptr()
+        qkv = dec.layers[0]["qkv"]
+        ptr = qkv.weight.data_ptr()
+        with torch.no_grad():
+            lm.model.layers[0].self_attn.q_proj.lora_B["default"].weight.add_(0.1)
+        run(True)
+        assert qkv.weight.data_ptr() == ptr and qkv.packed is not None
 
 
 def test_architectures_it_does_not_cover_fall_back_to_generate(tok):
@@ -199,3 +208,20 @@ def test_architectures_it_does_not_cover_fall_back_to_generate(tok):
     llama = build_tiny_model(tok)
     llama.generation_config.repetition_penalty = 1.3  # a processor the loop does not reproduce
     assert packed_decoder(llama) is None and "repetition_penalty" in unsupported_reason(llama)
+
+
+def test_layout_without_mkl_packing_is_the_plain_in_out_one(tok, monkeypatch):
+    # where MKL packing does not apply (CUDA, non-MKL builds) blocks keep [in, out] contiguous weights, no packed copy
+    import paretoalign.decoding as decoding
+
+    monkeypatch.setattr(decoding, "_mkl_packing_available", lambda: False)
+    model = _lora(build_tiny_model(tok)).eval()
+    enc = _encode(tok, PROMPTS)
+    dec = decoding.PackedDecoder(decoding._inner(model))
+    got = dec.generate(enc["input_ids"], enc["attention_mask"], 10, tok.eos_token_id, tok.pad_token_id,
+                       do_sample=False)
+    want = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id,
+                          eos_token_id=tok.eos_token_id)
+    assert torch.equal(got, want)
+    blocks = list(dec._blocks())
+    assert all(b.packed is None and b.weight_t.is_contiguous() for b in blocks)
