@@ -11,7 +11,7 @@ same number of tokens) from ``rows / 4`` prompts x 4 completions, with
 * ``hf-generate`` - the path before this change: transformers' ``generate`` on the LoRA model with
   the adapters merged into a copy of the base weights for the call (``rollout.lora_merged``);
 * ``hf`` - :mod:`paretoalign.decoding`'s packed loop (LoRA read in place, one prefill per distinct
-  prompt, static KV cache, inverse-CDF sampling).
+  prompt, static KV cache, MKL-prepacked weights on a CPU, inverse-CDF sampling).
 
 Both run in this process, interleaved (the order alternates each repetition); medians of ``--reps``.
 ``demo`` compares the configurations the demo used before and uses now: 16 rows per call on the

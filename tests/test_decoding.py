@@ -133,18 +133,67 @@ def test_top_p_matches_transformers_warper():
         assert torch.equal(_top_p(logits, p), TopPLogitsWarper(p)(None, logits.clone()))
 
 
-def test_inverse_cdf_sampling_draws_the_given_distribution():
+@pytest.mark.parametrize("block", [256, 2])  # one level (V <= block) and two levels with a padded last block
+def test_inverse_cdf_sampling_draws_the_given_distribution(block):
     probs = torch.tensor([[0.5, 0.0, 0.3, 0.15, 0.05], [0.0, 0.0, 0.0, 0.0, 1.0]])
     g = torch.Generator().manual_seed(0)
     n = 200_000
-    draws = sample_categorical(probs.repeat(n // 2, 1), generator=g).view(n // 2, 2)
+    draws = sample_categorical(probs.repeat(n // 2, 1), generator=g, block=block).view(n // 2, 2)
     freq = torch.stack([torch.bincount(draws[:, i], minlength=5).float() / (n // 2) for i in range(2)])
     assert freq[0, 1] == 0 and freq[1, :4].sum() == 0  # zero probability: never drawn
     # 4 standard errors of a binomial frequency at n/2 draws
     se = (probs * (1 - probs) / (n // 2)).sqrt()
     assert ((freq - probs).abs() <= 4 * se + 1e-12).all(), (freq, probs)
-    unnormalised = sample_categorical(torch.tensor([[2.0, 0.0, 6.0]]).repeat(40_000, 1), generator=g)
+    unnormalised = sample_categorical(torch.tensor([[2.0, 0.0, 6.0]]).repeat(40_000, 1), generator=g, block=block)
     assert abs(float((unnormalised == 2).float().mean()) - 0.75) < 0.01
+
+
+def test_two_level_inverse_cdf_picks_what_the_full_cumulative_sum_picks():
+    # the same uniforms give the same indices as one float64 cumsum over the whole row
+    torch.manual_seed(0)
+    probs = (torch.randn(64, 1000) * 3).softmax(-1)
+    probs[:, 300:600] = 0  # whole zero blocks, and zeros inside blocks
+    probs[:, ::7] = 0
+    got = sample_categorical(probs, generator=torch.Generator().manual_seed(3), block=64)
+    u = torch.rand(64, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    cdf = probs.cumsum(-1, dtype=torch.float64)
+    want = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
+    assert torch.equal(got, want)
+    assert (probs[torch.arange(64), got] > 0).all()
+
+
+def test_mkl_prepacked_decode_equals_plain_matmuls(tok):
+    # on a CPU with MKL the decode steps run on prepacked weights; the tokens and log-probs are the plain path's
+    from paretoalign.decoding import PackedDecoder, _mkl_packing_available
+
+    model = _lora(build_tiny_model(tok)).eval()
+    enc = _encode(tok, PROMPTS)
+    dec = packed_decoder(model)
+
+    def run(pack):
+        PackedDecoder.mkl_pack = pack
+        try:
+            torch.manual_seed(0)
+            return dec.generate(enc["input_ids"], enc["attention_mask"], 12, tok.eos_token_id, tok.pad_token_id,
+                                temperature=0.7, return_logprobs=True)
+        finally:
+            PackedDecoder.mkl_pack = True
+
+    plain, packed = run(False), run(True)
+    assert (dec.head.packed is not None) == _mkl_packing_available()
+    if dec.head.packed is not None:
+        assert dec.head.packed[0] == len(PROMPTS)
+    assert torch.equal(plain[0], packed[0])
+    torch.testing.assert_close(plain[1], packed[1], rtol=1e-5, atol=1e-5)
+    if _mkl_packing_available():  # [out, in] layout: the unadapted output layer is the model's tensor, uncopied,
+        lm = model.get_base_model()  # and a fused LoRA block is rebuilt in its own buffer after an update
+        assert dec.head.weight.data_ptr() == lm.lm_head.weight.data_ptr()
+        qkv = dec.layers[0]["qkv"]
+        ptr = qkv.weight.data_ptr()
+        with torch.no_grad():
+            lm.model.layers[0].self_attn.q_proj.lora_B["default"].weight.add_(0.1)
+        run(True)
+        assert qkv.weight.data_ptr() == ptr and qkv.packed is not None
 
 
 def test_architectures_it_does_not_cover_fall_back_to_generate(tok):
@@ -177,3 +226,20 @@ def test_the_fixed_shape_step_samples_what_the_sliced_step_samples(tok, lora):
     torch.testing.assert_close(runs["static"][1], runs["sliced"][1], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="step must be"):
         dec.generate(enc["input_ids"], enc["attention_mask"], 2, tok.eos_token_id, tok.pad_token_id, step="fast")
+
+
+def test_layout_without_mkl_packing_is_the_plain_in_out_one(tok, monkeypatch):
+    # where MKL packing does not apply (CUDA, non-MKL builds) blocks keep [in, out] contiguous weights, no packed copy
+    import paretoalign.decoding as decoding
+
+    monkeypatch.setattr(decoding, "_mkl_packing_available", lambda: False)
+    model = _lora(build_tiny_model(tok)).eval()
+    enc = _encode(tok, PROMPTS)
+    dec = decoding.PackedDecoder(decoding._inner(model))
+    got = dec.generate(enc["input_ids"], enc["attention_mask"], 10, tok.eos_token_id, tok.pad_token_id,
+                       do_sample=False)
+    want = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id,
+                          eos_token_id=tok.eos_token_id)
+    assert torch.equal(got, want)
+    blocks = list(dec._blocks())
+    assert all(b.packed is None and b.weight_t.is_contiguous() for b in blocks)
