@@ -26,6 +26,7 @@ def test_demo_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
     assert (out / "run" / "final" / "policy" / "adapter_config.json").is_file()
     assert result["training"]["steps"] == 2
     assert result["recipe"]["pama_granularity"] == "sequence" and not result["recipe"]["paper"]
+    assert result["recipe"]["weights"] == [0.75, 0.25]  # the demo's tilt toward sentiment (README "The demo")
 
 
 def test_paper_flag_runs_the_papers_reading(tmp_path):
