@@ -12,7 +12,7 @@ reward (characters), the built-in prompts split 60/40 so that the held-out part 
 prompts, every variant with the same steps, batch, completions, length, learning rate and seed:
 
 * ``PAMA (paper)`` - K value heads + GAE, Theorem-1 weights per batch, ratio vs the reference, KL 0.2;
-* ``PAMA (demo)`` - the demo's recipe: group baselines, weights per completion, PPO ratio, no KL;
+* ``PAMA (demo)`` - the demo's variant: group baselines, weights per completion, PPO ratio, no KL (equal preference, as the paper compares methods; the demo itself tilts 0.75/0.25 toward sentiment);
 * ``MORLHF`` - equal linear weights, K value heads + GAE, KL 0.2;
 * ``MGDA-UB`` - min-norm weights on last-hidden-state gradients, K value heads + GAE, KL 0.2.
 
