@@ -18,3 +18,27 @@ def plant():
         return path
 
     return _plant
+
+
+@pytest.fixture
+def killed_at(monkeypatch):
+    """``killed_at(cls, method, when, run, exc=KeyboardInterrupt)``: call ``run()`` with ``cls.method`` raising
+    ``exc`` when it is called for step/round ``when`` (a kill mid-run), expect that exception, then put the
+    real method back so the test can resume the run."""
+
+    def _killed_at(cls, method: str, when: int, run, exc=KeyboardInterrupt):
+        real = getattr(cls, method)
+
+        def dying(self, i, *args, **kwargs):
+            if i == when:
+                raise exc("killed")
+            return real(self, i, *args, **kwargs)
+
+        monkeypatch.setattr(cls, method, dying)
+        try:
+            with pytest.raises(exc):
+                run()
+        finally:
+            monkeypatch.setattr(cls, method, real)
+
+    return _killed_at

@@ -409,7 +409,7 @@ class _Boom(Exception):
     pass
 
 
-def test_killed_and_resumed_training_equals_an_uninterrupted_one(tmp_path, jmod, monkeypatch):
+def test_killed_and_resumed_training_equals_an_uninterrupted_one(tmp_path, jmod, killed_at):
     tasks = str(tasks_yaml(tmp_path, jmod, first="crraft", second="codpo"))  # crraft: greedy baselines, cached
     full = make(tmp_path, name="full", tasks=tasks, max_steps=4, save_steps=2)
     full.train()
@@ -417,17 +417,7 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_one(tmp_path, jmod,
     assert full.tasks[0].greedy  # the chat prompts have no reference answer
 
     crashed = make(tmp_path, name="crash", tasks=tasks, max_steps=4, save_steps=2)
-    real_step = CGPOTrainer.step
-
-    def dying_step(self, step):
-        if step == 4:
-            raise _Boom("killed")
-        return real_step(self, step)
-
-    monkeypatch.setattr(CGPOTrainer, "step", dying_step)
-    with pytest.raises(_Boom):
-        crashed.train()
-    monkeypatch.setattr(CGPOTrainer, "step", real_step)
+    killed_at(CGPOTrainer, "step", 4, crashed.train, _Boom)
     resumed = make(tmp_path, name="crash", tasks=tasks, max_steps=4, save_steps=2, resume=True)
     assert resumed.start_step == 2 and resumed.tasks[0].greedy  # the cache came back from the checkpoint
     resumed.train()

@@ -130,22 +130,12 @@ def test_the_conditioned_model_follows_the_requested_direction(tmp_path, prompt_
     assert shares[0] - shares[-1] >= 0.3, shares
 
 
-def test_killed_run_resumes_after_its_last_round_and_matches(tmp_path, prompt_file, monkeypatch):
+def test_killed_run_resumes_after_its_last_round_and_matches(tmp_path, prompt_file, killed_at):
     full = _cfg(tmp_path, prompt_file, name="full", rounds=3)
     DPATrainer(full).train()
-    real = DPATrainer.round
-
-    def dying(self, r):
-        if r == 3:
-            raise KeyboardInterrupt
-        return real(self, r)
-
-    monkeypatch.setattr(DPATrainer, "round", dying)
     cut = _cfg(tmp_path, prompt_file, name="cut", rounds=3)
-    with pytest.raises(KeyboardInterrupt):
-        DPATrainer(cut).train()
+    killed_at(DPATrainer, "round", 3, lambda: DPATrainer(cut).train())
     assert [r["step"] for r in run_dir.read_metrics(cut.output_dir)] == [1, 2]
-    monkeypatch.setattr(DPATrainer, "round", real)
     resumed = DPATrainer(_cfg(tmp_path, prompt_file, name="cut", rounds=3, resume=True))
     assert resumed.start_round == 2
     resumed.train()

@@ -75,21 +75,11 @@ def test_eval_scores_what_paretoalign_evaluate_scores(tmp_path):
         assert row[f"eval/{name}_se"] == pytest.approx(res["summary"][name]["stderr"], abs=1e-6)
 
 
-def test_a_resumed_run_evaluates_as_an_uninterrupted_one(tmp_path, monkeypatch):
+def test_a_resumed_run_evaluates_as_an_uninterrupted_one(tmp_path, killed_at):
     full = make(tmp_path, "full", max_steps=4, **EVAL)
     full.train()
     crashed = make(tmp_path, "crash", max_steps=4, **EVAL)
-    real = OnlineTrainer.step
-
-    def dying(self, step):
-        if step == 4:
-            raise KeyboardInterrupt
-        return real(self, step)
-
-    monkeypatch.setattr(OnlineTrainer, "step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        crashed.train()
-    monkeypatch.setattr(OnlineTrainer, "step", real)
+    killed_at(OnlineTrainer, "step", 4, crashed.train)
     # --eval-* may change on resume (they do not change the training); here they are the same
     resumed = make(tmp_path, "crash", max_steps=4, resume=True, **EVAL)
     resumed.train()

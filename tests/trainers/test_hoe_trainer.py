@@ -112,24 +112,14 @@ class _Boom(Exception):
     pass
 
 
-def test_killed_and_resumed_training_equals_an_uninterrupted_one(tmp_path, endpoints, monkeypatch):
+def test_killed_and_resumed_training_equals_an_uninterrupted_one(tmp_path, endpoints, killed_at):
     full = make(tmp_path, endpoints, name="full", max_steps=4, save_steps=2)
     full.train()
     want = snapshot(full)
     want_rows = run_dir.read_metrics(full.out)
 
     crashed = make(tmp_path, endpoints, name="crash", max_steps=4, save_steps=2)
-    real_step = HoETrainer.step
-
-    def dying_step(self, step):
-        if step == 4:
-            raise _Boom("killed")
-        return real_step(self, step)
-
-    monkeypatch.setattr(HoETrainer, "step", dying_step)
-    with pytest.raises(_Boom):
-        crashed.train()
-    monkeypatch.setattr(HoETrainer, "step", real_step)
+    killed_at(HoETrainer, "step", 4, crashed.train, _Boom)
     assert [s for s, _ in run_dir.list_checkpoints(crashed.out)] == [2]
     ckpt = crashed.out / "checkpoints" / "step-000002"
     assert (ckpt / "routers.safetensors").is_file() and not (ckpt / "policy").exists()

@@ -67,24 +67,14 @@ def test_online_steps_the_schedule_once_per_optimiser_step(tmp_path):
     assert [r["lr"] for r in run_dir.read_metrics(tr.out)] == want[0::2]
 
 
-def test_resume_mid_warmup_continues_the_same_lr_sequence(tmp_path, pairs_file, monkeypatch):
+def test_resume_mid_warmup_continues_the_same_lr_sequence(tmp_path, pairs_file, killed_at):
     kw = dict(max_steps=6, save_steps=2, lr_scheduler_type="linear", warmup_steps=4)
     full = offline(tmp_path, pairs_file, "full", **kw)
     full.train()
     want = run_dir.read_metrics(full.out)
 
     crashed = offline(tmp_path, pairs_file, "crash", **kw)
-    real = OfflineTrainer.step
-
-    def dying(self, step):
-        if step == 4:
-            raise KeyboardInterrupt
-        return real(self, step)
-
-    monkeypatch.setattr(OfflineTrainer, "step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        crashed.train()
-    monkeypatch.setattr(OfflineTrainer, "step", real)
+    killed_at(OfflineTrainer, "step", 4, crashed.train)
     state = json.loads((ckpt_lib.checkpoint_dir(crashed.out, 2) / run_dir.STATE_FILE).read_text())
     assert state["lr_scheduler"]["last_epoch"] == 2  # plain JSON numbers, mid-warm-up
 

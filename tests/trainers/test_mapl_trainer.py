@@ -105,21 +105,11 @@ def test_gradient_accumulation_sees_the_same_examples(tmp_path, mapl_dir):
             assert ra[k] == pytest.approx(rb[k], rel=1e-4), k
 
 
-def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path, mapl_dir, monkeypatch):
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path, mapl_dir, killed_at):
     kw = dict(mapl_inter_coef=0.5, mapl_anchor="drop", max_steps=4, save_steps=2, learning_rate=1e-3)
     OfflineTrainer(_cfg(tmp_path, mapl_dir, "full", **kw)).train()
     full = run_dir.read_metrics(tmp_path / "full")
-    real_step = OfflineTrainer.step
-
-    def dying(self, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_step(self, step)
-
-    monkeypatch.setattr(OfflineTrainer, "step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        OfflineTrainer(_cfg(tmp_path, mapl_dir, "cut", **kw)).train()
-    monkeypatch.setattr(OfflineTrainer, "step", real_step)
+    killed_at(OfflineTrainer, "step", 3, lambda: OfflineTrainer(_cfg(tmp_path, mapl_dir, "cut", **kw)).train())
     with pytest.raises(RunDirError, match="already holds a run"):
         OfflineTrainer(_cfg(tmp_path, mapl_dir, "cut", **kw))
     tr = OfflineTrainer(_cfg(tmp_path, mapl_dir, "cut", resume=True, **kw))

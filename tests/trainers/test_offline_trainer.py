@@ -119,23 +119,13 @@ def test_implicit_adapter_margin_shares_the_base_and_matches_the_standalone_obje
     assert got == pytest.approx(standalone, abs=1e-4) and abs(got) > 1e-6
 
 
-def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path, pairs_file, monkeypatch):
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path, pairs_file, killed_at):
     kw = dict(method="mopo", objectives=["helpful", "short"], constraints=["short>=0.6"], max_steps=4, save_steps=2,
               refresh_every=2)
     OfflineTrainer(_cfg(tmp_path, pairs_file, name="full", **kw)).train()
     full = run_dir.read_metrics(tmp_path / "full")
 
-    real_step = OfflineTrainer.step
-
-    def dying(self, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_step(self, step)
-
-    monkeypatch.setattr(OfflineTrainer, "step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        OfflineTrainer(_cfg(tmp_path, pairs_file, name="cut", **kw)).train()
-    monkeypatch.setattr(OfflineTrainer, "step", real_step)
+    killed_at(OfflineTrainer, "step", 3, lambda: OfflineTrainer(_cfg(tmp_path, pairs_file, name="cut", **kw)).train())
     with pytest.raises(RunDirError, match="already holds a run"):
         OfflineTrainer(_cfg(tmp_path, pairs_file, name="cut", **kw))
     tr = OfflineTrainer(_cfg(tmp_path, pairs_file, name="cut", resume=True, **kw))

@@ -130,24 +130,14 @@ class _Boom(Exception):
     pass
 
 
-def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path, killed_at):
     full = make(tmp_path, name="full", max_steps=4, save_steps=2)
     full.train()
     want = trainable(full)
     want_rows = run_dir.read_metrics(full.out)
 
     crashed = make(tmp_path, name="crash", max_steps=4, save_steps=2)
-    real_step = OnlineTrainer.step
-
-    def dying_step(self, step):
-        if step == 4:
-            raise _Boom("killed")
-        return real_step(self, step)
-
-    monkeypatch.setattr(OnlineTrainer, "step", dying_step)
-    with pytest.raises(_Boom):
-        crashed.train()
-    monkeypatch.setattr(OnlineTrainer, "step", real_step)
+    killed_at(OnlineTrainer, "step", 4, crashed.train, _Boom)
     assert [s for s, _ in run_dir.list_checkpoints(crashed.out)] == [2]
     # an incomplete checkpoint (no trainer_state.json) is ignored
     (crashed.out / "checkpoints" / "step-000004").mkdir()

@@ -98,20 +98,10 @@ def _adapter(run):
     return load_file(str(run / "final" / "policy" / "adapter_model.safetensors"))
 
 
-def test_killed_run_resumes_exactly(tmp_path, data, monkeypatch):
+def test_killed_run_resumes_exactly(tmp_path, data, killed_at):
     full = _cfg(tmp_path, data, name="full")
     RicTrainer(full).train()
-    real = RicTrainer.online_round
-
-    def dying(self, r):
-        if r == 2:
-            raise KeyboardInterrupt
-        return real(self, r)
-
-    monkeypatch.setattr(RicTrainer, "online_round", dying)
-    with pytest.raises(KeyboardInterrupt):
-        RicTrainer(_cfg(tmp_path, data, name="cut")).train()
-    monkeypatch.setattr(RicTrainer, "online_round", real)
+    killed_at(RicTrainer, "online_round", 2, lambda: RicTrainer(_cfg(tmp_path, data, name="cut")).train())
     resumed = RicTrainer(_cfg(tmp_path, data, name="cut", resume=True))
     assert resumed.start_step == 5 and len(resumed.online) > 0  # the online set came back from the checkpoint
     resumed.train()

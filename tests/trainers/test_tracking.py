@@ -62,20 +62,10 @@ def test_tensorboard_scalars_equal_metrics_jsonl_step_by_step(tmp_path):
     assert_logged_like_metrics(tr.out / "logs", rows)
 
 
-def test_a_resumed_run_logs_each_step_once(tmp_path, monkeypatch):
+def test_a_resumed_run_logs_each_step_once(tmp_path, killed_at):
     """Steps redone after the checkpoint replace the crashed run's events (TensorBoard's purge)."""
     crashed = make(tmp_path, report_to="tensorboard", max_steps=4)
-    real = OnlineTrainer.step
-
-    def dying(self, step):
-        if step == 4:
-            raise KeyboardInterrupt
-        return real(self, step)
-
-    monkeypatch.setattr(OnlineTrainer, "step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        crashed.train()
-    monkeypatch.setattr(OnlineTrainer, "step", real)
+    killed_at(OnlineTrainer, "step", 4, crashed.train)
     assert scalars(crashed.out / "logs")["loss"].keys() == {1, 2, 3}  # step 3 was logged, not checkpointed
     resumed = make(tmp_path, report_to="tensorboard", max_steps=4, resume=True)
     assert resumed.start_step == 2
