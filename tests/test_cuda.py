@@ -21,15 +21,6 @@ def tok():
     return build_tiny_tokenizer()
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 def _lora(model):
     from peft import LoraConfig, get_peft_model
 
@@ -91,31 +82,19 @@ def test_packed_greedy_on_cuda_equals_generate(tok, monkeypatch):
     assert torch.equal(got, want)
 
 
-def _one_update(tmp_path, name, **kw):
-    from paretoalign.trainers.online_config import OnlineConfig
-    from paretoalign.trainers.online_trainer import OnlineTrainer
-
-    trainer = OnlineTrainer(OnlineConfig(**{**FAST, **kw}, output_dir=str(tmp_path / name)))
-    torch.manual_seed(0)
-    rollout, scores, valid, _ = trainer.rollout(1)
-    row = trainer.update(rollout, scores, valid)
-    params = {n: p.detach().clone() for n, p in trainer.unwrapped.named_parameters() if p.requires_grad}
-    return trainer, row, params
-
-
 @pytest.mark.parametrize("use_lora", [True, False])
-def test_an_update_on_cuda_with_gradient_checkpointing_equals_one_without(tmp_path, use_lora, fresh_accelerate_state):
-    plain, row, want = _one_update(tmp_path, "plain", use_lora=use_lora)
+def test_an_update_on_cuda_with_gradient_checkpointing_equals_one_without(one_update, use_lora, fresh_accelerate_state):
+    plain, row, want = one_update(FAST, "plain", use_lora=use_lora)
     assert next(plain.unwrapped.policy.parameters()).device.type == "cuda"
-    _, row_ckpt, got = _one_update(tmp_path, "ckpt", use_lora=use_lora, gradient_checkpointing=True)
+    _, row_ckpt, got = one_update(FAST, "ckpt", use_lora=use_lora, gradient_checkpointing=True)
     assert row_ckpt["loss"] == pytest.approx(row["loss"], rel=1e-4, abs=1e-6)
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_update_on_cuda(tmp_path, precision, fresh_accelerate_state):
-    trainer, row, params = _one_update(tmp_path, precision, mixed_precision=precision)
+def test_mixed_precision_update_on_cuda(one_update, precision, fresh_accelerate_state):
+    trainer, row, params = one_update(FAST, precision, mixed_precision=precision)
     assert trainer.accelerator.mixed_precision == precision
     assert all(p.dtype == torch.float32 and p.device.type == "cuda" for p in params.values())
     assert all(torch.isfinite(p).all() for p in params.values())

@@ -3,27 +3,15 @@
 import pytest
 import torch
 
-from paretoalign.trainers.online_config import OnlineConfig
-from paretoalign.trainers.online_trainer import OnlineTrainer
-
 OBJ = ["length(name=chars,scale=10,low=0,high=100)", "length(name=words,unit=words,scale=1,low=0,high=100,direction=minimize)"]
 FAST = dict(model="tiny", objectives=OBJ, batch_size=2, num_generations=2, max_new_tokens=6, progress=False,
             learning_rate=1e-2, method="morlhf", advantage="group", kl_coef=0.1, max_steps=1)
 
 
-def _one_update(tmp_path, name, **kw):
-    trainer = OnlineTrainer(OnlineConfig(**FAST, output_dir=str(tmp_path / name), **kw))
-    torch.manual_seed(0)
-    rollout, scores, valid, _ = trainer.rollout(1)
-    row = trainer.update(rollout, scores, valid)
-    params = {n: p.detach().clone() for n, p in trainer.unwrapped.named_parameters() if p.requires_grad}
-    return trainer, row, params
-
-
 @pytest.mark.parametrize("use_lora", [True, False])
-def test_gradient_checkpointing_gives_the_same_update(tmp_path, use_lora):
-    plain, row, want = _one_update(tmp_path, "plain", use_lora=use_lora)
-    ckpt, row_ckpt, got = _one_update(tmp_path, "ckpt", use_lora=use_lora, gradient_checkpointing=True)
+def test_gradient_checkpointing_gives_the_same_update(one_update, use_lora):
+    plain, row, want = one_update(FAST, "plain", use_lora=use_lora)
+    ckpt, row_ckpt, got = one_update(FAST, "ckpt", use_lora=use_lora, gradient_checkpointing=True)
     assert ckpt.unwrapped.policy.is_gradient_checkpointing and not plain.unwrapped.policy.is_gradient_checkpointing
     assert row_ckpt["loss"] == pytest.approx(row["loss"], rel=1e-5, abs=1e-7)
     assert want.keys() == got.keys() and want
@@ -31,29 +19,19 @@ def test_gradient_checkpointing_gives_the_same_update(tmp_path, use_lora):
         torch.testing.assert_close(got[n], want[n], rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """accelerate fixes the precision for the whole process at the first Accelerator: start clean, leave clean."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def test_bf16_mixed_precision_runs_a_step_in_bfloat16(tmp_path, fresh_accelerate_state):
-    trainer, row, _ = _one_update(tmp_path, "bf16", mixed_precision="bf16")
+def test_bf16_mixed_precision_runs_a_step_in_bfloat16(one_update, fresh_accelerate_state):
+    trainer, row, _ = one_update(FAST, "bf16", mixed_precision="bf16")
     assert trainer.accelerator.mixed_precision == "bf16"
     assert all(p.dtype == torch.float32 for p in trainer.unwrapped.parameters())  # weights stay float32
     assert torch.isfinite(torch.tensor(row["loss"]))
 
 
-def test_a_second_precision_in_one_process_is_one_clear_error(tmp_path, fresh_accelerate_state):
+def test_a_second_precision_in_one_process_is_one_clear_error(one_update, fresh_accelerate_state):
     from paretoalign.errors import ConfigError
 
-    _one_update(tmp_path, "plain")
+    one_update(FAST, "plain")
     with pytest.raises(ConfigError, match="--mixed-precision fp16: this process already runs accelerate"):
-        _one_update(tmp_path, "fp16", mixed_precision="fp16")
+        one_update(FAST, "fp16", mixed_precision="fp16")
 
 
 def test_deepspeed_micro_batch_is_filled_only_where_auto():
