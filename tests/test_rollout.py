@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from paretoalign import rollout as rollout_module
 from paretoalign.models import build_tiny_model, build_tiny_tokenizer
 from paretoalign.rollout import completion_mask_from_ids, generate, lora_merged, render_prompt, token_logprobs
 
@@ -28,7 +29,16 @@ def test_completion_mask_stops_after_first_eos():
     assert m.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
 
 
-def test_token_logprobs_match_log_softmax_gather():
+@pytest.fixture(params=["one block", "blocks of 3 rows"])
+def blocks(request, monkeypatch):
+    """token_logprobs works through the logits a few rows at a time on a CPU (about 2 MB a block):
+    the small test vocabularies fit one block, so also run each test with 3-row blocks, the last ragged."""
+    if request.param != "one block":
+        monkeypatch.setattr(rollout_module, "_block_rows", lambda vocab: 3)
+    return request.param
+
+
+def test_token_logprobs_match_log_softmax_gather(blocks):
     torch.manual_seed(0)
     logits = torch.randn(2, 6, 11)
     ids = torch.randint(0, 11, (2, 6))
@@ -38,7 +48,7 @@ def test_token_logprobs_match_log_softmax_gather():
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_token_logprobs_gradient_is_autograds(temperature):
+def test_token_logprobs_gradient_is_autograds(temperature, blocks):
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
     ids = torch.randint(0, 7, (2, 5))
@@ -50,6 +60,21 @@ def test_token_logprobs_gradient_is_autograds(temperature):
     (want * weights).sum().backward()
     torch.testing.assert_close(fused, logits.grad)
     assert torch.autograd.gradcheck(lambda x: token_logprobs(x, ids, temperature), (logits,))
+
+def test_token_logprobs_bfloat16_logits_compute_in_float32(blocks):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 9).to(torch.bfloat16).requires_grad_()
+    ids = torch.randint(0, 9, (3, 4))
+    weights = torch.randn(3, 4)
+    got = token_logprobs(logits, ids, 0.7)
+    assert got.dtype == torch.float32
+    (got * weights).sum().backward()
+    ref = logits.detach().float().requires_grad_()
+    want = torch.log_softmax(ref / 0.7, -1).gather(2, ids.unsqueeze(-1)).squeeze(-1)
+    (want * weights).sum().backward()
+    torch.testing.assert_close(got, want)
+    assert logits.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.grad.float(), ref.grad, atol=1e-2, rtol=1e-2)
 
 
 def test_generate_groups_completions_and_masks(tok):

@@ -219,37 +219,58 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
 
     Dividing by the sampling temperature keeps the ratio consistent with how the tokens were drawn.
     Computed by :class:`_TargetLogProb`: the [N, T, V] logits are the largest tensor of a step, and
-    autograd's ``gather - logsumexp`` walks them six times (about 5 % of a SmolLM2 update); the
-    fused version reads them twice forward and twice backward and allocates one [N, T, V] buffer,
-    only in the backward pass.
+    autograd's ``gather - logsumexp`` walks them six times; the fused version works through them a
+    few rows at a time, so each block stays in the cache for all of its passes, allocates nothing
+    of their size forward, and allocates only the gradient backward (SmolLM2, 32 x 48 positions:
+    logsumexp 132 -> ~50 ms, the backward's softmax 110 -> ~45 ms on 2 cores).
     """
     return _TargetLogProb.apply(logits, targets, float(temperature))
 
 
+def _block_rows(vocab: int) -> int:
+    """Rows of [*, vocab] float32 per block: about 2 MB, a core's L2 cache on the machines measured."""
+    return max(1, (2 << 20) // (4 * vocab))
+
+
 class _TargetLogProb(torch.autograd.Function):
-    """y = l[target]/τ − logsumexp(l/τ); ∂y/∂l = (onehot(target) − softmax(l/τ)) / τ."""
+    """y = l[target]/τ − logsumexp(l/τ); ∂y/∂l = (onehot(target) − softmax(l/τ)) / τ = (onehot − exp(l/τ − lse)) / τ."""
 
     @staticmethod
     def forward(ctx, logits, targets, temperature):
-        scaled = _at_least_float32(logits)
-        scaled = scaled if temperature == 1.0 else scaled / temperature
-        lse = torch.logsumexp(scaled, dim=-1)
-        out = torch.gather(scaled, 2, targets.unsqueeze(-1)).squeeze(-1) - lse
-        ctx.save_for_backward(logits, targets)
+        V = logits.shape[-1]
+        flat = logits.reshape(-1, V)
+        lse = torch.empty(flat.shape[0], dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32,
+                          device=logits.device)
+        step = _block_rows(V) if logits.device.type == "cpu" else flat.shape[0]  # one kernel call on an accelerator
+        for i in range(0, flat.shape[0], step):
+            block = _at_least_float32(flat[i : i + step])
+            block = block if temperature == 1.0 else block / temperature
+            lse[i : i + step] = torch.logsumexp(block, dim=-1)
+        picked = _at_least_float32(torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1))
+        picked = picked if temperature == 1.0 else picked / temperature
+        ctx.save_for_backward(logits, targets, lse)
         ctx.temperature = temperature
-        return out
+        return picked - lse.view(picked.shape)
 
     @staticmethod
     def backward(ctx, grad):
-        logits, targets = ctx.saved_tensors
+        logits, targets, lse = ctx.saved_tensors
         t = ctx.temperature
-        scaled = _at_least_float32(logits)
-        scaled = scaled if t == 1.0 else scaled / t
-        g = grad.to(scaled.dtype) / t
-        out = torch.softmax(scaled, dim=-1)
-        out.mul_(-g.unsqueeze(-1))
-        out.scatter_add_(2, targets.unsqueeze(-1), g.unsqueeze(-1))
-        return out.to(logits.dtype), None, None
+        V = logits.shape[-1]
+        flat = logits.reshape(-1, V)
+        g = (grad.to(lse.dtype) / t).reshape(-1, 1)
+        out = torch.empty(flat.shape, dtype=logits.dtype, device=logits.device)
+        step = _block_rows(V) if logits.device.type == "cpu" else flat.shape[0]
+        for i in range(0, flat.shape[0], step):
+            block = _at_least_float32(flat[i : i + step])
+            block = block if t == 1.0 else block / t
+            dst = out[i : i + step]
+            if dst.dtype == lse.dtype:  # float32/64 logits: written in place, no block-sized temporary
+                torch.sub(block, lse[i : i + step, None], out=dst).exp_().mul_(-g[i : i + step])  # -g·softmax(l/τ)
+            else:
+                dst.copy_((block - lse[i : i + step, None]).exp_().mul_(-g[i : i + step]))
+        out.scatter_add_(1, targets.reshape(-1, 1), g.to(out.dtype))
+        return out.view(logits.shape), None, None
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
