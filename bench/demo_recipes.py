@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weight", type=float, default=0.75, help="sentiment's preference w (concise gets 1 - w)")
     p.add_argument("--kl", type=float, default=demo.RECIPE["kl_coef"], help="KL coefficient")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's)")
+    p.add_argument("--eval-samples", type=int, default=None, help="completions per held-out prompt (default: the demo's)")
     p.add_argument("--out", required=True, help="output folder (must not exist)")
     args = p.parse_args(argv)
     recipe = {k: v for k, v in demo.RECIPE.items() if k != "weights"}
@@ -31,8 +32,9 @@ def main(argv=None) -> int:
     if args.weight != 0.5:
         recipe["weights"] = [args.weight, round(1 - args.weight, 6)]
     demo.RECIPE = recipe
-    r = demo.run_demo(seed=args.seed, steps=args.steps, output_dir=args.out, samples=0)
-    print(json.dumps({"recipe": recipe, "steps": args.steps, "seed": args.seed, "wall_seconds": round(r["wall_seconds"]),
+    given = {k: v for k, v in (("steps", args.steps), ("eval_samples", args.eval_samples)) if v is not None}
+    r = demo.run_demo(seed=args.seed, output_dir=args.out, samples=0, **given)
+    print(json.dumps({"recipe": recipe, **given, "seed": args.seed, "wall_seconds": round(r["wall_seconds"]),
                       "s.e.": {k: round(abs(v["diff"]) / v["diff_se"], 1) for k, v in r["objectives"].items()}}))
     return 0
 

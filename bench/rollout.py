@@ -23,7 +23,11 @@ scoring, reference forward, policy forward, backward, optimiser - each timed (me
 each set against its **ideal**: the matmul FLOPs the phase must do (counted from the model's
 shapes: projections, attention, the output layer where logits are needed; backward = the
 activation gradients, plus weight gradients for full fine-tuning, plus LoRA's) divided by the
-matmul rate measured here, in this process, on a training-shaped matmul.
+matmul rate measured here, in this process, on a training-shaped matmul.  Two ideals: the issue's,
+which sends every row's ``[prompt + completion]`` through the training passes, and the **minimal**
+one, which counts each distinct prompt once and unpadded in every phase (as the trainer now runs it,
+:func:`paretoalign.models.shared_prompt_pass`).  The training passes are also timed with every row's
+prompt (``PARETOALIGN_SHARED_PROMPTS=0``, the path before), interleaved in the same repetitions.
 
 **mgda** - MGDA-UB / MORLHF update time at K = 2/4/8 (``bench/mgda_step.py``, run in-process).
 
@@ -190,7 +194,23 @@ def matmul_rate(cfg, rows: int) -> float:
     return 2 * rows * cfg.hidden_size * cfg.intermediate_size / statistics.median(times)
 
 
+def shared_forward_flops(cfg, prompt_lens: list[int], rows: int, prompt_len: int, tokens: int) -> float:
+    """Forward matmul FLOPs when each distinct prompt runs once: ``prompt_lens`` (one per distinct prompt)
+    but their last token, then ``rows`` x ``tokens`` positions (last prompt token + completion but its last
+    token) attending to the ``prompt_len - 1`` prompt positions before them, logits at every one of them."""
+    prefix = sum(cfg.num_hidden_layers * sum(layer_flops_per_token(cfg, t + 1) for t in range(n - 1)) for n in prompt_lens)
+    rest = rows * sum(cfg.num_hidden_layers * layer_flops_per_token(cfg, prompt_len + t) for t in range(tokens))
+    return prefix + rest + rows * tokens * 2 * cfg.hidden_size * cfg.vocab_size
+
+
+TRAINING_PHASES = ("reference forward", "policy forward", "backward")
+
+
 def bench_step(base, tok, args, tmp: Path) -> dict:
+    """One online step cut into phases.  The three training passes run twice a repetition, in alternating
+    order: as the trainer runs them (each distinct prompt once) and with the full ``[prompt + completion]``
+    rows (``PARETOALIGN_SHARED_PROMPTS=0``, the path before), so both are measured side by side."""
+    from paretoalign.models import SHARED_PROMPTS_ENV, prompt_groups
     from paretoalign.objectives import build_objective_set
     from paretoalign.trainers.online_config import OnlineConfig
     from paretoalign.trainers.online_trainer import OnlineTrainer
@@ -202,16 +222,13 @@ def bench_step(base, tok, args, tmp: Path) -> dict:
                        min_new_tokens=args.tokens, learning_rate=1e-5, output_dir=str(tmp / "run"), seed=args.seed)
     trainer = OnlineTrainer(cfg, model=base, tokenizer=tok, objectives=build_objective_set(objectives, tok))
     policy = trainer.unwrapped.policy
-    phases = {k: [] for k in ("generation", "scoring", "reference forward", "policy forward", "backward", "optimiser")}
-    shape = None
-    for rep in range(args.reps + 1):  # the first is a warm-up
+    phases = {k: [] for k in ("generation", "scoring", *TRAINING_PHASES, "optimiser")}
+    full_rows = {k: [] for k in TRAINING_PHASES}
+    before = os.environ.get(SHARED_PROMPTS_ENV)
+
+    def training_passes(rollout, shared: bool) -> dict:
+        os.environ[SHARED_PROMPTS_ENV] = "1" if shared else "0"
         t = {}
-        t0 = time.perf_counter()
-        rollout, _, _, _ = trainer.rollout(rep + 1)
-        t["generation"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        trainer.objectives.rewards(rollout.prompt_texts, rollout.completions)
-        t["scoring"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         ref = trainer._ref_logprobs(rollout)
         t["reference forward"] = time.perf_counter() - t0
@@ -223,45 +240,92 @@ def bench_step(base, tok, args, tmp: Path) -> dict:
         t0 = time.perf_counter()
         trainer.accelerator.backward(loss)
         t["backward"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        trainer.optimizer.step()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        t["optimiser"] = time.perf_counter() - t0
-        shape = (rollout.input_ids.shape[0], rollout.prompt_length, rollout.completion_ids.shape[1])
-        if rep:
-            for k, v in t.items():
-                phases[k].append(v)
+        return t
+
+    shape = groups = None
+    try:
+        for rep in range(args.reps + 1):  # the first is a warm-up
+            t = {}
+            t0 = time.perf_counter()
+            rollout, _, _, _ = trainer.rollout(rep + 1)
+            t["generation"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            trainer.objectives.rewards(rollout.prompt_texts, rollout.completions)
+            t["scoring"] = time.perf_counter() - t0
+            full = {}
+            for shared in ((False, True) if rep % 2 == 0 else (True, False)):
+                trainer.optimizer.zero_grad(set_to_none=True)
+                (t if shared else full).update(training_passes(rollout, shared))
+            t0 = time.perf_counter()
+            trainer.optimizer.step()  # the gradients of whichever pass ran last: the same update either way
+            trainer.optimizer.zero_grad(set_to_none=True)
+            t["optimiser"] = time.perf_counter() - t0
+            shape = (rollout.input_ids.shape[0], rollout.prompt_length, rollout.completion_ids.shape[1])
+            groups = prompt_groups(rollout.input_ids, rollout.attention_mask, rollout.prompt_length)
+            prompt_lens = rollout.attention_mask[:, : rollout.prompt_length].sum(1)
+            if rep:
+                for k, v in t.items():
+                    phases[k].append(v)
+                for k, v in full.items():
+                    full_rows[k].append(v)
+    finally:
+        if before is None:
+            os.environ.pop(SHARED_PROMPTS_ENV, None)
+        else:
+            os.environ[SHARED_PROMPTS_ENV] = before
     rows, P, T = shape
     mcfg = policy.config
+    unique = len(groups[0]) if groups is not None else rows
+    real_lens = [int(prompt_lens[i]) for i in (groups[0] if groups is not None else range(rows))]
+    # the issue's ideal: every row's [prompt + completion] through every training pass
     fwd = forward_flops(mcfg, rows, P + T, T)
     lora = lora_flops(mcfg, rows * (P + T))
-    unique = len({tuple(p) for p in prompts(B)})
-    ideal_flops = {
-        "generation": generation_flops(mcfg, unique, rows, P, T),
-        "scoring": 0.0,
-        "reference forward": fwd,
-        "policy forward": fwd + lora,
-        "backward": fwd + 2 * lora,  # activation gradients + LoRA's (input and weight) gradients
-        "optimiser": 0.0,
-    }
+    # the minimal one: each distinct prompt once and unpadded, as generation's ideal already counts it
+    fwd_min = shared_forward_flops(mcfg, real_lens, rows, P, T)
+    lora_min = lora_flops(mcfg, sum(n - 1 for n in real_lens) + rows * T)
+    gen = generation_flops(mcfg, unique, rows, P, T)
+    ideal_flops = {"generation": gen, "scoring": 0.0, "reference forward": fwd, "policy forward": fwd + lora,
+                   "backward": fwd + 2 * lora,  # activation gradients + LoRA's (input and weight) gradients
+                   "optimiser": 0.0}
+    minimal_flops = {**ideal_flops, "reference forward": fwd_min, "policy forward": fwd_min + lora_min,
+                     "backward": fwd_min + 2 * lora_min}
     rate = matmul_rate(mcfg, rows * (P + T))
     med = {k: statistics.median(v) for k, v in phases.items()}
+    med_full = {k: statistics.median(v) for k, v in full_rows.items()}
     total = sum(med.values())
+    total_full = total - sum(med[k] for k in TRAINING_PHASES) + sum(med_full.values())
     ideal = {k: ideal_flops[k] / rate for k in med}
-    return {"rows": rows, "prompt_tokens": P, "completion_tokens": T, "matmul_rate_gflops": rate / 1e9,
+    minimal = {k: minimal_flops[k] / rate for k in med}
+    return {"rows": rows, "prompt_tokens": P, "completion_tokens": T, "distinct_prompts": unique,
+            "prompt_tokens_real": real_lens, "matmul_rate_gflops": rate / 1e9,
             "phases": {k: {"median_s": med[k], "share": med[k] / total, "gflop": ideal_flops[k] / 1e9,
-                           "ideal_s": ideal[k]} for k in med},
-            "total_s": total, "ideal_total_s": sum(ideal.values()), "over_ideal": total / sum(ideal.values())}
+                           "ideal_s": ideal[k], "minimal_gflop": minimal_flops[k] / 1e9, "minimal_s": minimal[k],
+                           **({"full_rows_median_s": med_full[k], "full_rows_times": full_rows[k]}
+                              if k in med_full else {}), "times": phases[k]} for k in med},
+            "total_s": total, "ideal_total_s": sum(ideal.values()), "over_ideal": total / sum(ideal.values()),
+            "minimal_total_s": sum(minimal.values()), "over_minimal": total / sum(minimal.values()),
+            "full_rows_total_s": total_full, "full_rows_over_ideal": total_full / sum(ideal.values())}
 
 
 def step_table(s: dict) -> str:
     lines = [f"One MORLHF step (group advantages, KL term), {s['rows']} rows x ({s['prompt_tokens']} prompt + "
-             f"{s['completion_tokens']} completion) tokens; matmul rate measured here: {s['matmul_rate_gflops']:.0f} GFLOP/s.",
-             "", "| phase | median s | share | GFLOP | ideal s | measured / ideal |", "|---|---:|---:|---:|---:|---:|"]
+             f"{s['completion_tokens']} completion) tokens, {s['distinct_prompts']} distinct prompts; matmul rate "
+             f"measured here: {s['matmul_rate_gflops']:.0f} GFLOP/s.  'full rows': the training passes with every "
+             "row's prompt (PARETOALIGN_SHARED_PROMPTS=0, the path before), timed in the same repetitions.",
+             "", "| phase | median s | share | full rows s | GFLOP | ideal s | measured / ideal | minimal GFLOP | "
+             "minimal s | measured / minimal |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if b > 0 else "-"
+
     for k, p in s["phases"].items():
-        ratio = f"{p['median_s'] / p['ideal_s']:.2f}x" if p["ideal_s"] > 0 else "-"
-        lines.append(f"| {k} | {p['median_s']:.2f} | {p['share']:.0%} | {p['gflop']:.3g} | {p['ideal_s']:.2f} | {ratio} |")
-    lines.append(f"| **step** | **{s['total_s']:.2f}** | 100% | | **{s['ideal_total_s']:.2f}** | **{s['over_ideal']:.2f}x** |")
+        full = f"{p['full_rows_median_s']:.2f}" if "full_rows_median_s" in p else ""
+        lines.append(f"| {k} | {p['median_s']:.2f} | {p['share']:.0%} | {full} | {p['gflop']:.3g} | {p['ideal_s']:.2f} | "
+                     f"{ratio(p['median_s'], p['ideal_s'])} | {p['minimal_gflop']:.3g} | {p['minimal_s']:.2f} | "
+                     f"{ratio(p['median_s'], p['minimal_s'])} |")
+    lines.append(f"| **step** | **{s['total_s']:.2f}** | 100% | {s['full_rows_total_s']:.2f} | | **{s['ideal_total_s']:.2f}** | "
+                 f"**{s['over_ideal']:.2f}x** | | **{s['minimal_total_s']:.2f}** | **{s['over_minimal']:.2f}x** |")
+    lines.append(f"\nWith full rows the step would be {s['full_rows_total_s']:.2f} s, {s['full_rows_over_ideal']:.2f}x the ideal.")
     return "\n".join(lines)
 
 

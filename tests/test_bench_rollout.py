@@ -21,6 +21,11 @@ def test_flop_counts_follow_the_model_shapes():
     assert br.layer_flops_per_token(cfg, context=3) == proj + 2 * 2 * 2 * 4 * 3
     fwd = br.forward_flops(cfg, rows=2, seq=3, logit_positions=1)
     assert fwd == 2 * (2 * sum(br.layer_flops_per_token(cfg, t + 1) for t in range(3)) + 2 * 8 * 10)
+    # one prompt pass per distinct prompt: with no two rows sharing one, the full rows but their last token
+    assert br.shared_forward_flops(cfg, [5, 5, 5], rows=3, prompt_len=5, tokens=4) == br.forward_flops(cfg, 3, 8, 4)
+    # two rows sharing a prompt of 5: its first 4 tokens once, not twice
+    saved = br.forward_flops(cfg, 2, 8, 4) - br.shared_forward_flops(cfg, [5], rows=2, prompt_len=5, tokens=4)
+    assert saved == 2 * sum(br.layer_flops_per_token(cfg, t + 1) for t in range(4))
 
 
 def test_tiny_run_reports_both_paths_the_phases_and_writes_json(tmp_path):
@@ -37,5 +42,10 @@ def test_tiny_run_reports_both_paths_the_phases_and_writes_json(tmp_path):
                                    "optimiser"}
     assert step["rows"] == 8 and step["completion_tokens"] == 5 and step["matmul_rate_gflops"] > 0
     assert step["phases"]["backward"]["gflop"] > step["phases"]["reference forward"]["gflop"] > 0
-    assert step["over_ideal"] > 0
+    assert step["over_ideal"] > 0 and step["distinct_prompts"] == 2
+    for k in ("reference forward", "policy forward", "backward"):  # both paths timed, the minimal ideal below the issue's
+        p = step["phases"][k]
+        assert p["full_rows_median_s"] > 0 and len(p["full_rows_times"]) == len(p["times"]) == 1
+        assert 0 < p["minimal_gflop"] < p["gflop"]
+    assert step["over_minimal"] > step["over_ideal"] and step["full_rows_total_s"] > 0
     assert json.loads(out.read_text())["step"]["rows"] == 8

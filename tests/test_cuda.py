@@ -83,7 +83,9 @@ def test_packed_greedy_on_cuda_equals_generate(tok, monkeypatch):
 
 
 @pytest.mark.parametrize("use_lora", [True, False])
-def test_an_update_on_cuda_with_gradient_checkpointing_equals_one_without(one_update, use_lora, fresh_accelerate_state):
+def test_an_update_on_cuda_with_gradient_checkpointing_equals_one_without(one_update, use_lora, fresh_accelerate_state,
+                                                                          monkeypatch):
+    monkeypatch.setenv("PARETOALIGN_SHARED_PROMPTS", "0")  # as checkpointed models run (see test_precision.py)
     plain, row, want = one_update(FAST, "plain", use_lora=use_lora)
     assert next(plain.unwrapped.policy.parameters()).device.type == "cuda"
     _, row_ckpt, got = one_update(FAST, "ckpt", use_lora=use_lora, gradient_checkpointing=True)

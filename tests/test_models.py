@@ -136,3 +136,114 @@ def test_allow_download_fetches_a_hub_model_online_for_that_call_only(monkeypatc
     assert constants.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"  # restored
     with pytest.raises(models.ModelNotFoundError, match="--allow-download"):
         models.resolve_model_path("someone/some-model", allow_download=False)
+
+
+# ---- rows that share a prompt run it once ------------------------------------------------------
+@pytest.fixture
+def grouped_batch(tok):
+    """A LoRA policy and a batch as the online trainer builds it: 3 prompts of different lengths (left
+    padding) x 3 completions, rows of one prompt not all adjacent, one completion ended early (EOS, then
+    masked padding)."""
+    from peft import LoraConfig, get_peft_model
+
+    policy = get_peft_model(build_tiny_model(tok, seed=3), LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
+    for m in policy.modules():  # non-zero adapters, so LoRA's path and its gradients are exercised
+        if hasattr(m, "lora_B"):
+            for lin in m.lora_B.values():
+                torch.nn.init.normal_(lin.weight, std=0.2)
+    enc = tok(["a cat sat on the mat", "dogs", "the weather is nice today, is it not"], padding=True, return_tensors="pt")
+    P = enc["input_ids"].shape[1]
+    order = torch.tensor([0, 1, 0, 2, 1, 2, 0, 2, 1])
+    g = torch.Generator().manual_seed(0)
+    completion = torch.randint(3, len(tok), (9, 6), generator=g)
+    cmask = torch.ones_like(completion)
+    completion[4, 2], cmask[4, 3:] = tok.eos_token_id, 0
+    ids = torch.cat([enc["input_ids"][order], completion], 1)
+    mask = torch.cat([enc["attention_mask"][order], cmask], 1)
+    return policy, ids, mask, P
+
+
+def _value_and_lora_grads(policy, fn):
+    policy.zero_grad()
+    out = fn()
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out * weights).sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+def _embedding_calls(policy):
+    shapes = []
+    handle = policy.get_input_embeddings().register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+    return shapes, handle
+
+
+@pytest.mark.parametrize("what", ["logits", "hidden states"])
+def test_shared_prompts_run_once_and_equal_the_full_forward_with_gradients(grouped_batch, monkeypatch, what):
+    from paretoalign.models import SHARED_PROMPTS_ENV, completion_hidden_states
+
+    policy, ids, mask, P = grouped_batch
+    T = ids.shape[1] - P
+    fn = completion_logits if what == "logits" else completion_hidden_states
+    shapes, handle = _embedding_calls(policy)
+    shared, shared_grads = _value_and_lora_grads(policy, lambda: fn(policy, ids, mask, P))
+    # one pass over the 3 distinct prompts but their last token, then the 9 rows' last prompt token + completion
+    assert shapes == [(3, P - 1), (9, T)]
+    shapes.clear()
+    monkeypatch.setenv(SHARED_PROMPTS_ENV, "0")
+    full, full_grads = _value_and_lora_grads(policy, lambda: fn(policy, ids, mask, P))
+    handle.remove()
+    assert shapes == [(9, P + T)]
+    assert shared.shape == full.shape == ((9, T, policy.config.vocab_size) if what == "logits" else (9, T, 64))
+    torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-5)
+    assert shared_grads.keys() == full_grads.keys() and len(full_grads) == 12  # 3 projections x A, B x 2 layers
+    for name in full_grads:
+        assert full_grads[name].abs().sum() > 0, name
+        torch.testing.assert_close(shared_grads[name], full_grads[name], atol=1e-4, rtol=1e-4)
+
+
+def test_policy_with_value_heads_shares_prompts_too(grouped_batch, monkeypatch):
+    from paretoalign.models import SHARED_PROMPTS_ENV
+
+    policy, ids, mask, P = grouped_batch
+    model = PolicyWithValueHeads(policy, num_objectives=2)
+    torch.nn.init.normal_(model.value_head.linear.weight)
+    shared = model(ids, mask, P)
+    monkeypatch.setenv(SHARED_PROMPTS_ENV, "0")
+    full = model(ids, mask, P)
+    for a, b in zip(shared, full):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_prompt_groups_finds_the_first_row_of_each_distinct_prompt():
+    from paretoalign.models import prompt_groups
+
+    ids = torch.tensor([[0, 5, 6, 9], [7, 7, 7, 9], [0, 5, 6, 1], [0, 5, 6, 2], [7, 7, 7, 3]])
+    mask = torch.ones_like(ids)
+    first, inverse = prompt_groups(ids, mask, 3)
+    assert [first[i].item() for i in inverse] == [0, 1, 0, 0, 1]
+    assert prompt_groups(ids, mask, 4) is None  # every row distinct over 4 positions
+    # the same ids with another padding mask are another prompt
+    mask2 = mask.clone()
+    mask2[2, 0] = 0
+    first, inverse = prompt_groups(ids, mask2, 3)
+    assert len(first) == 3 and inverse[2] != inverse[0] and inverse[3] == inverse[0]
+
+
+@pytest.mark.parametrize("case", ["distinct prompts", "gradient checkpointing", "one-token prompt", "switched off"])
+def test_shared_prompts_fall_back_to_the_full_forward(grouped_batch, monkeypatch, case):
+    from paretoalign.models import SHARED_PROMPTS_ENV
+
+    policy, ids, mask, P = grouped_batch
+    if case == "distinct prompts":
+        ids, mask = ids[:2], mask[:2]  # rows 0 and 1 have different prompts
+    elif case == "gradient checkpointing":
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        policy.train()
+    elif case == "one-token prompt":
+        ids, mask, P = ids[:, P - 1 :], mask[:, P - 1 :], 1
+    else:
+        monkeypatch.setenv(SHARED_PROMPTS_ENV, "0")
+    shapes, handle = _embedding_calls(policy)
+    logits = completion_logits(policy, ids, mask, P)
+    handle.remove()
+    assert shapes == [tuple(ids.shape)] and logits.shape[:2] == (ids.shape[0], ids.shape[1] - P)

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -433,10 +434,7 @@ class PolicyWithValueHeads(nn.Module):
         self.value_head = MultiValueHead(hidden, num_objectives) if with_values else None
 
     def forward(self, input_ids, attention_mask, prompt_length: int = 1):
-        out = _call_keeping_logits(self.policy, input_ids, attention_mask, 1, output_hidden_states=True)
-        # HF convention: the last entry of hidden_states is the final (normed) state the LM head reads.
-        # contiguous: the output layer then runs as one matmul, not a batched one (1.6-1.8x on a CPU)
-        hidden = out.hidden_states[-1][:, prompt_length - 1 : -1].contiguous()
+        hidden = completion_hidden_states(self.policy, input_ids, attention_mask, prompt_length)
         logits = self.policy.get_output_embeddings()(hidden)
         values = self.value_head(hidden) if self.value_head is not None else None
         return logits, hidden, values
@@ -454,9 +452,13 @@ def _call_keeping_logits(model, input_ids, attention_mask, keep, **kwargs):
 def completion_logits(model, input_ids, attention_mask, prompt_length: int) -> torch.Tensor:
     """Logits ``[B, T, V]`` at the positions predicting the completion tokens (``input_ids[:, prompt_length:]``).
 
-    The positions go to the model as an index tensor (``logits_to_keep``): the hidden states it
-    selects are then contiguous and the output layer runs as one matmul, 1.6-1.8x faster on a CPU
-    than the batched matmul a strided slice of them gets."""
+    Rows that share a prompt run it once (:func:`shared_prompt_pass`).  Otherwise the positions go
+    to the model as an index tensor (``logits_to_keep``): the hidden states it selects are then
+    contiguous and the output layer runs as one matmul, 1.6-1.8x faster on a CPU than the batched
+    matmul a strided slice of them gets."""
+    shared = shared_prompt_pass(model, input_ids, attention_mask, prompt_length, keep=0)
+    if shared is not None:
+        return shared.logits
     S = input_ids.shape[1]
     T = S - prompt_length
     keep = torch.arange(prompt_length - 1, S - 1, device=input_ids.device)
@@ -465,3 +467,84 @@ def completion_logits(model, input_ids, attention_mask, prompt_length: int) -> t
     if logits.shape[1] == T:
         return logits
     return logits[:, -(T + 1) : -1]
+
+
+def completion_hidden_states(model, input_ids, attention_mask, prompt_length: int) -> torch.Tensor:
+    """The final (normed) hidden states ``[B, T, H]`` the output layer reads at the positions predicting
+    the completion tokens, contiguous (the output layer then runs as one matmul, not a batched one:
+    1.6-1.8x on a CPU).  Rows that share a prompt run it once (:func:`shared_prompt_pass`)."""
+    out = shared_prompt_pass(model, input_ids, attention_mask, prompt_length, keep=1, output_hidden_states=True)
+    if out is not None:
+        return out.hidden_states[-1]
+    out = _call_keeping_logits(model, input_ids, attention_mask, 1, output_hidden_states=True)
+    # HF convention: the last entry of hidden_states is the final (normed) state the LM head reads
+    return out.hidden_states[-1][:, prompt_length - 1 : -1].contiguous()
+
+
+# ---- rows that share a prompt -----------------------------------------------------------------
+# GRPO-style batches hold G completions of each prompt (and preference pairs two responses of one),
+# so a forward over [prompt + completion] rows computes every prompt G times.  The prompt's keys and
+# values do not depend on what follows it (causal attention), so the prompt can run once per distinct
+# prompt, its cache be gathered to the rows (an index_select: autograd sums the rows' gradients back
+# into the shared prompt, as the repeated forward would), and the completions run against it.  Same
+# values as the full forward up to float rounding (tested), fewer FLOPs: SmolLM2, 8 prompts x 4
+# completions x (45 + 48) tokens, 36 % fewer tokens through every projection.
+
+SHARED_PROMPTS_ENV = "PARETOALIGN_SHARED_PROMPTS"
+
+
+def prompt_groups(input_ids, attention_mask, prompt_length: int):
+    """``(first, inverse)``: the first row of each distinct prompt ``[U]`` and each row's prompt ``[B]``
+    (indices into ``first``), or None when no two rows share a prompt.  A prompt is its token ids and
+    padding mask over the first ``prompt_length`` positions."""
+    B = input_ids.shape[0]
+    key = torch.cat([input_ids[:, :prompt_length], attention_mask[:, :prompt_length].to(input_ids.dtype)], 1)
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    U = int(inverse.max()) + 1 if B else 0
+    if U == B:
+        return None
+    first = torch.full((U,), B, dtype=torch.long, device=input_ids.device)
+    first.scatter_reduce_(0, inverse, torch.arange(B, device=input_ids.device), reduce="amin")
+    return first, inverse
+
+
+def _gradient_checkpointing(model) -> bool:
+    # checkpointed layers drop the cache in training (and would append to it again on recompute)
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
+def _cache_keyword(model) -> str:
+    """transformers 5.2x renamed the forward's ``past_key_values`` to ``cache`` (the old name warns)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def shared_prompt_pass(model, input_ids, attention_mask, prompt_length: int, keep, **kwargs):
+    """The model's output over the ``T = S - prompt_length`` positions that predict the completion
+    tokens, with each distinct prompt run once; None when that does not apply (no shared prompts, a
+    one-token prompt, gradient checkpointing, ``PARETOALIGN_SHARED_PROMPTS=0``, an architecture
+    without a cache), and the caller then runs the full sequences.
+
+    Two passes: the prompts but their last token ``[U, P-1]`` with a cache; the cache gathered to
+    the ``B`` rows; then the last prompt token and the completion but its last token ``[B, T]``
+    against it, so every output position is one the caller needs.  ``keep`` is the second pass's
+    ``logits_to_keep`` (0: all T positions)."""
+    P = prompt_length
+    if P < 2 or input_ids.shape[1] <= P or os.environ.get(SHARED_PROMPTS_ENV, "1") == "0":
+        return None
+    groups = prompt_groups(input_ids, attention_mask, P)
+    if groups is None or _gradient_checkpointing(model):
+        return None
+    first, inverse = groups
+    name = _cache_keyword(model)
+    try:
+        head = model(input_ids=input_ids[first, : P - 1], attention_mask=attention_mask[first, : P - 1],
+                     use_cache=True, logits_to_keep=1)
+    except TypeError:  # no logits_to_keep (or no cache) on this architecture
+        return None
+    cache = getattr(head, "cache", None) or getattr(head, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        return None
+    cache.batch_select_indices(inverse)
+    return model(input_ids=input_ids[:, P - 1 : -1], attention_mask=attention_mask[:, :-1], use_cache=True,
+                 logits_to_keep=keep, **{name: cache}, **kwargs)
