@@ -27,6 +27,21 @@ def test_demo_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
     assert result["training"]["steps"] == 2
     assert result["recipe"]["pama_granularity"] == "sequence" and not result["recipe"]["paper"]
     assert result["recipe"]["weights"] == [0.75, 0.25]  # the demo's tilt toward sentiment (README "The demo")
+    assert "look like reward gaming" in printed
+    for when in ("before", "after"):
+        assert set(result["degenerate"][when]) == {"repeated_lines", "mostly_symbols", "answers"}
+        assert result["degenerate"][when]["answers"] == 6
+
+
+def test_degenerate_answers_flags_repeated_lines_and_emoji_not_ordinary_text():
+    from paretoalign.demo import degenerate_answers
+
+    texts = ["Dear Sarah,\n\nDear Sarah,\nDear Sarah,\nDear Sar",  # the same line 3 times (the cut-off 4th differs)
+             "\U0001f60a\U0001f44f\U0001f44f great \U0001f308\U0001f496\U0001f496",  # 6 emoji, 5 letters
+             "A calm reply.\nIt has two lines.",
+             "Yes.\nYes.\nNo.",  # a line twice: not flagged
+             "", "\U0001f60a is how I feel about this lovely film"]
+    assert degenerate_answers(texts) == {"repeated_lines": 1, "mostly_symbols": 1, "answers": 6}
 
 
 def test_paper_flag_runs_the_papers_reading(tmp_path):

@@ -37,9 +37,11 @@ checkpoints, ``final/``) and ``demo.json``.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import time
+import unicodedata
 from pathlib import Path
 
 from paretoalign.console import table
@@ -118,6 +120,27 @@ def paired_differences(before, after, directions: list[str], reps: int) -> dict:
     return out
 
 
+def _repeats_a_line(text: str, times: int = 3) -> bool:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return bool(lines) and collections.Counter(lines).most_common(1)[0][1] >= times
+
+
+def _mostly_symbols(text: str) -> bool:
+    chars = [c for c in text if not c.isspace()]
+    # emoji and other pictographs: Unicode symbols ("So"), modifiers ("Sk"), and what a 40-token cap cuts in half
+    symbols = sum(1 for c in chars if unicodedata.category(c) in ("So", "Sk", "Cn", "Co") or c == "\ufffd")
+    return bool(chars) and symbols > len(chars) / 2
+
+
+def degenerate_answers(texts: list[str]) -> dict:
+    """How many answers look like reward gaming rather than better answers: ``repeated_lines`` (one line
+    three or more times: "Dear Sarah,\nDear Sarah,\n..." scores as positive and each line is short) and
+    ``mostly_symbols`` (over half the visible characters emoji or other symbols: one character each for
+    the length reward, often positive for VADER).  Heuristics that flag, not a judge of quality."""
+    return {"repeated_lines": sum(map(_repeats_a_line, texts)), "mostly_symbols": sum(map(_mostly_symbols, texts)),
+            "answers": len(texts)}
+
+
 def run_demo(
     model: str = "smollm2-135m-instruct",
     method: str = "pama",
@@ -171,7 +194,9 @@ def run_demo(
     trainer = OnlineTrainer(cfg, model=policy, tokenizer=tokenizer, objectives=objectives)
     variant = ("the paper's reading: K value heads + GAE, one weight vector per batch, ratio vs the reference, KL 0.2"
                if paper else "demo recipe: group baselines, Theorem-1 weights per completion without Noon clipping, "
-               "PPO ratio, KL 0.05, preference 0.75 sentiment / 0.25 concise")
+               f"PPO ratio, KL {recipe['kl_coef']:g}"
+               + (f", preference {recipe['weights'][0]:g} sentiment / {recipe['weights'][1]:g} concise"
+                  if recipe.get("weights") else ", uniform preference"))
     print(f"[demo] training {method} ({variant}) for {steps} steps of {batch_size} prompts x {num_generations} "
           f"-> {run_folder}", flush=True)
     summary = trainer.train()
@@ -195,6 +220,12 @@ def run_demo(
     moved = [n for n, st in zip(names, stats) if st["improvement_in_se"] >= 3]
     print("both objectives improved by at least 3 standard errors" if len(moved) == len(names) else
           f"improved by at least 3 standard errors: {', '.join(moved) or 'none'}")
+    degenerate = {k: degenerate_answers([x["completion"] for x in r["samples"]]) for k, r in
+                  (("before", before), ("after", after))}
+    b, a = degenerate["before"], degenerate["after"]
+    print(f"answers that look like reward gaming (of {a['answers']}): a line repeated 3+ times "
+          f"{b['repeated_lines']} before, {a['repeated_lines']} after; mostly emoji/symbols {b['mostly_symbols']} "
+          f"before, {a['mostly_symbols']} after (read the samples below)")
     print()
     for i in range(min(samples, len(heldout))):
         j = i * eval_samples
@@ -208,7 +239,8 @@ def run_demo(
               "recipe": {"method": method, "paper": paper, "steps": steps, "batch_size": batch_size,
                          "num_generations": num_generations, "max_new_tokens": max_new_tokens,
                          "learning_rate": learning_rate, "objectives": OBJECTIVES, **recipe},
-              "eval_samples": eval_samples, "before": before, "after": after, "training": summary}
+              "eval_samples": eval_samples, "degenerate": degenerate, "before": before, "after": after,
+              "training": summary}
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo.json").write_text(json.dumps(result, indent=2))
     print(f"\n[demo] done in {elapsed / 60:.1f} min; {out}/demo.json, trained model in {run_folder}/final")
