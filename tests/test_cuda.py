@@ -113,3 +113,26 @@ def test_a_short_run_on_cuda_saves_a_model_that_loads(tmp_path, fresh_accelerate
     OnlineTrainer(OnlineConfig(**{**FAST, "max_steps": 2, "use_lora": False}, output_dir=str(out))).train()
     model = AutoModelForCausalLM.from_pretrained(out / "final" / "policy")  # full fine-tuning: a whole model
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_shared_prompts_on_cuda_equal_full_rows_with_gradients(tok, monkeypatch):
+    from paretoalign.models import SHARED_PROMPTS_ENV, completion_logits
+
+    model = _lora(build_tiny_model(tok, num_layers=3)).to("cuda")
+    enc = _encode(tok, "cuda")  # PROMPTS repeats "hi": rows 1 and 3 share a prompt
+    g = torch.Generator(device="cuda").manual_seed(0)
+    completion = torch.randint(3, len(tok), (4, 5), device="cuda", generator=g)
+    ids = torch.cat([enc["input_ids"], completion], 1)
+    mask = torch.cat([enc["attention_mask"], torch.ones_like(completion)], 1)
+    P = enc["input_ids"].shape[1]
+    results = []
+    for shared in ("1", "0"):
+        monkeypatch.setenv(SHARED_PROMPTS_ENV, shared)
+        model.zero_grad()
+        logits = completion_logits(model, ids, mask, P)
+        logits.float().square().mean().backward()
+        results.append((logits.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-5)
