@@ -14,14 +14,17 @@ completion (``pama_granularity="sequence"``) on the PPO-clip slopes without Noon
 (``noon=False``), so a completion better than its group on both objectives is reinforced by the
 smaller gain, one worse on both is discouraged by the smaller loss, and one that trades one
 objective for the other gets s* = 0 and is left alone; the usual PPO ratio against the rollout
-policy (``pama_ratio="old"``); KL 0.05; a preference of (0.75, 0.25) for (sentiment, concise)
+policy (``pama_ratio="old"``); KL 0.1; a preference of (0.75, 0.25) for (sentiment, concise)
 (``weights``: our preference extension, which scales each objective's advantages by 1/(K·w_k) before
-the closed form; the uniform preference is the unscaled method).  Why the tilt: at the uniform
-preference the length reward is the easy objective and takes the run (concise +10 to +15 s.e. in
-20 steps) while sentiment stayed within noise in 2 of 3 runs (+0.3, +1.3 s.e.; one +3.2).  Tilted, sentiment moved by 4.4-6.2
-s.e. in 3 of 3 seeds and concise by 4.8, 4.9 and 2.7 s.e.: both clear 3 s.e. in 2 seeds of 3, which
-is as far as the recipe search got (0.65 and 0.7 with 25 steps did no better; README "The demo").
-Why not the paper's reading (``--paper``: K value heads +
+the closed form; the uniform preference is the unscaled method); 30 steps; each held-out prompt
+answered 4 times before and after.  Why the tilt: at the uniform preference the length reward is the
+easy objective and takes the run (concise +10 to +15 s.e. in 20 steps) while sentiment stayed within
+noise in 2 of 3 runs (+0.3, +1.3 s.e.).  Why KL 0.1 and 30 steps: with KL 0.05 (20 steps) both
+objectives moved by 6-17 s.e. in 3 of 3 seeds, but one seed's answers collapsed into a repeated line
+("Dear Sarah," line after line; 140 of 212) and another's into emoji (17 of 212): reward gaming, not
+alignment; KL 0.1 keeps the answers readable, and at 20 steps one seed of two fell short (concise
++2.9 s.e.), hence 30.  README "The demo" has every run; :func:`degenerate_answers` counts the gaming
+in each.  Why not the paper's reading (``--paper``: K value heads +
 GAE, one weight vector per batch, ratio against the reference, KL 0.2): in runs of this size the
 batch-level weight went wholly to one objective at every step (measured: 1.0 on sentiment for
 every step of one run, 0.0 for every step of another), and Noon clipping keeps only the
@@ -51,7 +54,7 @@ from paretoalign.trainers.methods import method_names
 METHODS = method_names("online")  # the demo trains online: it generates, scores and updates
 OBJECTIVES = ["sentiment", "length(name=concise,direction=minimize)"]
 # The demo's recipe and the paper's reading of PAMA (README "The demo" says why each value)
-RECIPE = dict(advantage="group", pama_granularity="sequence", pama_ratio="old", noon=False, kl_coef=0.05,
+RECIPE = dict(advantage="group", pama_granularity="sequence", pama_ratio="old", noon=False, kl_coef=0.1,
               weights=[0.75, 0.25])
 PAPER = dict(advantage="gae", pama_granularity="batch", pama_ratio="reference", noon=True, kl_coef=0.2)
 Z95 = 1.959963984540054
@@ -144,9 +147,9 @@ def degenerate_answers(texts: list[str]) -> dict:
 def run_demo(
     model: str = "smollm2-135m-instruct",
     method: str = "pama",
-    steps: int = 20,
+    steps: int = 30,
     eval_prompts: int = 53,
-    eval_samples: int = 2,
+    eval_samples: int = 4,
     samples: int = 3,
     output_dir: str | None = None,
     seed: int = 0,
