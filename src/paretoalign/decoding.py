@@ -31,6 +31,8 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from paretoalign.models import prompt_groups
+
 _HAS_RMS_NORM = hasattr(F, "rms_norm")
 MODEL_TYPES = ("llama", "mistral", "qwen2")
 # generation_config fields whose non-default values this loop does not reproduce
@@ -339,9 +341,10 @@ class PackedDecoder:
         eos = torch.tensor(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id], device=device)
         S = P + max_new_tokens
         # rows that repeat a prompt (num_generations copies) share one prefill: its cache is copied
-        rows = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1)
-        unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        u_ids, u_mask = unique[:, :P], unique[:, P:].bool()
+        groups = prompt_groups(input_ids, attention_mask, P)
+        first, inverse = groups if groups is not None else (None, None)
+        u_ids, u_mask = (input_ids, attention_mask.bool()) if first is None else \
+            (input_ids[first], attention_mask[first].bool())
         U = u_ids.shape[0]
         caches = [(new_cache(U, self.num_kv, S, self.head_dim, dtype=dtype, device=device),
                    new_cache(U, self.num_kv, S, self.head_dim, dtype=dtype, device=device)) for _ in self.layers]
@@ -349,11 +352,11 @@ class PackedDecoder:
         u_key_mask[:, :P] = u_mask
         u_positions = (u_mask.long().cumsum(-1) - 1).clamp(min=0)
         h = self._forward(u_ids, u_positions, u_key_mask, caches, 0)[:, -1]
-        if not torch.equal(inverse, torch.arange(N, device=device)):  # unique() sorts: back to row order
+        key_mask, next_pos = u_key_mask, u_positions[:, -1:] + 1
+        if inverse is not None:  # one prefill per distinct prompt: back to one row per completion
             caches = [(k.index_select(0, inverse), v.index_select(0, inverse)) for k, v in caches]
-            h = h.index_select(0, inverse)
-        key_mask = u_key_mask.index_select(0, inverse)
-        next_pos = u_positions[:, -1:].index_select(0, inverse) + 1
+            h, key_mask, next_pos = h.index_select(0, inverse), key_mask.index_select(0, inverse), \
+                next_pos.index_select(0, inverse)
         tokens, logps = [], []
         unfinished = torch.ones(N, dtype=torch.bool, device=device)
         fixed = None if step == "sliced" else _FixedStep(self, key_mask, caches, capture=step == "graph")
