@@ -218,9 +218,9 @@ def child_gen(args) -> dict:
                     if rep:
                         times[path].append(time.perf_counter() - t0)
             tokens = len(chosen) * args.generations * args.tokens
-            out[f"{str(dtype).split('.')[-1]}/{rows}"] = {b: tokens / statistics.median(t) for b, t in times.items()}
-            print(f"[gpu_check] gen {dtype} {rows} rows: " + ", ".join(f"{b} {v:.0f} tok/s" for b, v in
-                  out[f"{str(dtype).split('.')[-1]}/{rows}"].items()), flush=True)
+            rates = out[f"{str(dtype).split('.')[-1]}/{rows}"] = {b: tokens / statistics.median(t) for b, t in times.items()}
+            print(f"[gpu_check] gen {dtype} {rows} rows: " + ", ".join(f"{b} {v:.0f} tok/s" for b, v in rates.items()),
+                  flush=True)
     return out
 
 

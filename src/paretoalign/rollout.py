@@ -232,20 +232,25 @@ def _block_rows(vocab: int) -> int:
     return max(1, (2 << 20) // (4 * vocab))
 
 
+def _scaled_blocks(flat: torch.Tensor, temperature: float):
+    """``(rows, flat[rows] / temperature in at least float32)`` over ``flat [M, V]``, a cache-sized block of
+    rows at a time on a CPU, all rows at once on an accelerator (one kernel call each)."""
+    step = _block_rows(flat.shape[-1]) if flat.device.type == "cpu" else max(1, flat.shape[0])
+    for i in range(0, flat.shape[0], step):
+        rows = slice(i, i + step)
+        block = _at_least_float32(flat[rows])
+        yield rows, (block if temperature == 1.0 else block / temperature)
+
+
 class _TargetLogProb(torch.autograd.Function):
     """y = l[target]/τ − logsumexp(l/τ); ∂y/∂l = (onehot(target) − softmax(l/τ)) / τ = (onehot − exp(l/τ − lse)) / τ."""
 
     @staticmethod
     def forward(ctx, logits, targets, temperature):
-        V = logits.shape[-1]
-        flat = logits.reshape(-1, V)
-        lse = torch.empty(flat.shape[0], dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32,
-                          device=logits.device)
-        step = _block_rows(V) if logits.device.type == "cpu" else flat.shape[0]  # one kernel call on an accelerator
-        for i in range(0, flat.shape[0], step):
-            block = _at_least_float32(flat[i : i + step])
-            block = block if temperature == 1.0 else block / temperature
-            lse[i : i + step] = torch.logsumexp(block, dim=-1)
+        flat = logits.reshape(-1, logits.shape[-1])
+        lse = torch.empty(flat.shape[0], dtype=torch.promote_types(logits.dtype, torch.float32), device=logits.device)
+        for rows, block in _scaled_blocks(flat, temperature):
+            lse[rows] = torch.logsumexp(block, dim=-1)
         picked = _at_least_float32(torch.gather(logits, 2, targets.unsqueeze(-1)).squeeze(-1))
         picked = picked if temperature == 1.0 else picked / temperature
         ctx.save_for_backward(logits, targets, lse)
@@ -256,19 +261,15 @@ class _TargetLogProb(torch.autograd.Function):
     def backward(ctx, grad):
         logits, targets, lse = ctx.saved_tensors
         t = ctx.temperature
-        V = logits.shape[-1]
-        flat = logits.reshape(-1, V)
+        flat = logits.reshape(-1, logits.shape[-1])
         g = (grad.to(lse.dtype) / t).reshape(-1, 1)
         out = torch.empty(flat.shape, dtype=logits.dtype, device=logits.device)
-        step = _block_rows(V) if logits.device.type == "cpu" else flat.shape[0]
-        for i in range(0, flat.shape[0], step):
-            block = _at_least_float32(flat[i : i + step])
-            block = block if t == 1.0 else block / t
-            dst = out[i : i + step]
+        for rows, block in _scaled_blocks(flat, t):
+            dst = out[rows]
             if dst.dtype == lse.dtype:  # float32/64 logits: written in place, no block-sized temporary
-                torch.sub(block, lse[i : i + step, None], out=dst).exp_().mul_(-g[i : i + step])  # -g·softmax(l/τ)
+                torch.sub(block, lse[rows, None], out=dst).exp_().mul_(-g[rows])  # -g·softmax(l/τ)
             else:
-                dst.copy_((block - lse[i : i + step, None]).exp_().mul_(-g[i : i + step]))
+                dst.copy_((block - lse[rows, None]).exp_().mul_(-g[rows]))
         out.scatter_add_(1, targets.reshape(-1, 1), g.to(out.dtype))
         return out.view(logits.shape), None, None
 
