@@ -497,6 +497,13 @@ def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def forget_packed_weights() -> None:
+    """Drop every model's :class:`PackedDecoder` (its packed copies and views of the weights): for weights
+    whose storage is about to be freed or reused, as FSDP's gathered weights are (a refresh keys on the
+    storage's address and version, which a reused buffer can repeat)."""
+    _DECODERS.clear()
+
+
 def packed_decoder(model) -> PackedDecoder | None:
     """The model's :class:`PackedDecoder` (built once, refreshed per call), or ``None`` where the
     architecture or generation settings are not covered (the caller then uses ``generate``)."""

@@ -513,6 +513,17 @@ def _gradient_checkpointing(model) -> bool:
     return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
 
 
+def _layers_reshard_per_call(model) -> bool:
+    """FSDP2 units (``fully_shard``) free a layer's gathered weights after each call, and the backward of
+    an earlier call then finds them freed (measured: "setStorage ... storage of size 0"): a layer runs
+    once per forward there.  FSDP1 keeps them for the backward (gradients equal, tested)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
 def _cache_keyword(model) -> str:
     """transformers 5.2x renamed the forward's ``past_key_values`` to ``cache`` (the old name warns)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -522,7 +533,7 @@ def _cache_keyword(model) -> str:
 def shared_prompt_pass(model, input_ids, attention_mask, prompt_length: int, keep, **kwargs):
     """The model's output over the ``T = S - prompt_length`` positions that predict the completion
     tokens, with each distinct prompt run once; None when that does not apply (no shared prompts, a
-    one-token prompt, gradient checkpointing, ``PARETOALIGN_SHARED_PROMPTS=0``, an architecture
+    one-token prompt, gradient checkpointing, FSDP2, ``PARETOALIGN_SHARED_PROMPTS=0``, an architecture
     without a cache), and the caller then runs the full sequences.
 
     Two passes: the prompts but their last token ``[U, P-1]`` with a cache; the cache gathered to
@@ -533,7 +544,7 @@ def shared_prompt_pass(model, input_ids, attention_mask, prompt_length: int, kee
     if P < 2 or input_ids.shape[1] <= P or os.environ.get(SHARED_PROMPTS_ENV, "1") == "0":
         return None
     groups = prompt_groups(input_ids, attention_mask, P)
-    if groups is None or _gradient_checkpointing(model):
+    if groups is None or _gradient_checkpointing(model) or _layers_reshard_per_call(model):
         return None
     first, inverse = groups
     name = _cache_keyword(model)

@@ -53,8 +53,7 @@ def test_deepspeed_micro_batch_is_filled_only_where_auto():
     set_deepspeed_micro_batch(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None)), 8)  # no DeepSpeed: nothing
 
 
-@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
-def test_sharded_launches_are_refused_up_front_with_one_line(kind):
+def test_deepspeed_and_fsdp1_without_original_parameters_are_refused_up_front_with_one_line():
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
@@ -62,7 +61,14 @@ def test_sharded_launches_are_refused_up_front_with_one_line(kind):
     from paretoalign.errors import ConfigError
     from paretoalign.trainers.adaptation import refuse_sharded
 
-    with pytest.raises(ConfigError, match=r"^accelerate (FSDP|DeepSpeed) is not supported yet .*examples/accelerate/ddp.yaml"):
-        refuse_sharded(SimpleNamespace(distributed_type=getattr(DistributedType, kind)))
-    ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)
-    assert refuse_sharded(ddp) is ddp
+    with pytest.raises(ConfigError, match=r"^accelerate DeepSpeed is not supported yet .*examples/accelerate/fsdp.yaml"):
+        refuse_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
+
+    def fsdp(version, orig):
+        plugin = SimpleNamespace(fsdp_version=version, use_orig_params=orig)
+        return SimpleNamespace(distributed_type=DistributedType.FSDP, state=SimpleNamespace(fsdp_plugin=plugin))
+
+    with pytest.raises(ConfigError, match=r"^FSDP1 needs fsdp_use_orig_params: true"):
+        refuse_sharded(fsdp(1, False))
+    for ok in (fsdp(1, True), fsdp(2, False), SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)):
+        assert refuse_sharded(ok) is ok

@@ -59,6 +59,7 @@ from paretoalign.fronts.front import (
 from paretoalign.objectives.spec import split_objective_specs
 from paretoalign.preferences import parse_preferences, preference_label, preference_slug
 from paretoalign.trainers import checkpoint as ckpt_lib
+from paretoalign.trainers import sharding
 from paretoalign.trainers.adaptation import refuse_sharded
 from paretoalign.trainers.dpa_config import DPAConfig
 from paretoalign.trainers.methods import ENDPOINT_FAMILIES, METHODS, endpoint_methods, get_method
@@ -366,6 +367,7 @@ def run_front(front: FrontConfig, train: dict, accelerator=None, progress: Calla
     if front.endpoints is not None:  # endpoints given: checked before anything loads or trains
         _resolve_given_endpoints(front, train, len(specs))
     acc = accelerator or refuse_sharded(Accelerator())
+    sharding.refuse(acc, "paretoalign front", "the sweep scores the trained points on the main process only")
     out = Path(front.output_dir)
     saved = {"front": config_to_dict(front), "train": train, "preferences": np.asarray(prefs).tolist()}
     ckpt_lib.decide_on_main(acc, lambda: _prepare_front_dir(out, saved, front))

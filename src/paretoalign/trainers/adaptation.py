@@ -57,18 +57,23 @@ def make_accelerator(cfg):
 
 
 def refuse_sharded(accelerator):
-    """FSDP and DeepSpeed are refused up front rather than failing mid-run: on an H200 (scripts/gpu_check.sh)
-    sampling and the adapter-disabled reference pass call the sharded model's inner modules (FSDP: "Non-root
-    FSDP instance"; ZeRO-3: empty weight shards), and a checkpoint saves one process's optimizer shard as
-    if it were the whole state (ZeRO-2 trained, then failed there).  DDP ran there end to end."""
+    """DeepSpeed is refused up front rather than failing mid-run: on an H200 (scripts/gpu_check.sh) ZeRO-3's
+    sampling read empty weight shards and ZeRO-2's first checkpoint saved one process's optimizer shard as if
+    it were the whole state.  FSDP runs (:mod:`paretoalign.trainers.sharding` gathers the weights where a
+    trainer reads them outside a forward, and the optimizer state whole in checkpoints), but FSDP1 needs
+    ``fsdp_use_orig_params: true``: with LoRA, frozen and trainable weights share a layer's flat parameter."""
     from accelerate.utils import DistributedType
 
-    kind = {DistributedType.FSDP: "FSDP", DistributedType.DEEPSPEED: "DeepSpeed"}.get(accelerator.distributed_type)
-    if kind:
-        from paretoalign.errors import ConfigError
+    from paretoalign.errors import ConfigError
 
-        raise ConfigError(f"accelerate {kind} is not supported yet (sampling and checkpoints are not shard-aware); "
-                          "launch with DDP instead: accelerate launch --config_file examples/accelerate/ddp.yaml ...")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError("accelerate DeepSpeed is not supported yet (sampling and checkpoints are not ZeRO-aware); "
+                          "launch with FSDP or DDP instead: accelerate launch --config_file examples/accelerate/fsdp.yaml ...")
+    if accelerator.distributed_type == DistributedType.FSDP:
+        plugin = accelerator.state.fsdp_plugin
+        if int(getattr(plugin, "fsdp_version", 1) or 1) == 1 and not getattr(plugin, "use_orig_params", False):
+            raise ConfigError("FSDP1 needs fsdp_use_orig_params: true in the accelerate config (LoRA's frozen and "
+                              "trainable weights share a layer's flat parameter, and checkpoints name parameters)")
     return accelerator
 
 
@@ -159,8 +164,9 @@ def fine_tuned_policy(cfg, model, tokenizer, schedule_steps: int, resume_from):
     """``(policy, optimizer, scheduler, state)`` for a trainer that fine-tunes on samples it selects (DPA,
     RiC): ``model`` (or ``cfg.model`` loaded with the run's seed), LoRA when ``cfg.use_lora``, gradient
     checkpointing, AdamW on the trainable parameters and the schedule over ``schedule_steps`` steps;
-    with ``resume_from`` (a checkpoint folder) the policy, optimiser and schedule are restored from it and
-    ``state`` is its ``trainer_state.json`` (``{}`` for a fresh run)."""
+    with ``resume_from`` (a checkpoint folder) the policy is restored from it and ``state`` is its
+    ``trainer_state.json`` (``{}`` for a fresh run); the optimiser and schedule are restored after
+    ``accelerator.prepare`` (:func:`paretoalign.trainers.checkpoint.load_optimizer_and_schedule`)."""
     import torch
 
     from paretoalign import run_dir
@@ -178,7 +184,5 @@ def fine_tuned_policy(cfg, model, tokenizer, schedule_steps: int, resume_from):
     state = {}
     if resume_from is not None:
         ckpt_lib.load_policy_state(policy, resume_from / run_dir.POLICY)
-        ckpt_lib.load_optimizer(optimizer, resume_from)
-        ckpt_lib.load_scheduler(scheduler, resume_from, optimizer)
         state = ckpt_lib.read_state(resume_from)
     return policy, optimizer, scheduler, state

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from paretoalign import run_dir
 from paretoalign.config_utils import config_to_dict
 from paretoalign.trainers import checkpoint as ckpt_lib
-from paretoalign.trainers import tracking
+from paretoalign.trainers import sharding, tracking
 from paretoalign.trainers.heldout_eval import eval_due
 
 
@@ -144,7 +144,7 @@ class StepTrainer:
     def save_checkpoint(self, step: int) -> Path:
         return ckpt_lib.save_checkpoint(self.accelerator, self.out, step, self._save_model, self.optimizer,
                                         self.config.save_total_limit, self.checkpoint_extra(),
-                                        getattr(self, "scheduler", None))
+                                        getattr(self, "scheduler", None), model=self.model)
 
     # held-out evaluation (--eval-steps): the run's HeldoutEval on the policy that generates ----------
     heldout_eval = None
@@ -155,7 +155,8 @@ class StepTrainer:
         return self.unwrapped
 
     def evaluate(self) -> dict:
-        return self.heldout_eval(self.eval_policy, self.tokenizer)
+        with sharding.full_weights(self.accelerator, self.model):  # it samples: every weight, whole
+            return self.heldout_eval(self.eval_policy, self.tokenizer)
 
     def current_lr(self) -> float:
         """The rate the next optimiser update uses (the lr column: the step's first update's)."""

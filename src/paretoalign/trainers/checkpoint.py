@@ -201,8 +201,10 @@ def _decode(value):
     return value
 
 
-def save_optimizer(optimizer, folder: Path) -> None:
-    sd = optimizer.state_dict()
+def save_optimizer(state: dict, folder: Path) -> None:
+    """Write an optimizer's ``state_dict()`` (whole tensors: :func:`paretoalign.trainers.sharding.optimizer_state`)
+    as ``optimizer.safetensors`` (its tensors) and ``optimizer.json`` (everything else)."""
+    sd = state
     tensors, scalars = {}, {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
@@ -232,20 +234,26 @@ def scheduler_state(scheduler) -> dict:
     return {k: _encode(v) for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
 
 
-def save_checkpoint(acc, out: Path, step: int, save_model: Callable[[Path], None], optimizer,
-                    save_total_limit: int, extra_state: dict | None = None, scheduler=None) -> Path:
+def save_checkpoint(acc, out: Path, step: int, save_model: Callable[[Path, dict | None], None], optimizer,
+                    save_total_limit: int, extra_state: dict | None = None, scheduler=None, model=None) -> Path:
     """Write a complete checkpoint at ``step`` (every process must call this); ``scheduler``: the
-    learning-rate scheduler, saved in trainer_state.json."""
+    learning-rate scheduler, saved in trainer_state.json; ``model``: the prepared model, whose weights and
+    optimizer state are gathered whole under FSDP (:mod:`paretoalign.trainers.sharding`)."""
+    from paretoalign.trainers import sharding
+
     ckpt = checkpoint_dir(out, step)
     tmp = ckpt.with_name(ckpt.name + run_dir.TMP_SUFFIX)
     acc.wait_for_everyone()
+    # whole states (gathers under FSDP, so every process takes part; None / the optimizer's own otherwise)
+    model_state = sharding.model_state(acc, model)
+    optimizer_state = sharding.optimizer_state(acc, model, optimizer)
     if acc.is_main_process:
         if tmp.exists():  # left by a kill mid-save
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         with quiet_third_party():  # no per-shard progress bar
-            save_model(tmp)
-        save_optimizer(optimizer, tmp)
+            save_model(tmp, model_state)
+        save_optimizer(optimizer_state, tmp)
     acc.wait_for_everyone()
     (tmp / f"rng_state_{acc.process_index}.json").write_text(json.dumps(rng_state()))
     acc.wait_for_everyone()
@@ -302,7 +310,11 @@ def load_tensors(f: Path) -> dict:
         raise RunDirError(f"{f}: not a readable safetensors file ({str(exc)[:200]})") from None
 
 
-def load_optimizer(optimizer, ckpt: Path) -> None:
+def load_optimizer(optimizer, ckpt: Path, acc=None, model=None) -> None:
+    """Restore ``optimizer`` from ``ckpt``; under FSDP (``acc``) after ``accelerator.prepare``, with ``model``
+    the prepared model (each process keeps its slices of the whole state)."""
+    from paretoalign.trainers import sharding
+
     ckpt = Path(ckpt)
     if (ckpt / OPTIMIZER_JSON).is_file():
         tensors = load_tensors(ckpt / OPTIMIZER_TENSORS)
@@ -320,9 +332,16 @@ def load_optimizer(optimizer, ckpt: Path) -> None:
     else:
         raise RunDirError(f"{ckpt}: the optimizer state is missing ({OPTIMIZER_TENSORS})")
     try:
-        optimizer.load_state_dict(sd)
-    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        sharding.load_optimizer_state(acc, model, optimizer, sd)
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
         raise RunDirError(f"{ckpt}: the optimizer state does not fit this run ({exc})") from None
+
+
+def load_optimizer_and_schedule(acc, model, optimizer, scheduler, ckpt: Path) -> None:
+    """A resumed run's optimizer and learning-rate schedule from ``ckpt``, after ``accelerator.prepare`` (under
+    FSDP each process keeps its slices of the whole saved state); ``model``, ``optimizer``: the prepared ones."""
+    load_optimizer(optimizer, ckpt, acc, model)
+    load_scheduler(scheduler, ckpt, optimizer)
 
 
 def load_scheduler(scheduler, ckpt: Path, optimizer) -> None:
@@ -445,8 +464,8 @@ def _base_provenance(name, model, tiny_seed: int | None, lora: bool) -> dict:
     return {"name": name, "kind": "hub", "adapter_base": name, "revision": commit}
 
 
-def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, policy, meta: dict, step: int,
-               rebuild_tiny_base_seed: int | None = None) -> Path:
+def save_final(acc, out: Path, save_model: Callable[[Path, dict | None], None], tokenizer, policy, meta: dict, step: int,
+               rebuild_tiny_base_seed: int | None = None, model=None) -> Path:
     """``final/``: the policy (adapter or full model) loadable with from_pretrained, its tokenizer, its
     model card (``policy/README.md``) and ``paretoalign.json`` (with the ``step`` it was saved at, the
     base model's provenance and the method's paper); written to ``final.tmp`` and renamed when complete.
@@ -457,11 +476,14 @@ def save_final(acc, out: Path, save_model: Callable[[Path], None], tokenizer, po
     only a local-folder base stays an absolute path.  ``paretoalign.load_policy`` resolves all of them."""
     from paretoalign import __version__
     from paretoalign.model_card import card_inputs, write_model_card
+    from paretoalign.trainers import sharding
     from paretoalign.trainers.methods import BY_NAME
+
+    model_state = sharding.model_state(acc, model)  # a gather under FSDP: every process calls save_final
 
     def fill(tmp: Path) -> None:
         with quiet_third_party():  # no per-shard progress bar
-            save_model(tmp)
+            save_model(tmp, model_state)
         tokenizer.save_pretrained(tmp / run_dir.POLICY)
         lora = bool(hasattr(policy, "peft_config"))
         rebuilt = rebuild_tiny_base_seed if lora else None

@@ -51,7 +51,7 @@ from paretoalign.preferences import (
 )
 from paretoalign.rollout import count_overlong, generate
 from paretoalign.sequences import ResponseBatch, response_token_logps
-from paretoalign.trainers import base
+from paretoalign.trainers import base, sharding
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import (
     epoch_indices,
@@ -96,6 +96,7 @@ class DPATrainer(base.StepTrainer):
         self.config = cfg = config
         preflight(cfg)  # trackers' libraries, the Hub: refused before any work
         self.accelerator = acc = accelerator or make_accelerator(config)
+        sharding.check_generation_backend(acc, cfg.generation_backend)
         self.out = Path(cfg.output_dir)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
         seq = cfg.max_prompt_length + cfg.max_new_tokens
@@ -120,6 +121,8 @@ class DPATrainer(base.StepTrainer):
         self.start_step = int(state.get("step", 0))
         set_deepspeed_micro_batch(acc, cfg.batch_size)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
+        if self.resume_from is not None:
+            ckpt_lib.load_optimizer_and_schedule(acc, self.model, self.optimizer, self.scheduler, self.resume_from)
 
     @property
     def unwrapped(self):
@@ -147,10 +150,11 @@ class DPATrainer(base.StepTrainer):
         conditioned = [conditioned_prompt(p, direction_prompt(v, self.names, cfg.direction_template)) for p, v in zip(prompts, dirs)]
         self._check_direction_survives(conditioned, r)
         torch.manual_seed(cfg.seed * 7919 + r * 31 + acc.process_index)  # sampling is a function of the round
-        ro = generate(self.unwrapped, self.tokenizer, conditioned, num_generations=cfg.num_candidates,
-                      max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
-                      temperature=cfg.temperature, top_p=cfg.top_p, use_chat_template=cfg.use_chat_template,
-                      backend=cfg.generation_backend)
+        with sharding.full_weights(acc, self.model):  # the sampler reads every weight
+            ro = generate(self.unwrapped, self.tokenizer, conditioned, num_generations=cfg.num_candidates,
+                          max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
+                          temperature=cfg.temperature, top_p=cfg.top_p, use_chat_template=cfg.use_chat_template,
+                          backend=cfg.generation_backend)
         t_gen = time.perf_counter() - t0
         scores, valid = self.objectives.rewards(ro.prompt_texts, ro.completions)  # the user's prompt, no direction
         rows, util = select_best(scores.cpu(), valid.cpu(), dirs, cfg.num_candidates, cfg.utility_normalization)
@@ -258,15 +262,16 @@ class DPATrainer(base.StepTrainer):
             out["utility"] = {"first": rows[0]["utility/selected"], "last": rows[-1]["utility/selected"]}
         return out
 
-    def _save_model(self, folder: Path) -> None:
-        self.unwrapped.save_pretrained(folder / run_dir.POLICY)
+    def _save_model(self, folder: Path, state: dict | None = None) -> None:
+        """The policy; ``state``: its whole state dict under FSDP (from the module otherwise)."""
+        sharding.save_pretrained(self.unwrapped, folder / run_dir.POLICY, state)
 
     def save_final(self) -> Path:
         cfg = self.config
         meta = {"base_model": cfg.model, "method": "dpa", "objectives": self.objectives.describe(),
                 "direction_names": self.names, "direction_template": cfg.direction_template, "value_head": False}
         return ckpt_lib.save_final(self.accelerator, self.out, self._save_model, self.tokenizer, self.unwrapped,
-                                   meta, cfg.rounds, cfg.seed if self._rebuildable_tiny_base else None)
+                                   meta, cfg.rounds, cfg.seed if self._rebuildable_tiny_base else None, model=self.model)
 
 
 __all__ = ["DPATrainer", "select_best"]

@@ -61,6 +61,8 @@ STATE_KEY = "hoe"  # the duals and z, in a checkpoint's trainer_state.json
 class HoETrainer(OnlineTrainer):
     """Trains HoE's routers through :class:`OnlineTrainer` (same arguments; ``model``: the base model)."""
 
+    fsdp_refusal = ("HoE", "its routers and experts are read and saved outside the FSDP root")
+
     def __init__(self, config: HoEConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
         cfg = config
         if not cfg.experts and not cfg.endpoints:
@@ -154,7 +156,7 @@ class HoETrainer(OnlineTrainer):
     def checkpoint_extra(self) -> dict:
         return {STATE_KEY: {"dual": self.dual.tolist(), "reference": self.reference.tolist()}}
 
-    def _save_model(self, folder: Path) -> None:
+    def _save_model(self, folder: Path, state: dict | None = None) -> None:
         """A checkpoint's trained weights: the routers (and value heads), never the frozen base or experts."""
         save_file(self.hoe.router_state_dict(), folder / ROUTERS_FILE)
         m = self.unwrapped

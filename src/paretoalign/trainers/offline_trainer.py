@@ -36,7 +36,7 @@ from paretoalign.objectives.spec import parse_objective_spec
 from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import render_prompt
 from paretoalign.sequences import encode_responses, response_token_logps
-from paretoalign.trainers import base
+from paretoalign.trainers import base, sharding
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import (
     add_lora,
@@ -103,6 +103,8 @@ class OfflineTrainer(base.StepTrainer):
         self.out = Path(cfg.output_dir)
         if data is None and not cfg.pairs:
             raise ConfigError("--pairs is required: a preference dataset (see `paretoalign pairs` to make one)")
+        if STRATEGIES[cfg.method].fsdp_refusal is not None:  # before the run folder is claimed
+            sharding.refuse(acc, *STRATEGIES[cfg.method].fsdp_refusal)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
         check_batch_fits(2 * cfg.batch_size, cfg.max_prompt_length + cfg.max_response_length,
                          logit_bytes_per_token(len(self.tokenizer)), "--batch-size (chosen and rejected)",
@@ -139,12 +141,13 @@ class OfflineTrainer(base.StepTrainer):
         self.scheduler = make_scheduler(cfg, optimizer, cfg.max_steps)
         self.start_step = 0
         if self.resume_from is not None:
-            self._load_checkpoint(self.resume_from, policy, optimizer)
+            self._load_checkpoint(self.resume_from, policy)
         set_deepspeed_micro_batch(acc, cfg.batch_size, cfg.gradient_accumulation_steps)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
         if self.ref_model is not None:
             self.ref_model.to(acc.device)
         if self.resume_from is not None:
+            ckpt_lib.load_optimizer_and_schedule(acc, self.model, self.optimizer, self.scheduler, self.resume_from)
             ckpt_lib.load_rng(acc, self.resume_from, cfg.seed + 1000 * acc.process_index + self.start_step)
         else:
             torch.manual_seed(cfg.seed + 1000 * acc.process_index)
@@ -191,7 +194,8 @@ class OfflineTrainer(base.StepTrainer):
                 with self.ref_model.disable_adapter():
                     return response_token_logps(self.ref_model, batch).sum(1)
             return response_token_logps(self.ref_model, batch).sum(1)
-        with self.unwrapped.disable_adapter():
+        # the inner model, past the FSDP root: its weights gathered whole
+        with sharding.full_weights(self.accelerator, self.model), self.unwrapped.disable_adapter():
             return response_token_logps(self.unwrapped, batch).sum(1)
 
     def _pair_logps(self, pairs):
@@ -256,22 +260,20 @@ class OfflineTrainer(base.StepTrainer):
     # ------------------------------------------------------------------------------------------
     # saving and resuming (the strategy's state under its method's name in trainer_state.json)
     # ------------------------------------------------------------------------------------------
-    def _save_model(self, folder: Path) -> None:
+    def _save_model(self, folder: Path, state: dict | None = None) -> None:
+        """The policy; ``state``: its whole state dict under FSDP (from the module otherwise)."""
         policy = self.unwrapped
-        if hasattr(policy, "peft_config"):
-            policy.save_pretrained(folder / run_dir.POLICY, selected_adapters=["default"])
-        else:
-            policy.save_pretrained(folder / run_dir.POLICY)
+        extra = {"selected_adapters": ["default"]} if hasattr(policy, "peft_config") else {}
+        sharding.save_pretrained(policy, folder / run_dir.POLICY, state, **extra)
         self.strategy.save_files(folder)
 
     def checkpoint_extra(self) -> dict | None:
         state = self.strategy.state_dict()
         return {self.config.method: state} if state is not None else None
 
-    def _load_checkpoint(self, ckpt: Path, policy, optimizer) -> None:
+    def _load_checkpoint(self, ckpt: Path, policy) -> None:
+        """The policy, the step and the method's state from ``ckpt`` (before ``prepare``; the optimizer's comes after)."""
         ckpt_lib.load_policy_state(policy, ckpt / run_dir.POLICY)
-        ckpt_lib.load_optimizer(optimizer, ckpt)
-        ckpt_lib.load_scheduler(self.scheduler, ckpt, optimizer)
         state = ckpt_lib.read_state(ckpt)
         self.start_step = int(state["step"])
         if self.config.method in state:
@@ -283,7 +285,7 @@ class OfflineTrainer(base.StepTrainer):
         meta = {"base_model": cfg.model, "method": cfg.method, "objectives": self.names,
                 "weights": self.weights.tolist(), "value_head": False}
         return ckpt_lib.save_final(self.accelerator, self.out, self._save_model, self.tokenizer, self.unwrapped,
-                                   meta, cfg.max_steps, cfg.seed if self._rebuildable_tiny_base else None)
+                                   meta, cfg.max_steps, cfg.seed if self._rebuildable_tiny_base else None, model=self.model)
 
     # ------------------------------------------------------------------------------------------
     # the strategies' state under its earlier names on the trainer (tests, bench/offline.py)

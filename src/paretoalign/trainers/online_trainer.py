@@ -63,7 +63,7 @@ from paretoalign.models import (
 from paretoalign.objectives import build_objective_set
 from paretoalign.preferences import uniform_weights, validate_weights
 from paretoalign.rollout import Rollout, generate, token_logprobs
-from paretoalign.trainers import base
+from paretoalign.trainers import base, sharding
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import (
     add_lora,
@@ -113,12 +113,20 @@ class OnlineTrainer(base.StepTrainer):
     # How MGDA-UB computes its Gram matrix (:func:`paretoalign.losses.online.mgda_ub_loss`): "factored" (one
     # backward through the output layer, exact) or "per_objective" (K backwards, the reference; benchmarks set it).
     mgda_gram = "factored"
+    # (what, why) for a method that does not run under FSDP yet (sharding.refuse), else None
+    fsdp_refusal: tuple[str, str] | None = None
 
     def __init__(self, config: OnlineConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
         self.config = cfg = config
         preflight(cfg)  # trackers' libraries, the Hub: refused before any work
         self.accelerator = accelerator or make_accelerator(config)
         acc = self.accelerator
+        if self.fsdp_refusal is not None:
+            sharding.refuse(acc, *self.fsdp_refusal)
+        if cfg.method == "mgda-ub":
+            sharding.refuse(acc, "MGDA-UB", "its Gram matrix takes a backward pass through the output layer before "
+                                            "the loss's own, and FSDP frees the gathered weights after the first")
+        sharding.check_generation_backend(acc, cfg.generation_backend)
         self.out = Path(cfg.output_dir)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
         self.tokenizer.padding_side = "left"
@@ -166,13 +174,14 @@ class OnlineTrainer(base.StepTrainer):
         self.scheduler = make_scheduler(cfg, optimizer, cfg.max_steps)
         self.start_step = 0
         if self.resume_from is not None:
-            self._load_checkpoint(self.resume_from, wrapped, optimizer)
+            self._load_checkpoint(self.resume_from, wrapped)
         set_deepspeed_micro_batch(acc, cfg.batch_size * cfg.num_generations // cfg.num_mini_batches,
                                   cfg.gradient_accumulation_steps)
         self.model, self.optimizer = acc.prepare(wrapped, optimizer)
         if self.ref_model is not None:
             self.ref_model.to(acc.device)
         if self.resume_from is not None:
+            ckpt_lib.load_optimizer_and_schedule(acc, self.model, self.optimizer, self.scheduler, self.resume_from)
             self._load_rng(self.resume_from)
         else:
             # Each process samples differently; the prompt order itself comes from the seed alone.
@@ -211,8 +220,8 @@ class OnlineTrainer(base.StepTrainer):
         with torch.no_grad():
             if self.ref_model is not None:
                 logits = completion_logits(self.ref_model, *args)
-            else:
-                with policy.disable_adapter():
+            else:  # the inner model, past the FSDP root: its weights gathered whole
+                with sharding.full_weights(self.accelerator, self.model), policy.disable_adapter():
                     logits = completion_logits(policy, *args)
         return token_logprobs(logits, rollout.completion_ids, self.config.temperature)
 
@@ -284,14 +293,15 @@ class OnlineTrainer(base.StepTrainer):
         (rollout, rewards [N, K], valid [N], seconds)."""
         cfg = self.config
         t0 = time.perf_counter()
-        rollout = generate(
-            self.unwrapped.policy, self.tokenizer, self.prompts_for_step(step, micro),
-            num_generations=cfg.num_generations, max_new_tokens=cfg.max_new_tokens,
-            max_prompt_length=cfg.max_prompt_length, min_new_tokens=cfg.min_new_tokens,
-            temperature=cfg.temperature, top_p=cfg.top_p,
-            use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt,
-            backend=cfg.generation_backend,
-        )
+        with sharding.full_weights(self.accelerator, self.model):  # the sampler reads every weight
+            rollout = generate(
+                self.unwrapped.policy, self.tokenizer, self.prompts_for_step(step, micro),
+                num_generations=cfg.num_generations, max_new_tokens=cfg.max_new_tokens,
+                max_prompt_length=cfg.max_prompt_length, min_new_tokens=cfg.min_new_tokens,
+                temperature=cfg.temperature, top_p=cfg.top_p,
+                use_chat_template=cfg.use_chat_template, system_prompt=cfg.system_prompt,
+                backend=cfg.generation_backend,
+            )
         t_gen = time.perf_counter() - t0
         scores, valid = self.objectives.rewards(rollout.prompt_texts, rollout.completions)
         device = rollout.input_ids.device
@@ -463,17 +473,20 @@ class OnlineTrainer(base.StepTrainer):
         return out
 
     # ------------------------------------------------------------------------------------------
-    def _save_model(self, folder: Path) -> None:
+    def _save_model(self, folder: Path, state: dict | None = None) -> None:
+        """The policy and value heads; ``state``: the whole model's state dict under FSDP (from the module otherwise)."""
         m = self.unwrapped
-        m.policy.save_pretrained(folder / run_dir.POLICY)
+        sharding.save_pretrained(m.policy, folder / run_dir.POLICY, sharding.part(state, "policy."))
         if m.value_head is not None:
-            save_file({k: v.contiguous() for k, v in m.value_head.state_dict().items()}, folder / "value_head.safetensors")
+            heads = sharding.part(state, "value_head.") or m.value_head.state_dict()
+            save_file({k: v.contiguous() for k, v in heads.items()}, folder / "value_head.safetensors")
 
     def _load_policy(self, policy, ckpt: Path) -> None:
         """Restore the policy's trained weights from a checkpoint (HoE restores its routers instead)."""
         ckpt_lib.load_policy_state(policy, ckpt / run_dir.POLICY)
 
-    def _load_checkpoint(self, ckpt: Path, wrapped: PolicyWithValueHeads, optimizer) -> None:
+    def _load_checkpoint(self, ckpt: Path, wrapped: PolicyWithValueHeads) -> None:
+        """The model's state and the step from ``ckpt`` (before ``prepare``; the optimizer's comes after it)."""
         self._load_policy(wrapped.policy, ckpt)
         if wrapped.value_head is not None:
             f = ckpt / "value_head.safetensors"
@@ -484,8 +497,6 @@ class OnlineTrainer(base.StepTrainer):
                 wrapped.value_head.load_state_dict(ckpt_lib.load_tensors(f))
             except RuntimeError as exc:
                 raise RunDirError(f"{f}: the value heads do not fit this run ({str(exc)[:200]})") from None
-        ckpt_lib.load_optimizer(optimizer, ckpt)
-        ckpt_lib.load_scheduler(self.scheduler, ckpt, optimizer)
         self.start_step = int(ckpt_lib.read_state(ckpt)["step"])
 
     def _load_rng(self, ckpt: Path) -> None:
@@ -502,4 +513,5 @@ class OnlineTrainer(base.StepTrainer):
             "value_head": self.unwrapped.value_head is not None,
         }
         return ckpt_lib.save_final(self.accelerator, self.out, self._save_model, self.tokenizer, self.unwrapped.policy,
-                                   meta, cfg.max_steps, cfg.seed if self._rebuildable_tiny_base else None)
+                                   meta, cfg.max_steps, cfg.seed if self._rebuildable_tiny_base else None,
+                                   model=self.model)

@@ -50,7 +50,7 @@ from paretoalign.objectives import build_objective_set
 from paretoalign.ric import RewardStats, fit_stats, quantile_keep, reward_prompt, sample_goals
 from paretoalign.rollout import count_overlong, generate, render_prompt
 from paretoalign.sequences import encode_responses, response_token_logps
-from paretoalign.trainers import base
+from paretoalign.trainers import base, sharding
 from paretoalign.trainers import checkpoint as ckpt_lib
 from paretoalign.trainers.adaptation import (
     fine_tuned_policy,
@@ -93,6 +93,7 @@ class RicTrainer(base.StepTrainer):
         self.config = cfg = config
         preflight(cfg)  # trackers' libraries, the Hub: refused before any work
         self.accelerator = acc = accelerator or make_accelerator(config)
+        sharding.check_generation_backend(acc, cfg.generation_backend)
         self.out = Path(cfg.output_dir)
         if data is None and not cfg.pairs:
             raise ConfigError("--pairs is required: RiC fine-tunes on scored responses (both sides of each pair); "
@@ -129,6 +130,8 @@ class RicTrainer(base.StepTrainer):
         self.online: list[dict] = list(state.get(ONLINE_KEY, []))
         set_deepspeed_micro_batch(acc, cfg.batch_size)
         self.model, self.optimizer = acc.prepare(policy, optimizer)
+        if self.resume_from is not None:
+            ckpt_lib.load_optimizer_and_schedule(acc, self.model, self.optimizer, self.scheduler, self.resume_from)
 
     # ------------------------------------------------------------------------------------------
     def _build_offline(self, data) -> None:
@@ -227,10 +230,11 @@ class RicTrainer(base.StepTrainer):
             raise ParetoAlignError(f"round {r}: {long} prompt(s) with their score tags exceed --max-prompt-length "
                                    f"{cfg.max_prompt_length} tokens; raise it or drop the long prompts")
         torch.manual_seed(cfg.seed * 7919 + r * 31 + acc.process_index)  # sampling is a function of the round
-        ro = generate(self.unwrapped, self.tokenizer, conditioned, num_generations=1,
-                      max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
-                      temperature=cfg.temperature, top_p=cfg.top_p, use_chat_template=cfg.use_chat_template,
-                      system_prompt=cfg.system_prompt, backend=cfg.generation_backend)
+        with sharding.full_weights(acc, self.model):  # the sampler reads every weight
+            ro = generate(self.unwrapped, self.tokenizer, conditioned, num_generations=1,
+                          max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
+                          temperature=cfg.temperature, top_p=cfg.top_p, use_chat_template=cfg.use_chat_template,
+                          system_prompt=cfg.system_prompt, backend=cfg.generation_backend)
         t_gen = time.perf_counter() - t0
         # scored on the user's prompt, without the tags (as the reference scores prompt + response)
         plain = [render_prompt(p, self.tokenizer, cfg.use_chat_template, cfg.system_prompt) for p in prompts]
@@ -310,8 +314,9 @@ class RicTrainer(base.StepTrainer):
                 out[name] = {"first": on[0][f"reward/{name}"], "last": on[-1][f"reward/{name}"]}
         return out
 
-    def _save_model(self, folder: Path) -> None:
-        self.unwrapped.save_pretrained(folder / run_dir.POLICY)
+    def _save_model(self, folder: Path, state: dict | None = None) -> None:
+        """The policy (``state``: its whole state dict under FSDP) and the score statistics."""
+        sharding.save_pretrained(self.unwrapped, folder / run_dir.POLICY, state)
         self.stats.save(folder)  # targets mean nothing without the scale they were trained on
 
     def save_final(self) -> Path:
@@ -321,7 +326,7 @@ class RicTrainer(base.StepTrainer):
                         "scored_by": self.scored_by, "offline_samples": len(self.off_responses)},
                 "value_head": False}
         return ckpt_lib.save_final(self.accelerator, self.out, self._save_model, self.tokenizer, self.unwrapped,
-                                   meta, cfg.total_steps, cfg.seed if self._rebuildable_tiny_base else None)
+                                   meta, cfg.total_steps, cfg.seed if self._rebuildable_tiny_base else None, model=self.model)
 
 
 __all__ = ["RicTrainer", "offline_samples"]
