@@ -9,7 +9,7 @@
 #   2. bench/gpu_check.py: full-fine-tune PAMA vs TRL's GRPOTrainer on the same model and batch (fp32, then bf16
 #      autocast), with vLLM on both sides when vLLM imports, else our packed loop vs TRL's generate; and sampling
 #      tokens/s of the packed loop vs generate at 8-512 rows;
-#   3. `accelerate launch` with examples/accelerate/ddp.yaml (GPU_CHECK_ACCELERATE: other configs) on every
+#   3. `accelerate launch` with each examples/accelerate/ config (ddp, fsdp, fsdp2, deepspeed_zero2/3; GPU_CHECK_ACCELERATE picks) on every
 #      visible GPU: 2 PAMA steps (LoRA), then final/policy must load with AutoPeftModelForCausalLM.
 # Environment: PYTHON (python3), VENV (.venv-gpu), GPU_CHECK_MODEL (smollm2-135m-instruct; a folder, or
 # random:FOLDER for that folder's config and tokenizer with random weights, saved under $TMPDIR), GPU_CHECK_OUT
@@ -89,8 +89,8 @@ part "gpu_check fp32" 300 "$PY" bench/gpu_check.py --backend "$BACKEND" --model 
 
 NGPU=$(nvidia-smi -L | wc -l)
 RUNS=$(mktemp -d)
-# ddp only: FSDP and DeepSpeed are refused by the trainers for now (trainers/adaptation.py: refuse_sharded)
-for cfg in ${GPU_CHECK_ACCELERATE:-ddp}; do
+# every launch config: FSDP and DeepSpeed were tested on 2 CPU processes only (tests/trainers/test_sharding.py)
+for cfg in ${GPU_CHECK_ACCELERATE:-ddp fsdp fsdp2 deepspeed_zero2 deepspeed_zero3}; do
     run="$RUNS/$cfg"
     part "accelerate $cfg x$NGPU" 150 "$PY" -m accelerate.commands.launch --config_file "examples/accelerate/$cfg.yaml" \
         --num_processes "$NGPU" -m paretoalign.cli train --config examples/pama_smollm2.yaml --model "$MODEL" \

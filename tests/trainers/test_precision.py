@@ -53,16 +53,14 @@ def test_deepspeed_micro_batch_is_filled_only_where_auto():
     set_deepspeed_micro_batch(SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None)), 8)  # no DeepSpeed: nothing
 
 
-def test_deepspeed_and_fsdp1_without_original_parameters_are_refused_up_front_with_one_line():
+def test_fsdp1_without_original_parameters_and_deepspeed_without_its_package_are_one_line(monkeypatch):
     from types import SimpleNamespace
 
+    import accelerate
     from accelerate.utils import DistributedType
 
     from paretoalign.errors import ConfigError
-    from paretoalign.trainers.adaptation import refuse_sharded
-
-    with pytest.raises(ConfigError, match=r"^accelerate DeepSpeed is not supported yet .*examples/accelerate/fsdp.yaml"):
-        refuse_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
+    from paretoalign.trainers.adaptation import make_accelerator, refuse_sharded
 
     def fsdp(version, orig):
         plugin = SimpleNamespace(fsdp_version=version, use_orig_params=orig)
@@ -70,5 +68,13 @@ def test_deepspeed_and_fsdp1_without_original_parameters_are_refused_up_front_wi
 
     with pytest.raises(ConfigError, match=r"^FSDP1 needs fsdp_use_orig_params: true"):
         refuse_sharded(fsdp(1, False))
-    for ok in (fsdp(1, True), fsdp(2, False), SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)):
+    for ok in (fsdp(1, True), fsdp(2, False), SimpleNamespace(distributed_type=DistributedType.MULTI_GPU),
+               SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)):
         assert refuse_sharded(ok) is ok
+
+    def no_deepspeed(*a, **k):  # what accelerate raises for a DeepSpeed launch without the package
+        raise ImportError("DeepSpeed is not available => install it using `pip3 install deepspeed` or build it from source")
+
+    monkeypatch.setattr(accelerate, "Accelerator", no_deepspeed)
+    with pytest.raises(ConfigError, match=r"^this launch uses DeepSpeed, which is not installed: pip install "):
+        make_accelerator(SimpleNamespace(mixed_precision=None))

@@ -1,9 +1,10 @@
-"""trainers/sharding.py: FSDP1 and FSDP2 runs on 2 CPU processes compared with DDP runs file by file,
-resumed runs with uninterrupted ones, and the methods FSDP does not run yet refused with one line.
+"""trainers/sharding.py: FSDP1, FSDP2, DeepSpeed ZeRO-2 and ZeRO-3 runs on 2 CPU processes compared with DDP
+runs file by file, resumed runs with uninterrupted ones, and what does not run sharded yet refused with one line.
 
-The FSDP launches go through accelerate's own FSDP plugin with examples/accelerate/fsdp.yaml and fsdp2.yaml;
-tests/trainers/fsdp_on_cpu.py says why a CPU launch needs a stand-in for accelerate's device check."""
+The launches go through accelerate's own FSDP and DeepSpeed plugins with the configs in examples/accelerate/;
+tests/trainers/sharded_on_cpu.py says why a CPU launch needs a stand-in for accelerate's device check."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from safetensors.torch import load_file
 from paretoalign import run_dir
 
 REPO = Path(__file__).resolve().parents[2]
-HARNESS = Path(__file__).with_name("fsdp_on_cpu.py")
+HARNESS = Path(__file__).with_name("sharded_on_cpu.py")
 PAIRS = "tests/fixtures/preferences/pku_saferlhf.jsonl"
 # PAMA with value heads and a KL term (so the reference pass runs), a checkpoint every step, and a held-out
 # evaluation (sampling outside the training step): every place a trainer reads whole weights
@@ -36,7 +37,8 @@ def _launch(kind: str, args: list, out: Path) -> subprocess.CompletedProcess:
         env["ACCELERATE_USE_CPU"] = "1"
         cmd = [*LAUNCH, "--config_file", "examples/accelerate/cpu_2proc.yaml", *port, "-m", "paretoalign.cli"]
     else:
-        config = {"fsdp1": "fsdp.yaml", "fsdp2": "fsdp2.yaml"}[kind]
+        config = {"fsdp1": "fsdp.yaml", "fsdp2": "fsdp2.yaml", "zero2": "deepspeed_zero2.yaml",
+                  "zero3": "deepspeed_zero3.yaml"}[kind]
         gpu_only = ["--fsdp_sync_module_states", "false", "--fsdp_cpu_ram_efficient_loading", "false"]
         cmd = [*LAUNCH, "--config_file", f"examples/accelerate/{config}", "--mixed_precision", "no", *port,
                *(gpu_only if kind == "fsdp1" else []), str(HARNESS)]
@@ -116,6 +118,22 @@ def test_dpa_and_offline_methods_under_fsdp1_equal_ddp(args, tmp_path):
     _assert_same_run(tmp_path / "fsdp", tmp_path / "ddp")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="deepspeed is not installed (pip install 'paretoalign[deepspeed]')")
+@pytest.mark.parametrize("stage, atol", [(2, 0.0), (3, 1e-5)], ids=["zero2", "zero3"])
+def test_deepspeed_zero_trains_what_ddp_does_and_resumes_exactly(stage, atol, ddp_pama, tmp_path):
+    """ZeRO-2 (optimizer state split, weights whole): bit for bit; ZeRO-3 (weights split too): within rounding.
+    The checkpoints hold the whole state in DDP's files, and a stopped run goes on exactly."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    _launch(f"zero{stage}", PAMA, full)
+    _assert_same_run(full, ddp_pama, atol=atol)
+    first = list(PAMA)
+    first[first.index("--max-steps") + 1] = "1"
+    _launch(f"zero{stage}", first, resumed)
+    _launch(f"zero{stage}", [*PAMA, "--resume"], resumed)
+    _assert_same_run(resumed, full)  # bit for bit
+
+
 # ---------------------------------------------------------------------------------------------------------
 # in one process: refusals, the adapter file, the layouts
 
@@ -149,7 +167,24 @@ def test_what_fsdp_does_not_run_yet_is_refused_before_the_run_folder(argv, what,
     assert "examples/accelerate/ddp.yaml" in err[0] and not out.exists()
 
 
-def test_refusals_and_the_generation_backend_check_only_act_under_fsdp():
+def test_under_deepspeed_the_same_methods_are_refused_naming_it(tmp_path, monkeypatch, capsys):
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    from paretoalign.cli import main
+
+    fake = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, is_main_process=True, num_processes=2,
+                           process_index=0, device=torch.device("cpu"),
+                           state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2)))
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(accelerate, "Accelerator", lambda *a, **k: fake)
+    out = tmp_path / "run"
+    assert main(["train", "--config", "examples/cgpo_tiny.yaml", "--output-dir", str(out), "--progress", "false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: CGPO does not run under DeepSpeed yet (") and "\n" not in err and not out.exists()
+
+
+def test_refusals_and_the_generation_backend_check_only_act_when_sharded():
     from paretoalign.errors import ConfigError
     from paretoalign.trainers import sharding
 
@@ -159,6 +194,7 @@ def test_refusals_and_the_generation_backend_check_only_act_under_fsdp():
     with pytest.raises(ConfigError, match=r"^--generation-backend vllm does not run under FSDP yet"):
         sharding.check_generation_backend(_fsdp_accelerator(2), "vllm")
     assert sharding.fsdp_version(ddp) is None and sharding.fsdp_version(_fsdp_accelerator(2)) == 2
+    assert sharding.zero_stage(ddp) is None and sharding.zero_stage(_fsdp_accelerator()) is None
     with sharding.full_weights(ddp, None):  # nothing to gather
         pass
 

@@ -42,33 +42,32 @@ def make_accelerator(cfg):
     trackers are not attached here but per run (:mod:`paretoalign.trainers.tracking` says why)."""
     from accelerate import Accelerator
 
+    from paretoalign.errors import ConfigError
+
     mp = getattr(cfg, "mixed_precision", None)
-    if not mp:
-        return refuse_sharded(Accelerator())
     try:
-        return refuse_sharded(Accelerator(mixed_precision=mp))
+        return refuse_sharded(Accelerator(mixed_precision=mp) if mp else Accelerator())
+    except ImportError as e:  # a DeepSpeed launch without the package: accelerate's own ImportError
+        if "deepspeed" not in str(e).lower():
+            raise
+        raise ConfigError("this launch uses DeepSpeed, which is not installed: pip install 'paretoalign[deepspeed]'") \
+            from None
     except ValueError as e:  # accelerate's state is per process, fixed by the first Accelerator
         if "already been initialized" not in str(e):
             raise
-        from paretoalign.errors import ConfigError
-
         raise ConfigError(f"--mixed-precision {mp}: this process already runs accelerate with another precision; "
                           "start a new process (or set it with `accelerate launch --mixed_precision`)") from None
 
 
 def refuse_sharded(accelerator):
-    """DeepSpeed is refused up front rather than failing mid-run: on an H200 (scripts/gpu_check.sh) ZeRO-3's
-    sampling read empty weight shards and ZeRO-2's first checkpoint saved one process's optimizer shard as if
-    it were the whole state.  FSDP runs (:mod:`paretoalign.trainers.sharding` gathers the weights where a
-    trainer reads them outside a forward, and the optimizer state whole in checkpoints), but FSDP1 needs
-    ``fsdp_use_orig_params: true``: with LoRA, frozen and trainable weights share a layer's flat parameter."""
+    """The launch's sharding, checked up front: FSDP and DeepSpeed run (:mod:`paretoalign.trainers.sharding`
+    gathers the weights where a trainer reads them outside a forward, and whole states for checkpoints), but
+    FSDP1 needs ``fsdp_use_orig_params: true`` (with LoRA, frozen and trainable weights share a layer's flat
+    parameter, and checkpoints name parameters), and DeepSpeed needs the ``deepspeed`` package."""
     from accelerate.utils import DistributedType
 
     from paretoalign.errors import ConfigError
 
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise ConfigError("accelerate DeepSpeed is not supported yet (sampling and checkpoints are not ZeRO-aware); "
-                          "launch with FSDP or DDP instead: accelerate launch --config_file examples/accelerate/fsdp.yaml ...")
     if accelerator.distributed_type == DistributedType.FSDP:
         plugin = accelerator.state.fsdp_plugin
         if int(getattr(plugin, "fsdp_version", 1) or 1) == 1 and not getattr(plugin, "use_orig_params", False):

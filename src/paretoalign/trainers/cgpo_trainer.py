@@ -183,8 +183,8 @@ class CGPOTrainer(OnlineTrainer):
     Public pieces for tests and benchmarks: :attr:`tasks`, :meth:`task_indices`, :meth:`rollout_task` (one
     scored, judged micro-batch) and :meth:`task_loss` (its loss and the optimiser's decisions)."""
 
-    fsdp_refusal = ("CGPO", "each process samples its reference answers when a prompt first needs one, and FSDP's "
-                            "weight gathers need every process at once")
+    sharded_refusal = ("CGPO", "each process samples its reference answers when a prompt first needs one, and "
+                               "gathering split weights needs every process at once")
 
     def __init__(self, config: CGPOConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
         cfg = config

@@ -238,13 +238,13 @@ def save_checkpoint(acc, out: Path, step: int, save_model: Callable[[Path, dict 
                     save_total_limit: int, extra_state: dict | None = None, scheduler=None, model=None) -> Path:
     """Write a complete checkpoint at ``step`` (every process must call this); ``scheduler``: the
     learning-rate scheduler, saved in trainer_state.json; ``model``: the prepared model, whose weights and
-    optimizer state are gathered whole under FSDP (:mod:`paretoalign.trainers.sharding`)."""
+    optimizer state are gathered whole under FSDP or DeepSpeed (:mod:`paretoalign.trainers.sharding`)."""
     from paretoalign.trainers import sharding
 
     ckpt = checkpoint_dir(out, step)
     tmp = ckpt.with_name(ckpt.name + run_dir.TMP_SUFFIX)
     acc.wait_for_everyone()
-    # whole states (gathers under FSDP, so every process takes part; None / the optimizer's own otherwise)
+    # whole states (gathers when sharded, so every process takes part; None / the optimizer's own otherwise)
     model_state = sharding.model_state(acc, model)
     optimizer_state = sharding.optimizer_state(acc, model, optimizer)
     if acc.is_main_process:
@@ -311,7 +311,7 @@ def load_tensors(f: Path) -> dict:
 
 
 def load_optimizer(optimizer, ckpt: Path, acc=None, model=None) -> None:
-    """Restore ``optimizer`` from ``ckpt``; under FSDP (``acc``) after ``accelerator.prepare``, with ``model``
+    """Restore ``optimizer`` from ``ckpt``; sharded (``acc``: FSDP, DeepSpeed) after ``accelerator.prepare``, with ``model``
     the prepared model (each process keeps its slices of the whole state)."""
     from paretoalign.trainers import sharding
 
@@ -339,7 +339,7 @@ def load_optimizer(optimizer, ckpt: Path, acc=None, model=None) -> None:
 
 def load_optimizer_and_schedule(acc, model, optimizer, scheduler, ckpt: Path) -> None:
     """A resumed run's optimizer and learning-rate schedule from ``ckpt``, after ``accelerator.prepare`` (under
-    FSDP each process keeps its slices of the whole saved state); ``model``, ``optimizer``: the prepared ones."""
+    FSDP or DeepSpeed each process keeps its slices of the whole saved state); ``model``, ``optimizer``: the prepared ones."""
     load_optimizer(optimizer, ckpt, acc, model)
     load_scheduler(scheduler, ckpt, optimizer)
 

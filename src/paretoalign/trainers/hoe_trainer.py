@@ -61,7 +61,7 @@ STATE_KEY = "hoe"  # the duals and z, in a checkpoint's trainer_state.json
 class HoETrainer(OnlineTrainer):
     """Trains HoE's routers through :class:`OnlineTrainer` (same arguments; ``model``: the base model)."""
 
-    fsdp_refusal = ("HoE", "its routers and experts are read and saved outside the FSDP root")
+    sharded_refusal = ("HoE", "its routers and experts are read and saved outside the sharded model")
 
     def __init__(self, config: HoEConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
         cfg = config

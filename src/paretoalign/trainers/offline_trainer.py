@@ -103,8 +103,8 @@ class OfflineTrainer(base.StepTrainer):
         self.out = Path(cfg.output_dir)
         if data is None and not cfg.pairs:
             raise ConfigError("--pairs is required: a preference dataset (see `paretoalign pairs` to make one)")
-        if STRATEGIES[cfg.method].fsdp_refusal is not None:  # before the run folder is claimed
-            sharding.refuse(acc, *STRATEGIES[cfg.method].fsdp_refusal)
+        if STRATEGIES[cfg.method].sharded_refusal is not None:  # before the run folder is claimed
+            sharding.refuse(acc, *STRATEGIES[cfg.method].sharded_refusal)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
         check_batch_fits(2 * cfg.batch_size, cfg.max_prompt_length + cfg.max_response_length,
                          logit_bytes_per_token(len(self.tokenizer)), "--batch-size (chosen and rejected)",
@@ -143,7 +143,7 @@ class OfflineTrainer(base.StepTrainer):
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from, policy)
         set_deepspeed_micro_batch(acc, cfg.batch_size, cfg.gradient_accumulation_steps)
-        self.model, self.optimizer = acc.prepare(policy, optimizer)
+        self.model, self.optimizer = sharding.prepare(acc, policy, optimizer, self.resume_from is not None)
         if self.ref_model is not None:
             self.ref_model.to(acc.device)
         if self.resume_from is not None:

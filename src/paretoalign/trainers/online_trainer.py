@@ -113,19 +113,20 @@ class OnlineTrainer(base.StepTrainer):
     # How MGDA-UB computes its Gram matrix (:func:`paretoalign.losses.online.mgda_ub_loss`): "factored" (one
     # backward through the output layer, exact) or "per_objective" (K backwards, the reference; benchmarks set it).
     mgda_gram = "factored"
-    # (what, why) for a method that does not run under FSDP yet (sharding.refuse), else None
-    fsdp_refusal: tuple[str, str] | None = None
+    # (what, why) for a method that does not run sharded (FSDP, DeepSpeed) yet (sharding.refuse), else None
+    sharded_refusal: tuple[str, str] | None = None
 
     def __init__(self, config: OnlineConfig, model=None, tokenizer=None, objectives=None, prompts=None, accelerator=None):
         self.config = cfg = config
         preflight(cfg)  # trackers' libraries, the Hub: refused before any work
         self.accelerator = accelerator or make_accelerator(config)
         acc = self.accelerator
-        if self.fsdp_refusal is not None:
-            sharding.refuse(acc, *self.fsdp_refusal)
+        if self.sharded_refusal is not None:
+            sharding.refuse(acc, *self.sharded_refusal)
         if cfg.method == "mgda-ub":
+            # measured: FSDP had freed the gathered weights, ZeRO-2's gradient buckets and ZeRO-3's hooks failed
             sharding.refuse(acc, "MGDA-UB", "its Gram matrix takes a backward pass through the output layer before "
-                                            "the loss's own, and FSDP frees the gathered weights after the first")
+                                            "the loss's own, which the sharded gradient hooks do not expect")
         sharding.check_generation_backend(acc, cfg.generation_backend)
         self.out = Path(cfg.output_dir)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
@@ -177,7 +178,7 @@ class OnlineTrainer(base.StepTrainer):
             self._load_checkpoint(self.resume_from, wrapped)
         set_deepspeed_micro_batch(acc, cfg.batch_size * cfg.num_generations // cfg.num_mini_batches,
                                   cfg.gradient_accumulation_steps)
-        self.model, self.optimizer = acc.prepare(wrapped, optimizer)
+        self.model, self.optimizer = sharding.prepare(acc, wrapped, optimizer, self.resume_from is not None)
         if self.ref_model is not None:
             self.ref_model.to(acc.device)
         if self.resume_from is not None:

@@ -27,8 +27,8 @@ class OfflineStrategy:
     """
 
     needs_reference = True  # a frozen copy of the policy when training without LoRA
-    # (what, why) for a method that does not run under FSDP yet (trainers.sharding.refuse), else None
-    fsdp_refusal: tuple[str, str] | None = None
+    # (what, why) for a method that does not run sharded (FSDP, DeepSpeed) yet (trainers.sharding.refuse), else None
+    sharded_refusal: tuple[str, str] | None = None
 
     def __init__(self, trainer):
         self.trainer = trainer

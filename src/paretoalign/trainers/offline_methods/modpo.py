@@ -29,8 +29,8 @@ class MODPOStrategy(OfflineStrategy):
         margin_cache: example index -> [2, K−1] margin rewards of its chosen and rejected responses.
     """
 
-    fsdp_refusal = ("MODPO", "each process computes a pair's margin rewards when it first sees the pair, on the "
-                             "policy's margin adapters, and FSDP's weight gathers need every process at once")
+    sharded_refusal = ("MODPO", "each process computes a pair's margin rewards when it first sees the pair, on the "
+                                "policy's margin adapters, and gathering split weights needs every process at once")
 
     def __init__(self, trainer):
         super().__init__(trainer)

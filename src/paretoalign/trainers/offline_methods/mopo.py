@@ -33,7 +33,8 @@ class MOPOStrategy(OfflineStrategy):
             the reference is the policy's base).
     """
 
-    fsdp_refusal = ("MOPO", "its reference snapshots copy the policy's parameters, which FSDP splits over the processes")
+    sharded_refusal = ("MOPO", "its reference snapshots copy the policy's parameters, which a sharded run splits "
+                               "over the processes")
 
     def __init__(self, trainer):
         super().__init__(trainer)
