@@ -191,14 +191,22 @@ def test_under_deepspeed_the_same_methods_are_refused_naming_it(tmp_path, monkey
 
 
 def test_refusals_and_the_generation_backend_check_only_act_when_sharded():
+    from accelerate.utils import DistributedType
+
     from paretoalign.errors import ConfigError
     from paretoalign.trainers import sharding
 
     ddp = SimpleNamespace(distributed_type="MULTI_GPU")
     sharding.refuse(ddp, "X", "y")
-    sharding.check_generation_backend(_fsdp_accelerator(), "hf")
+    sharding.check_config(_fsdp_accelerator(), SimpleNamespace(generation_backend="hf", use_lora=False))
     with pytest.raises(ConfigError, match=r"^--generation-backend vllm does not run under FSDP yet"):
-        sharding.check_generation_backend(_fsdp_accelerator(2), "vllm")
+        sharding.check_config(_fsdp_accelerator(2), SimpleNamespace(generation_backend="vllm", use_lora=True))
+    zero = {k: SimpleNamespace(distributed_type=DistributedType.DEEPSPEED,
+                               state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=k))) for k in (2, 3)}
+    sharding.check_config(zero[2], SimpleNamespace(generation_backend="hf", use_lora=False))
+    sharding.check_config(zero[3], SimpleNamespace(generation_backend="hf", use_lora=True))
+    with pytest.raises(ConfigError, match=r"^full fine-tuning \(--use-lora false\) does not run under DeepSpeed ZeRO-3"):
+        sharding.check_config(zero[3], SimpleNamespace(generation_backend="hf", use_lora=False))
     assert sharding.fsdp_version(ddp) is None and sharding.fsdp_version(_fsdp_accelerator(2)) == 2
     assert sharding.zero_stage(ddp) is None and sharding.zero_stage(_fsdp_accelerator()) is None
     with sharding.full_weights(ddp, None):  # nothing to gather

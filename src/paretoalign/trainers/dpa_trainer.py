@@ -96,7 +96,7 @@ class DPATrainer(base.StepTrainer):
         self.config = cfg = config
         preflight(cfg)  # trackers' libraries, the Hub: refused before any work
         self.accelerator = acc = accelerator or make_accelerator(config)
-        sharding.check_generation_backend(acc, cfg.generation_backend)
+        sharding.check_config(acc, cfg)
         self.out = Path(cfg.output_dir)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
         seq = cfg.max_prompt_length + cfg.max_new_tokens

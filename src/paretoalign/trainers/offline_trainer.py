@@ -105,6 +105,7 @@ class OfflineTrainer(base.StepTrainer):
             raise ConfigError("--pairs is required: a preference dataset (see `paretoalign pairs` to make one)")
         if STRATEGIES[cfg.method].sharded_refusal is not None:  # before the run folder is claimed
             sharding.refuse(acc, *STRATEGIES[cfg.method].sharded_refusal)
+        sharding.check_config(acc, cfg)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
         check_batch_fits(2 * cfg.batch_size, cfg.max_prompt_length + cfg.max_response_length,
                          logit_bytes_per_token(len(self.tokenizer)), "--batch-size (chosen and rejected)",

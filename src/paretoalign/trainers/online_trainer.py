@@ -127,7 +127,7 @@ class OnlineTrainer(base.StepTrainer):
             # measured: FSDP had freed the gathered weights, ZeRO-2's gradient buckets and ZeRO-3's hooks failed
             sharding.refuse(acc, "MGDA-UB", "its Gram matrix takes a backward pass through the output layer before "
                                             "the loss's own, which the sharded gradient hooks do not expect")
-        sharding.check_generation_backend(acc, cfg.generation_backend)
+        sharding.check_config(acc, cfg)
         self.out = Path(cfg.output_dir)
         self.tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.allow_download)
         self.tokenizer.padding_side = "left"

@@ -93,7 +93,7 @@ class RicTrainer(base.StepTrainer):
         self.config = cfg = config
         preflight(cfg)  # trackers' libraries, the Hub: refused before any work
         self.accelerator = acc = accelerator or make_accelerator(config)
-        sharding.check_generation_backend(acc, cfg.generation_backend)
+        sharding.check_config(acc, cfg)
         self.out = Path(cfg.output_dir)
         if data is None and not cfg.pairs:
             raise ConfigError("--pairs is required: RiC fine-tunes on scored responses (both sides of each pair); "

@@ -72,10 +72,19 @@ def refuse(accelerator, what: str, why: str, families: tuple[str, ...] = ("FSDP"
                           "accelerate launch --config_file examples/accelerate/ddp.yaml ...")
 
 
-def check_generation_backend(accelerator, backend: str) -> None:
-    """``--generation-backend vllm`` refreshes its engine from whole weights on each process: not sharded."""
-    if backend == "vllm":
+def check_config(accelerator, cfg) -> None:
+    """What a trainer's options cannot do sharded, refused up front: ``--generation-backend vllm`` (its engine is
+    refreshed from whole weights on each process) and full fine-tuning under ZeRO-3, whose loaded model is already
+    split when the trainer copies it as the frozen reference or loads a checkpoint into it (measured: the copy
+    ran on empty weights)."""
+    if getattr(cfg, "generation_backend", "hf") == "vllm":
         refuse(accelerator, "--generation-backend vllm", "its engine is refreshed from whole weights; sample with hf")
+    if not getattr(cfg, "use_lora", True) and zero_stage(accelerator) == 3:
+        from paretoalign.errors import ConfigError
+
+        raise ConfigError("full fine-tuning (--use-lora false) does not run under DeepSpeed ZeRO-3 yet (the model is "
+                          "split as it loads, before the frozen reference is copied and a checkpoint is loaded); "
+                          "use LoRA, or ZeRO-2: accelerate launch --config_file examples/accelerate/deepspeed_zero2.yaml ...")
 
 
 @contextlib.contextmanager
@@ -133,8 +142,8 @@ def _gather_options():
 
 
 def model_state(accelerator, model) -> dict | None:
-    """The prepared ``model``'s whole state dict under FSDP, named as the unwrapped model names it, for the
-    main process to save; None otherwise (save from the module itself).  Every process must call it."""
+    """The prepared ``model``'s whole state dict under FSDP or DeepSpeed, named as the unwrapped model names it,
+    for the main process to save; None otherwise (save from the module itself).  Every process must call it."""
     if zero_stage(accelerator) is not None:
         return _deepspeed_model_state(accelerator, model)
     if fsdp_version(accelerator) is None:
@@ -230,8 +239,8 @@ def _order(model, optimizer) -> list[str]:
 
 def optimizer_state(accelerator, model, optimizer) -> dict:
     """``optimizer.state_dict()`` as one process would have it: whole tensors, parameters numbered in the
-    optimizer's order.  Under FSDP every process must call it (a gather); the main process gets the state,
-    the others an empty one."""
+    optimizer's order.  Sharded, every process must call it (a gather); the main process gets the state, the
+    others an empty one."""
     if zero_stage(accelerator) is not None:
         return _deepspeed_optimizer_state(accelerator, model)
     if fsdp_version(accelerator) is None:
@@ -249,7 +258,7 @@ def optimizer_state(accelerator, model, optimizer) -> dict:
 
 def load_optimizer_state(accelerator, model, optimizer, state: dict) -> None:
     """Load ``state`` (:func:`optimizer_state`'s layout, read by every process) into the prepared
-    ``optimizer``: whole tensors are split to this process's slices under FSDP."""
+    ``optimizer``: whole tensors are split to this process's slices when sharded."""
     if zero_stage(accelerator) is not None:
         _load_deepspeed_optimizer_state(accelerator, model, state)
         return
@@ -354,4 +363,4 @@ def prepare(accelerator, model, optimizer, resuming: bool):
     return model, optimizer
 
 
-__all__ = ["fsdp_version", "zero_stage", "prepare", "refuse", "check_generation_backend", "full_weights", "model_state", "part", "save_pretrained", "optimizer_state", "load_optimizer_state"]
+__all__ = ["fsdp_version", "zero_stage", "prepare", "refuse", "check_config", "full_weights", "model_state", "part", "save_pretrained", "optimizer_state", "load_optimizer_state"]
