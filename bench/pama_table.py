@@ -11,8 +11,11 @@ means with MGDA-UB < MORLHF < PAMA on both objectives (sentiment 1.47 / 1.62 / 2
 reward (characters), the built-in prompts split 60/40 so that the held-out part has >= 128
 prompts, every variant with the same steps, batch, completions, length, learning rate and seed:
 
-* ``PAMA (paper)`` - K value heads + GAE, Theorem-1 weights per batch, ratio vs the reference, KL 0.2;
-* ``PAMA (demo)`` - the demo's variant: group baselines, weights per completion, PPO ratio, no KL (equal preference, as the paper compares methods; the demo itself tilts 0.75/0.25 toward sentiment);
+* ``PAMA (paper)`` - the demo's ``--paper`` reading (``paretoalign.demo.PAPER``): K value heads + GAE,
+  Theorem-1 weights per batch, ratio vs the reference, Noon-PPO, KL 0.2;
+* ``PAMA (demo)`` - the demo's variant (``paretoalign.demo.RECIPE``, taken from there so the two cannot
+  drift apart): group baselines, weights per completion, PPO ratio, no Noon, KL 0.1; at the equal
+  preference the paper compares methods at (the demo itself tilts 0.75/0.25 toward sentiment);
 * ``MORLHF`` - equal linear weights, K value heads + GAE, KL 0.2;
 * ``MGDA-UB`` - min-norm weights on last-hidden-state gradients, K value heads + GAE, KL 0.2.
 
@@ -43,11 +46,14 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from paretoalign import demo  # noqa: E402
+
 OUT_DIR = Path(__file__).resolve().parent / "out"
 OBJECTIVES = ["sentiment", "length"]
+# the demo's two PAMA readings, minus its 0.75/0.25 tilt (equal preference here, as the paper compares)
 VARIANTS = {
-    "PAMA (paper)": dict(method="pama", advantage="gae", pama_granularity="batch", pama_ratio="reference", kl_coef=0.2),
-    "PAMA (demo)": dict(method="pama", advantage="group", pama_granularity="sequence", pama_ratio="old", kl_coef=0.0),
+    "PAMA (paper)": dict(method="pama", **{k: v for k, v in demo.PAPER.items() if k != "weights"}),
+    "PAMA (demo)": dict(method="pama", **{k: v for k, v in demo.RECIPE.items() if k != "weights"}),
     "MORLHF": dict(method="morlhf", advantage="gae", kl_coef=0.2),
     "MGDA-UB": dict(method="mgda-ub", advantage="gae", kl_coef=0.2),
 }
