@@ -263,7 +263,7 @@ class DPATrainer(base.StepTrainer):
         return out
 
     def _save_model(self, folder: Path, state: dict | None = None) -> None:
-        """The policy; ``state``: its whole state dict under FSDP (from the module otherwise)."""
+        """The policy; ``state``: its whole state dict when sharded (from the module otherwise)."""
         sharding.save_pretrained(self.unwrapped, folder / run_dir.POLICY, state)
 
     def save_final(self) -> Path:

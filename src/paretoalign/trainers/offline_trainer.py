@@ -195,7 +195,7 @@ class OfflineTrainer(base.StepTrainer):
                 with self.ref_model.disable_adapter():
                     return response_token_logps(self.ref_model, batch).sum(1)
             return response_token_logps(self.ref_model, batch).sum(1)
-        # the inner model, past the FSDP root: its weights gathered whole
+        # the inner model, past the sharded root: its weights gathered whole
         with sharding.full_weights(self.accelerator, self.model), self.unwrapped.disable_adapter():
             return response_token_logps(self.unwrapped, batch).sum(1)
 
@@ -262,7 +262,7 @@ class OfflineTrainer(base.StepTrainer):
     # saving and resuming (the strategy's state under its method's name in trainer_state.json)
     # ------------------------------------------------------------------------------------------
     def _save_model(self, folder: Path, state: dict | None = None) -> None:
-        """The policy; ``state``: its whole state dict under FSDP (from the module otherwise)."""
+        """The policy; ``state``: its whole state dict when sharded (from the module otherwise)."""
         policy = self.unwrapped
         extra = {"selected_adapters": ["default"]} if hasattr(policy, "peft_config") else {}
         sharding.save_pretrained(policy, folder / run_dir.POLICY, state, **extra)

@@ -221,7 +221,7 @@ class OnlineTrainer(base.StepTrainer):
         with torch.no_grad():
             if self.ref_model is not None:
                 logits = completion_logits(self.ref_model, *args)
-            else:  # the inner model, past the FSDP root: its weights gathered whole
+            else:  # the inner model, past the sharded root: its weights gathered whole
                 with sharding.full_weights(self.accelerator, self.model), policy.disable_adapter():
                     logits = completion_logits(policy, *args)
         return token_logprobs(logits, rollout.completion_ids, self.config.temperature)
@@ -475,7 +475,7 @@ class OnlineTrainer(base.StepTrainer):
 
     # ------------------------------------------------------------------------------------------
     def _save_model(self, folder: Path, state: dict | None = None) -> None:
-        """The policy and value heads; ``state``: the whole model's state dict under FSDP (from the module otherwise)."""
+        """The policy and value heads; ``state``: the whole model's state dict when sharded (from the module otherwise)."""
         m = self.unwrapped
         sharding.save_pretrained(m.policy, folder / run_dir.POLICY, sharding.part(state, "policy."))
         if m.value_head is not None:

@@ -315,7 +315,7 @@ class RicTrainer(base.StepTrainer):
         return out
 
     def _save_model(self, folder: Path, state: dict | None = None) -> None:
-        """The policy (``state``: its whole state dict under FSDP) and the score statistics."""
+        """The policy (``state``: its whole state dict when sharded) and the score statistics."""
         sharding.save_pretrained(self.unwrapped, folder / run_dir.POLICY, state)
         self.stats.save(folder)  # targets mean nothing without the scale they were trained on
 
