@@ -25,7 +25,7 @@ import argparse
 import os
 import sys
 
-from paretoalign.console import VERBOSE_ENV
+from paretoalign.console import VERBOSE_ENV, quiet_deepspeed_cpu_notice
 from paretoalign.data.hub_datasets import OFFLINE_BY_DEFAULT_ENV
 from paretoalign.errors import ParetoAlignError
 
@@ -468,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    quiet_deepspeed_cpu_notice()
     try:
         return args.func(args)
     except ParetoAlignError as exc:

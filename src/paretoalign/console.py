@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import warnings
@@ -59,6 +60,31 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
 def verbose() -> bool:
     """True when ``--verbose`` (or ``PARETOALIGN_VERBOSE=1``) asked for every third-party message."""
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0", "false")
+
+
+# DeepSpeed logs this when it is imported on a machine without a GPU, and accelerate's unwrap_model imports it
+# wherever it is installed (it is in the test extra): a line about a library the run does not use.
+DEEPSPEED_CPU_NOTICE = "Setting accelerator to CPU"
+
+
+class _DropNotice(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_deepspeed_cpu_notice() -> None:
+    """Drop :data:`DEEPSPEED_CPU_NOTICE` from DeepSpeed's logger for the rest of the process (the command line's;
+    not with ``--verbose``).  DeepSpeed sets its logger's level and handler when imported, but keeps the logger
+    object, so a filter put on it first stays."""
+    if verbose():
+        return
+    ds = logging.getLogger("DeepSpeed")
+    if not any(isinstance(f, _DropNotice) for f in ds.filters):
+        ds.addFilter(_DropNotice(DEEPSPEED_CPU_NOTICE))
 
 
 @contextlib.contextmanager
