@@ -243,3 +243,22 @@ def test_layout_without_mkl_packing_is_the_plain_in_out_one(tok, monkeypatch):
     assert torch.equal(got, want)
     blocks = list(dec._blocks())
     assert all(b.packed is None and b.weight_t.is_contiguous() for b in blocks)
+
+
+def test_a_model_that_sampled_is_freed_with_its_packed_weights(tok):
+    """The packed decoders are cached weakly by model; a decoder that held its model kept every model that ever
+    sampled alive (a front sweep or bench/pama_table.py ran out of memory: 1.8 GB per SmolLM2 trainer)."""
+    import gc
+    import weakref
+
+    from paretoalign import decoding
+    from paretoalign.rollout import generate
+
+    model = build_tiny_model(tok)
+    generate(model, tok, ["hello there"], num_generations=2, max_new_tokens=3)
+    assert len(decoding._DECODERS) >= 1
+    alive = weakref.ref(model)
+    before = len(decoding._DECODERS)
+    del model
+    gc.collect()
+    assert alive() is None and len(decoding._DECODERS) == before - 1
