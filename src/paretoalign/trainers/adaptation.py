@@ -64,15 +64,12 @@ def refuse_sharded(accelerator):
     gathers the weights where a trainer reads them outside a forward, and whole states for checkpoints), but
     FSDP1 needs ``fsdp_use_orig_params: true`` (with LoRA, frozen and trainable weights share a layer's flat
     parameter, and checkpoints name parameters), and DeepSpeed needs the ``deepspeed`` package."""
-    from accelerate.utils import DistributedType
-
     from paretoalign.errors import ConfigError
+    from paretoalign.trainers.sharding import fsdp_version
 
-    if accelerator.distributed_type == DistributedType.FSDP:
-        plugin = accelerator.state.fsdp_plugin
-        if int(getattr(plugin, "fsdp_version", 1) or 1) == 1 and not getattr(plugin, "use_orig_params", False):
-            raise ConfigError("FSDP1 needs fsdp_use_orig_params: true in the accelerate config (LoRA's frozen and "
-                              "trainable weights share a layer's flat parameter, and checkpoints name parameters)")
+    if fsdp_version(accelerator) == 1 and not getattr(accelerator.state.fsdp_plugin, "use_orig_params", False):
+        raise ConfigError("FSDP1 needs fsdp_use_orig_params: true in the accelerate config (LoRA's frozen and "
+                          "trainable weights share a layer's flat parameter, and checkpoints name parameters)")
     return accelerator
 
 
@@ -165,7 +162,7 @@ def fine_tuned_policy(cfg, model, tokenizer, schedule_steps: int, resume_from):
     checkpointing, AdamW on the trainable parameters and the schedule over ``schedule_steps`` steps;
     with ``resume_from`` (a checkpoint folder) the policy is restored from it and ``state`` is its
     ``trainer_state.json`` (``{}`` for a fresh run); the optimiser and schedule are restored after
-    ``accelerator.prepare`` (:func:`paretoalign.trainers.checkpoint.load_optimizer_and_schedule`)."""
+    ``accelerator.prepare`` (:func:`paretoalign.trainers.checkpoint.prepare_training`)."""
     import torch
 
     from paretoalign import run_dir

@@ -201,10 +201,9 @@ def _decode(value):
     return value
 
 
-def save_optimizer(state: dict, folder: Path) -> None:
+def save_optimizer(sd: dict, folder: Path) -> None:
     """Write an optimizer's ``state_dict()`` (whole tensors: :func:`paretoalign.trainers.sharding.optimizer_state`)
     as ``optimizer.safetensors`` (its tensors) and ``optimizer.json`` (everything else)."""
-    sd = state
     tensors, scalars = {}, {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
@@ -337,11 +336,17 @@ def load_optimizer(optimizer, ckpt: Path, acc=None, model=None) -> None:
         raise RunDirError(f"{ckpt}: the optimizer state does not fit this run ({exc})") from None
 
 
-def load_optimizer_and_schedule(acc, model, optimizer, scheduler, ckpt: Path) -> None:
-    """A resumed run's optimizer and learning-rate schedule from ``ckpt``, after ``accelerator.prepare`` (under
-    FSDP or DeepSpeed each process keeps its slices of the whole saved state); ``model``, ``optimizer``: the prepared ones."""
-    load_optimizer(optimizer, ckpt, acc, model)
-    load_scheduler(scheduler, ckpt, optimizer)
+def prepare_training(acc, model, optimizer, scheduler, resume_from: Path | None):
+    """``(model, optimizer)`` through ``accelerator.prepare`` (:func:`paretoalign.trainers.sharding.prepare`);
+    resuming, the optimizer and learning-rate schedule are then restored from ``resume_from``: after
+    ``prepare``, so that under FSDP or DeepSpeed each process keeps its slices of the whole saved state."""
+    from paretoalign.trainers import sharding
+
+    model, optimizer = sharding.prepare(acc, model, optimizer, resume_from is not None)
+    if resume_from is not None:
+        load_optimizer(optimizer, resume_from, acc, model)
+        load_scheduler(scheduler, resume_from, optimizer)
+    return model, optimizer
 
 
 def load_scheduler(scheduler, ckpt: Path, optimizer) -> None:

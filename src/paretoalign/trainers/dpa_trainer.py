@@ -120,9 +120,8 @@ class DPATrainer(base.StepTrainer):
                                                                      self.resume_from)
         self.start_step = int(state.get("step", 0))
         set_deepspeed_micro_batch(acc, cfg.batch_size)
-        self.model, self.optimizer = sharding.prepare(acc, policy, optimizer, self.resume_from is not None)
-        if self.resume_from is not None:
-            ckpt_lib.load_optimizer_and_schedule(acc, self.model, self.optimizer, self.scheduler, self.resume_from)
+        self.model, self.optimizer = ckpt_lib.prepare_training(acc, policy, optimizer, self.scheduler,
+                                                               self.resume_from)
 
     @property
     def unwrapped(self):

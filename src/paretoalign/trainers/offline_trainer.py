@@ -144,11 +144,11 @@ class OfflineTrainer(base.StepTrainer):
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from, policy)
         set_deepspeed_micro_batch(acc, cfg.batch_size, cfg.gradient_accumulation_steps)
-        self.model, self.optimizer = sharding.prepare(acc, policy, optimizer, self.resume_from is not None)
+        self.model, self.optimizer = ckpt_lib.prepare_training(acc, policy, optimizer, self.scheduler,
+                                                               self.resume_from)
         if self.ref_model is not None:
             self.ref_model.to(acc.device)
         if self.resume_from is not None:
-            ckpt_lib.load_optimizer_and_schedule(acc, self.model, self.optimizer, self.scheduler, self.resume_from)
             ckpt_lib.load_rng(acc, self.resume_from, cfg.seed + 1000 * acc.process_index + self.start_step)
         else:
             torch.manual_seed(cfg.seed + 1000 * acc.process_index)

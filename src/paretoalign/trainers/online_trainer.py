@@ -178,11 +178,11 @@ class OnlineTrainer(base.StepTrainer):
             self._load_checkpoint(self.resume_from, wrapped)
         set_deepspeed_micro_batch(acc, cfg.batch_size * cfg.num_generations // cfg.num_mini_batches,
                                   cfg.gradient_accumulation_steps)
-        self.model, self.optimizer = sharding.prepare(acc, wrapped, optimizer, self.resume_from is not None)
+        self.model, self.optimizer = ckpt_lib.prepare_training(acc, wrapped, optimizer, self.scheduler,
+                                                               self.resume_from)
         if self.ref_model is not None:
             self.ref_model.to(acc.device)
         if self.resume_from is not None:
-            ckpt_lib.load_optimizer_and_schedule(acc, self.model, self.optimizer, self.scheduler, self.resume_from)
             self._load_rng(self.resume_from)
         else:
             # Each process samples differently; the prompt order itself comes from the seed alone.

@@ -129,9 +129,8 @@ class RicTrainer(base.StepTrainer):
         # {"prompt", "response", "scores" (normalised, obtained)}: the online set, saved in every checkpoint
         self.online: list[dict] = list(state.get(ONLINE_KEY, []))
         set_deepspeed_micro_batch(acc, cfg.batch_size)
-        self.model, self.optimizer = sharding.prepare(acc, policy, optimizer, self.resume_from is not None)
-        if self.resume_from is not None:
-            ckpt_lib.load_optimizer_and_schedule(acc, self.model, self.optimizer, self.scheduler, self.resume_from)
+        self.model, self.optimizer = ckpt_lib.prepare_training(acc, policy, optimizer, self.scheduler,
+                                                               self.resume_from)
 
     # ------------------------------------------------------------------------------------------
     def _build_offline(self, data) -> None:

@@ -299,16 +299,16 @@ def _deepspeed_optimizer_state(accelerator, model) -> dict:
 
     _zero, torch_opt = _deepspeed_inner(model)
     slices = [st for st in torch_opt.state.values() if "step" in st]
+    trained = _deepspeed_trained(accelerator, model)
     state = {}
-    for i, (_name, p) in enumerate(_deepspeed_trained(accelerator, model)):
+    for i, (_name, p) in enumerate(trained):
         shape = tuple(getattr(p, "ds_shape", p.shape))
         entry = {k: safe_get_full_optimizer_state(p, k) for k in ("exp_avg", "exp_avg_sq")}
         if any(v is None for v in entry.values()) or not slices or not accelerator.is_main_process:
             continue  # no state yet (no update has run); the main process saves
         state[i] = {"step": slices[0]["step"].detach().clone().cpu(),
                     **{k: v.detach().reshape(shape).cpu() for k, v in entry.items()}}
-    n = len(_deepspeed_trained(accelerator, model))
-    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": list(range(n))}
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": list(range(len(trained)))}
               for g in torch_opt.param_groups[:1]]
     return {"state": state, "param_groups": groups}
 
@@ -348,7 +348,8 @@ def _load_deepspeed_optimizer_state(accelerator, model, state: dict) -> None:
 
 
 def prepare(accelerator, model, optimizer, resuming: bool):
-    """``accelerator.prepare(model, optimizer)``; resuming under DeepSpeed, the trained weights loaded into
+    """``accelerator.prepare(model, optimizer)`` (through :func:`paretoalign.trainers.checkpoint.prepare_training`);
+    resuming under DeepSpeed, the trained weights loaded into
     ``model`` become the optimizer's fp32 copy (DeepSpeed would take it from the module, which it may first
     cast to bf16, and the run would not continue exactly)."""
     keep = None
