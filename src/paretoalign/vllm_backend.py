@@ -65,11 +65,13 @@ GPU_MEMORY_UTILIZATION: float | None = None  # $PARETOALIGN_VLLM_GPU_MEMORY; def
 TENSOR_PARALLEL_SIZE: int | None = None  # $PARETOALIGN_VLLM_TENSOR_PARALLEL, default 1 (the only size supported)
 DTYPE: str | None = None  # $PARETOALIGN_VLLM_DTYPE; default "auto" (vLLM picks from the config; CPU build: the policy's)
 MAX_MODEL_LEN: int | None = None  # $PARETOALIGN_VLLM_MAX_MODEL_LEN, default: the model's context length
+KV_CACHE_GB: float | None = None  # $PARETOALIGN_VLLM_KV_CACHE_GB: the KV cache's size; default: vLLM's (CPU build: 1)
 _SETTINGS = {  # name: (environment variable, default, type); a None default is chosen by device (_device_default)
     "GPU_MEMORY_UTILIZATION": ("PARETOALIGN_VLLM_GPU_MEMORY", None, float),
     "TENSOR_PARALLEL_SIZE": ("PARETOALIGN_VLLM_TENSOR_PARALLEL", 1, int),
     "DTYPE": ("PARETOALIGN_VLLM_DTYPE", None, str),
     "MAX_MODEL_LEN": ("PARETOALIGN_VLLM_MAX_MODEL_LEN", None, int),
+    "KV_CACHE_GB": ("PARETOALIGN_VLLM_KV_CACHE_GB", None, float),
 }
 
 _ENGINE = None  # the process's _Engine, built on first use
@@ -261,8 +263,11 @@ def _distributed_env() -> int:
 def _device_default(name: str, cpu: bool, model):
     """``setting(name)``, or where that is unset, the default for this device.
 
-    vLLM's CPU build reads ``gpu_memory_utilization`` as the share of the machine's memory it reserves for the
-    KV cache (0.3 of 24 GiB took 7 GiB beside the training process): 0.1 there.  Its ``dtype="auto"`` turns a
+    vLLM's CPU build reads ``gpu_memory_utilization`` as the share of the machine's memory the engine may take,
+    the whole process's resident memory counted as the engine's (0.3 of 24 GiB reserved a 6.2 GiB KV cache beside
+    a tiny model; 0.1 failed outright beside a SmolLM2 trainer, whose weights and optimiser left "-0.64 GiB" for
+    the cache): there the KV cache gets an explicit 1 GiB instead (SmolLM2 in float32: about 23k tokens, vLLM
+    queues what does not fit), and the share only bounds what the engine may claim, 0.1.  Its ``dtype="auto"`` turns a
     float32 config into bfloat16, which a CPU without AVX512-BF16 emulates and which samples from other numbers
     than the policy's own forward: the CPU build takes the policy's parameter dtype."""
     value = setting(name)
@@ -272,6 +277,8 @@ def _device_default(name: str, cpu: bool, model):
         return 0.1 if cpu else 0.3
     if name == "DTYPE":
         return str(next(_base_model(model).parameters()).dtype).removeprefix("torch.") if cpu else "auto"
+    if name == "KV_CACHE_GB":
+        return 1.0 if cpu else None
     return None
 
 
@@ -297,6 +304,9 @@ def _build_llm(model, tokenizer):
         seed=(torch.initial_seed() + rank) % 2**31,
         max_num_batched_tokens=4096,  # as TRL: V1's memory profiler is misled by the larger default
     )
+    kv_gb = _device_default("KV_CACHE_GB", cpu, model)
+    if kv_gb is not None:
+        kwargs["kv_cache_memory_bytes"] = int(float(kv_gb) * 2**30)
     if setting("MAX_MODEL_LEN") is not None:
         kwargs["max_model_len"] = int(setting("MAX_MODEL_LEN"))
     folder = tempfile.mkdtemp(prefix="paretoalign-vllm-")
