@@ -27,6 +27,7 @@ def test_demo_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
     assert result["training"]["steps"] == 2
     assert result["recipe"]["pama_granularity"] == "sequence" and not result["recipe"]["paper"]
     assert result["recipe"]["weights"] == [0.75, 0.25]  # the demo's tilt toward sentiment (README "The demo")
+    assert result["recipe"]["generation_backend"] == "hf" == result["before"]["decoding"]["generation_backend"]
     assert "look like reward gaming" in printed
     for when in ("before", "after"):
         assert set(result["degenerate"][when]) == {"repeated_lines", "mostly_symbols", "answers"}
@@ -83,6 +84,7 @@ def test_paired_differences_average_each_prompts_completions_then_pair():
     (["--samples", "-1"], "--samples must be an integer >= 0; got -1"),
     (["--seed", "-1"], "--seed must be an integer in [0, 4294967295]; got -1"),
     (["--model", " "], "--model must name a model"),
+    (["--generation-backend", "vllm"], "--generation-backend vllm needs vLLM"),
 ])
 def test_bad_demo_arguments_fail_before_any_model_loads(tmp_path, monkeypatch, capsys, args, says):
     import paretoalign.models
@@ -92,6 +94,7 @@ def test_bad_demo_arguments_fail_before_any_model_loads(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(paretoalign.models, "load_tokenizer", no_loading)
     monkeypatch.setattr(paretoalign.models, "load_causal_lm", no_loading)
+    monkeypatch.setitem(__import__("sys").modules, "vllm", None)  # no vLLM, wherever this runs
     rc = main(["demo", "--model", "tiny", "--output-dir", str(tmp_path / "demo"), *args])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith(f"error: {says}") and err.count("\n") == 1, err
@@ -103,3 +106,14 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
     (tmp_path / "demo" / "notes.txt").write_text("mine")
     assert main(["demo", "--model", "tiny", "--output-dir", str(tmp_path / "demo")]) == 2
     assert "--output-dir" in capsys.readouterr().err and (tmp_path / "demo" / "notes.txt").read_text() == "mine"
+
+
+def test_demo_backend_choices_are_rollouts():
+    """The demo's --generation-backend choices are spelled out in cli.py (importing rollout would import torch
+    at --help); they must stay rollout.BACKENDS."""
+    from paretoalign.cli import build_parser
+    from paretoalign.rollout import BACKENDS
+
+    demo = next(a for a in build_parser()._actions if a.dest == "command").choices["demo"]
+    (action,) = [a for a in demo._actions if a.dest == "generation_backend"]
+    assert tuple(action.choices) == tuple(BACKENDS) and action.default == "hf"

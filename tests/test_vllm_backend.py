@@ -69,7 +69,8 @@ class FakeLLM:
         self.calls.append((prompts, sampling_params))
         outs = []
         for i, p in enumerate(prompts):
-            ids, finish, stop = type(self).script(i, p["prompt_token_ids"], sampling_params)
+            row_params = sampling_params[i] if isinstance(sampling_params, list) else sampling_params  # vLLM takes either
+            ids, finish, stop = type(self).script(i, p["prompt_token_ids"], row_params)
             outs.append(SimpleNamespace(prompt_token_ids=p["prompt_token_ids"], outputs=[
                 SimpleNamespace(index=0, token_ids=list(ids), finish_reason=finish, stop_reason=stop)]))
         return outs
@@ -223,14 +224,31 @@ def test_generate_ids_layout(fake_vllm, tok):
     assert torch.equal(out[:, P:], expected)
 
     (llm,) = FakeLLM.instances
-    (prompts, params), = llm.calls
+    (prompts, per_row), = llm.calls
     for row, m, p in zip(enc["input_ids"], enc["attention_mask"], prompts):
         assert p == {"prompt_token_ids": row[m.bool()].tolist()}  # left padding stripped
         assert pad not in p["prompt_token_ids"] or m.all()
+    assert len(per_row) == 4 and len({sp.seed for sp in per_row}) == 4  # sampling: one seed per row
+    params = per_row[0]
     assert params.n == 1 and params.max_tokens == 6 and params.min_tokens == 2
     assert params.temperature == pytest.approx(0.7) and params.top_p == pytest.approx(0.9)
     assert params.top_k in (-1, 0)
     assert params.stop_token_ids == [eos] and params.ignore_eos is True
+
+
+def test_sampling_seeds_follow_torch_manual_seed(fake_vllm, tok):
+    """The rows' vLLM seeds come from torch's global generator: torch.manual_seed(s) before a call gives the same
+    seeds (so the same draws), another s other seeds; greedy decoding takes one shared, unseeded params object."""
+    model, enc = build_tiny_model(tok), encode(tok, ["one", "two two", "three"])
+
+    def seeds(s):
+        torch.manual_seed(s)
+        vllm_backend.generate_ids(model, tok, enc, max_new_tokens=2)
+        return [sp.seed for sp in FakeLLM.instances[0].calls[-1][1]]
+
+    assert seeds(3) == seeds(3) != seeds(4)
+    vllm_backend.generate_ids(model, tok, enc, max_new_tokens=2, do_sample=False)
+    assert not isinstance(FakeLLM.instances[0].calls[-1][1], list)
 
 
 def test_generate_ids_matches_rollout_completion_mask(fake_vllm, tok):

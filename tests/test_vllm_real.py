@@ -171,6 +171,26 @@ def test_sampling_draws_from_the_tempered_distribution(tok):
 
 
 @real
+def test_sampling_is_reproducible_under_torch_manual_seed(tok):
+    """Each row's vLLM seed comes from torch's generator: the same torch.manual_seed gives the same completions
+    (as the hf loop does, which the before/after evaluation relies on), another seed other completions."""
+    from paretoalign import vllm_backend
+
+    model = tiny(tok, seed=9)
+    enc = encode(tok, PROMPTS * 4)
+
+    def draw(seed):
+        torch.manual_seed(seed)
+        return vllm_backend.generate_ids(model, tok, enc, max_new_tokens=10, temperature=1.0, eos_token_id=[])
+
+    first, again, other = draw(0), draw(0), draw(1)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    P = enc["input_ids"].shape[1]
+    assert len({tuple(r) for r in first[:, P:].tolist()}) > len(PROMPTS)  # rows of one prompt draw apart
+
+
+@real
 def test_eos_kept_and_min_new_tokens_honoured(tok):
     from paretoalign import vllm_backend
     from paretoalign.rollout import completion_mask_from_ids

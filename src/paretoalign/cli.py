@@ -243,6 +243,11 @@ def _demo_parser(sub) -> None:
     p.add_argument("--num-generations", type=int, default=D["num_generations"], help="Completions per prompt.")
     p.add_argument("--max-new-tokens", type=int, default=D["max_new_tokens"], help="Completion length cap (training and evaluation).")
     p.add_argument("--learning-rate", type=float, default=D["learning_rate"], help="LoRA learning rate.")
+    # rollout.BACKENDS, spelled out: importing rollout imports torch, which --help must not (tests/test_cli.py)
+    p.add_argument("--generation-backend", default=D["generation_backend"], choices=("hf", "hf-generate", "vllm"),
+                   help="Sampling loop, in training and in the before/after answers: hf (paretoalign's packed loop), "
+                   "hf-generate (transformers' generate) or vllm (a colocated vLLM engine; README 'Sampling, "
+                   "precision and scale').")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -254,6 +259,7 @@ def _cmd_demo(args) -> int:
         eval_samples=args.eval_samples, samples=args.samples, output_dir=args.output_dir, seed=args.seed,
         paper=args.paper, batch_size=args.batch_size, num_generations=args.num_generations,
         max_new_tokens=args.max_new_tokens, learning_rate=args.learning_rate,
+        generation_backend=args.generation_backend,
     )
     return 0
 

@@ -67,7 +67,7 @@ def _int_flag(flag: str, value, low: int, high: int | None = None) -> None:
 
 
 def check_demo_args(model, method, steps, eval_prompts, eval_samples, samples, output_dir, seed, paper, batch_size,
-                    num_generations, max_new_tokens, learning_rate) -> None:
+                    num_generations, max_new_tokens, learning_rate, generation_backend="hf") -> None:
     """Every argument of :func:`run_demo`, checked before any model loads (a typo costs nothing)."""
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"--model must name a model (a folder, a cached id, 'tiny' or 'smollm2-135m-instruct'); got {model!r}")
@@ -84,6 +84,9 @@ def check_demo_args(model, method, steps, eval_prompts, eval_samples, samples, o
     if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or not (
             math.isfinite(learning_rate) and learning_rate > 0):
         raise ConfigError(f"--learning-rate must be a finite number > 0; got {learning_rate!r}")
+    from paretoalign.rollout import check_backend
+
+    check_backend(generation_backend)  # vLLM: installed for a device here, else one line saying how to get it
     if output_dir is not None:
         _check_output_dir(Path(output_dir))
 
@@ -158,9 +161,10 @@ def run_demo(
     num_generations: int = 4,
     max_new_tokens: int = 40,
     learning_rate: float = 1e-3,
+    generation_backend: str = "hf",
 ) -> dict:
     check_demo_args(model, method, steps, eval_prompts, eval_samples, samples, output_dir, seed, paper, batch_size,
-                    num_generations, max_new_tokens, learning_rate)
+                    num_generations, max_new_tokens, learning_rate, generation_backend)
     from paretoalign.data.prompts import builtin_prompts, split_prompts
     from paretoalign.evaluation import evaluate_policy
     from paretoalign.evaluation.records import describe_prompts
@@ -176,7 +180,8 @@ def run_demo(
     cfg = OnlineConfig(
         method=method, model=model, objectives=OBJECTIVES, max_steps=steps, batch_size=batch_size,
         num_generations=num_generations, max_new_tokens=max_new_tokens, learning_rate=learning_rate,
-        output_dir=str(run_folder), save_steps=max(1, steps // 2), seed=seed, **recipe,
+        output_dir=str(run_folder), save_steps=max(1, steps // 2), seed=seed, generation_backend=generation_backend,
+        **recipe,
     )
     print(f"[demo] loading {model} ...", flush=True)
     tokenizer = load_tokenizer(model)
@@ -190,7 +195,7 @@ def run_demo(
     # each prompt eval_samples times, adjacent: the same seed draws the same completions before and after
     # wherever the policy did not change
     repeated = [p for p in heldout for _ in range(eval_samples)]
-    eval_kw = dict(max_new_tokens=cfg.max_new_tokens, seed=1234)
+    eval_kw = dict(max_new_tokens=cfg.max_new_tokens, seed=1234, generation_backend=generation_backend)
 
     print(f"[demo] answering {len(heldout)} held-out prompts x {eval_samples} with the base model ...", flush=True)
     before = evaluate_policy(policy, tokenizer, repeated, objectives, **eval_kw)
@@ -241,7 +246,8 @@ def run_demo(
               "wall_seconds": elapsed, "run": str(run_folder), "prompts": split,
               "recipe": {"method": method, "paper": paper, "steps": steps, "batch_size": batch_size,
                          "num_generations": num_generations, "max_new_tokens": max_new_tokens,
-                         "learning_rate": learning_rate, "objectives": OBJECTIVES, **recipe},
+                         "learning_rate": learning_rate, "objectives": OBJECTIVES,
+                         "generation_backend": generation_backend, **recipe},
               "eval_samples": eval_samples, "degenerate": degenerate, "before": before, "after": after,
               "training": summary}
     out.mkdir(parents=True, exist_ok=True)

@@ -170,7 +170,7 @@ def generate_ids(model, tokenizer, enc: dict, max_new_tokens: int, min_new_token
     sync_weights(model, eng)
     from vllm import SamplingParams
 
-    params = SamplingParams(
+    common = dict(
         n=1,
         max_tokens=int(max_new_tokens),
         min_tokens=int(min(min_new_tokens, max_new_tokens)),
@@ -182,6 +182,15 @@ def generate_ids(model, tokenizer, enc: dict, max_new_tokens: int, min_new_token
         detokenize=False,  # text is decoded by the caller from the ids
     )
     prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(input_ids.cpu(), mask.cpu())]
+    if do_sample:
+        # One seed per row, drawn from torch's global generator: the caller's torch.manual_seed makes vLLM's draws
+        # reproducible as it makes the hf loop's (evaluate and the demo decode before and after training with the
+        # same seed, so that each prompt's pair of answers differs only where the policy did), and each row draws
+        # apart from the others.  Unseeded, vLLM's draws depend on the engine's one generator and on batching.
+        first = int(torch.randint(0, 2**31 - len(prompts), (1,)).item())
+        params = [SamplingParams(seed=first + i, **common) for i in range(len(prompts))]
+    else:
+        params = SamplingParams(**common)
     outputs = eng.llm.generate(prompts, sampling_params=params, use_tqdm=False)
     if len(outputs) != len(prompts):
         raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
