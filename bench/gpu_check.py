@@ -179,6 +179,8 @@ def child_trl(args) -> dict:
             steps.append(time.perf_counter() - self.t0)
             gens.append(cur.get("generate", float("nan")))
 
+    if vllm and vllm_backend.on_cpu_build():
+        patch_trl_sync_for_cpu_build()
     trainer = GRPOTrainer(model=model, reward_funcs=vs_trl.make_reward_funcs(build_objective_set(["sentiment", "length"], tok)),
                           args=gcfg, train_dataset=vs_trl.trl_dataset(order), processing_class=tok, callbacks=[Times()])
     for cb in (PrinterCallback, ProgressCallback):
@@ -191,6 +193,39 @@ def child_trl(args) -> dict:
     return {"step_s": steps[args.warmup:], "generate_s": gens[args.warmup:],
             "tokens_per_step": [n * args.prompts * args.generations for n in lengths][args.warmup:],
             "peak_gib": _peak_gib()}
+
+
+def patch_trl_sync_for_cpu_build() -> None:
+    """TRL's colocate weight sync on vLLM's CPU build: replaced, for this benchmark only.
+
+    TRL (1.16) pushes each tensor through the engine model's ``load_weights``; vLLM's CPU build repacks every
+    linear weight after loading, and that call then fails (``'Parameter' object has no attribute
+    'weight_loader'``, measured: the error paretoalign's backend had).  So on that build the bench swaps TRL's
+    ``VLLMGeneration.sync_weights`` (colocate mode) for paretoalign's push (:func:`vllm_backend.push_weights`:
+    vLLM's in-place ``reload_weights``, the tied output layer by name), with the same prefix-cache reset.  The
+    rest of TRL's step, its generation call included, is TRL's own."""
+    from trl.generation import vllm_generation
+
+    own = vllm_generation.VLLMGeneration.sync_weights
+
+    def sync_weights(self):
+        if self.mode != "colocate":
+            return own(self)
+        tied = getattr(getattr(self.model, "config", None), "tie_word_embeddings", False)
+
+        def items():  # lazily, as TRL's own loop: a PEFT model's adapters are merged while it runs
+            embed, has_head = None, False
+            for name, tensor in self._iter_named_params():
+                embed = tensor if name.endswith("embed_tokens.weight") else embed
+                has_head = has_head or name == "lm_head.weight"
+                yield name, tensor
+            if tied and not has_head and embed is not None:
+                yield "lm_head.weight", embed
+
+        vllm_backend.push_weights(self.llm, items())
+        self.llm.reset_prefix_cache()
+
+    vllm_generation.VLLMGeneration.sync_weights = sync_weights
 
 
 def child_gen(args) -> dict:

@@ -3,6 +3,7 @@
     .venv/bin/python bench/rollout.py                                  # SmolLM2-135M-Instruct + LoRA, 48 tokens, 3 reps
     .venv/bin/python bench/rollout.py --sections gen --rows 8 64       # generation only
     .venv/bin/python bench/rollout.py --model tiny --reps 1 --tokens 6 --rows 4 8   # fast check (random 2-layer model)
+    .venv-vllm/bin/python bench/rollout.py --sections gen --vllm           # and vLLM's CPU build beside them
 
 **gen** - one LoRA policy (r=16 on all 7 projections, adapters non-zero, as after training) samples
 ``rows`` completions of exactly ``--tokens`` tokens (min = max new tokens, so both paths make the
@@ -13,7 +14,11 @@ same number of tokens) from ``rows / 4`` prompts x 4 completions, with
 * ``hf`` - :mod:`paretoalign.decoding`'s packed loop (LoRA read in place, one prefill per distinct
   prompt, static KV cache, MKL-prepacked weights on a CPU, inverse-CDF sampling).
 
-Both run in this process, interleaved (the order alternates each repetition); medians of ``--reps``.
+* ``vllm`` (with ``--vllm``, where vLLM imports: its CPU build on a CPU, ``.venv-vllm``) - a colocated vLLM
+  engine with the policy's weights pushed in (LoRA merged), :mod:`paretoalign.vllm_backend`; the engine is
+  built (and compiled) in the warm-up, outside the timings.
+
+All run in this process, interleaved (the order rotates each repetition); medians of ``--reps``.
 ``demo`` compares the configurations the demo used before and uses now: 16 rows per call on the
 old path against ``--demo-rows`` rows per call on the new one.
 
@@ -69,6 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--tokens", type=int, default=48, help="completion length (forced)")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions (medians)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vllm", action="store_true", help="gen: time the vllm backend too (vLLM must import)")
     p.add_argument("--out", default=str(OUT_DIR / "rollout.json"))
     return p.parse_args(argv)
 
@@ -115,13 +121,14 @@ def time_generate(policy, tok, rows: int, tokens: int, backend: str) -> float:
 
 def bench_generation(policy, tok, args) -> dict:
     out = {}
+    paths = ["hf-generate", "hf"] + (["vllm"] if getattr(args, "vllm", False) else [])
     sizes = sorted(set(args.rows) | {16, args.demo_rows})
-    for backend in ("hf-generate", "hf"):  # warm-up: first calls pay allocation and packing
+    for backend in paths:  # warm-up: first calls pay allocation and packing (vLLM: building the engine)
         time_generate(policy, tok, 4, 4, backend)
     for rows in sizes:
-        times = {"hf-generate": [], "hf": []}
+        times = {b: [] for b in paths}
         for rep in range(args.reps):
-            order = ("hf-generate", "hf") if rep % 2 == 0 else ("hf", "hf-generate")
+            order = paths[rep % len(paths):] + paths[:rep % len(paths)]
             for backend in order:
                 times[backend].append(time_generate(policy, tok, rows, args.tokens, backend))
         med = {b: statistics.median(t) for b, t in times.items()}
@@ -131,15 +138,18 @@ def bench_generation(policy, tok, args) -> dict:
     demo = {"old_rows": 16, "new_rows": args.demo_rows, "old_tokens_per_s": old16,
             "new_tokens_per_s": out[args.demo_rows]["tokens_per_s"]["hf"]}
     demo["speedup"] = demo["new_tokens_per_s"] / old16
-    return {"rows": {r: out[r] for r in sizes}, "demo": demo}
+    return {"rows": {r: out[r] for r in sizes}, "demo": demo, "paths": paths}
 
 
 def generation_table(res: dict, tokens: int) -> str:
-    lines = ["| rows per call | `hf-generate` (before) tok/s | `hf` (packed loop) tok/s | speed-up |",
-             "|---:|---:|---:|---:|"]
+    vllm = "vllm" in res.get("paths", [])
+    lines = ["| rows per call | `hf-generate` (before) tok/s | `hf` (packed loop) tok/s | speed-up |"
+             + (" `vllm` tok/s | `vllm` / `hf` |" if vllm else ""),
+             "|---:|---:|---:|---:|" + ("---:|---:|" if vllm else "")]
     for rows, r in res["rows"].items():
         t = r["tokens_per_s"]
-        lines.append(f"| {rows} | {t['hf-generate']:.0f} | {t['hf']:.0f} | {r['speedup']:.2f}x |")
+        lines.append(f"| {rows} | {t['hf-generate']:.0f} | {t['hf']:.0f} | {r['speedup']:.2f}x |"
+                     + (f" {t['vllm']:.0f} | {t['vllm'] / t['hf']:.2f}x |" if vllm else ""))
     d = res["demo"]
     lines.append(f"\nDemo configuration: before {d['old_rows']} rows/call on `hf-generate` "
                  f"{d['old_tokens_per_s']:.0f} tok/s; now {d['new_rows']} rows/call on `hf` "

