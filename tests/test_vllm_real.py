@@ -246,6 +246,36 @@ def test_train_and_evaluate_through_the_command_line(tok, tmp_path, capsys):
 
 
 @real
+def test_a_stopped_run_resumes_exactly_with_vllm_sampling(tok, tmp_path):
+    """Stopped after step 1 and resumed, a run sampling with vLLM equals the uninterrupted run: the rows' seeds
+    come from torch's generator, which the checkpoint restores, and the resumed policy is pushed before it samples."""
+    from safetensors.torch import load_file
+
+    from paretoalign import run_dir
+    from paretoalign.cli import main
+
+    folder = tmp_path / "tiny-llama"
+    tiny(tok, seed=17).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    base = ["train", "--method", "pama", "--model", str(folder), "--objectives", "length(scale=10,low=0,high=100),"
+            "readability", "--batch-size", "2", "--num-generations", "2", "--max-new-tokens", "8", "--save-steps", "1",
+            "--progress", "false", "--generation-backend", "vllm"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main([*base, "--max-steps", "2", "--output-dir", str(whole)]) == 0
+    assert main([*base, "--max-steps", "1", "--output-dir", str(split)]) == 0
+    assert main([*base, "--max-steps", "2", "--output-dir", str(split), "--resume"]) == 0
+    a, b = run_dir.read_metrics(whole), run_dir.read_metrics(split)
+    assert [r["step"] for r in b] == [1, 2]
+    for key in ("reward/length", "reward/readability", "completion_length"):
+        assert a[1][key] == pytest.approx(b[1][key], abs=1e-6), key
+    wa = load_file(next((whole / "final").rglob("adapter_model.safetensors")))
+    wb = load_file(next((split / "final").rglob("adapter_model.safetensors")))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
+
+
+@real
 def test_dpa_rounds_sample_with_vllm(tok, tmp_path, capsys):
     """DPA's rejection-sampling rounds draw their candidates from the engine, the policy pushed before each
     round's sampling; the run completes and its rounds' data exist."""
