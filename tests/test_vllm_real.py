@@ -296,6 +296,31 @@ def test_dpa_rounds_sample_with_vllm(tok, tmp_path, capsys):
     assert len(run_dir.read_metrics(run)) >= 2
 
 
+@real
+def test_two_ddp_processes_each_sample_with_their_own_engine(tok, tmp_path):
+    """`accelerate launch` with 2 CPU processes (DDP over gloo): each process builds its own engine, which joins
+    the process group through vLLM's external launcher, as TRL's colocate mode does on GPUs; the run completes
+    and its steps count both processes' samples."""
+    from paretoalign import run_dir
+
+    folder = tmp_path / "tiny-llama"
+    tiny(tok, seed=19).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    run = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):  # set by this process's engine
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "examples/accelerate/cpu_2proc.yaml",
+         "--main_process_port", "0", "-m", "paretoalign.cli", "train", "--method", "pama", "--model", str(folder),
+         "--objectives", "length(scale=10,low=0,high=100),readability", "--max-steps", "2", "--batch-size", "2",
+         "--num-generations", "2", "--max-new-tokens", "8", "--generation-backend", "vllm", "--progress", "false",
+         "--output-dir", str(run)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout[-3000:] + proc.stderr[-5000:])
+    rows = run_dir.read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2] and all(r["samples"] == 2 * 2 * 2 for r in rows)
+
+
 def _samples(record: dict) -> list[dict]:
     for key in ("samples", "completions", "records"):
         if isinstance(record.get(key), list):

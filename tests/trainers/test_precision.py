@@ -78,3 +78,25 @@ def test_fsdp1_without_original_parameters_and_deepspeed_without_its_package_are
     monkeypatch.setattr(accelerate, "Accelerator", no_deepspeed)
     with pytest.raises(ConfigError, match=r"^this launch uses DeepSpeed, which is not installed: pip install "):
         make_accelerator(SimpleNamespace(mixed_precision=None))
+
+
+def test_processes_the_launcher_started_but_accelerate_left_alone_are_one_line(monkeypatch):
+    """torchrun started 2 processes, but accelerate set up neither as distributed (a MULTI_GPU config on a machine
+    without a GPU and without ACCELERATE_USE_CPU=1): refused before the run folder is claimed, instead of the second
+    process finding the folder taken by the first."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from paretoalign.errors import ConfigError
+    from paretoalign.trainers.adaptation import refuse_sharded
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    alone = SimpleNamespace(num_processes=1, distributed_type=DistributedType.NO)
+    with pytest.raises(ConfigError, match=r"^the launcher started 2 processes but accelerate runs each alone; .*"
+                                          r"ACCELERATE_USE_CPU=1"):
+        refuse_sharded(alone)
+    both = SimpleNamespace(num_processes=2, distributed_type=DistributedType.MULTI_CPU)
+    assert refuse_sharded(both) is both
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert refuse_sharded(alone) is alone

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import os
+
 import contextlib
 
 import numpy as np
@@ -67,6 +69,13 @@ def refuse_sharded(accelerator):
     from paretoalign.errors import ConfigError
     from paretoalign.trainers.sharding import fsdp_version
 
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1 and accelerator.num_processes == 1:
+        # torchrun started several processes, but accelerate set none of them up as distributed (on a machine
+        # without a GPU, a MULTI_GPU config needs ACCELERATE_USE_CPU=1): each would train alone, and the second
+        # would find the run folder taken by the first
+        raise ConfigError(f"the launcher started {launched} processes but accelerate runs each alone; without a GPU, "
+                          "launch with ACCELERATE_USE_CPU=1 (examples/accelerate/cpu_2proc.yaml says how)")
     if fsdp_version(accelerator) == 1 and not getattr(accelerator.state.fsdp_plugin, "use_orig_params", False):
         raise ConfigError("FSDP1 needs fsdp_use_orig_params: true in the accelerate config (LoRA's frozen and "
                           "trainable weights share a layer's flat parameter, and checkpoints name parameters)")
