@@ -128,6 +128,7 @@ def child_ours(args) -> dict:
            "peak_gib": _peak_gib()}
     if args.backend == "vllm":
         pushes = vllm_backend.engine().pushes  # before the checks below, which push twice more
+        out["push_method"] = vllm_backend.engine().push_method
         policy, probe = trainer.unwrapped.policy.eval(), builtin_prompts("train")[:8]
         agree = greedy_agreement(policy, tok, probe)
         with torch.no_grad():
@@ -315,7 +316,8 @@ def table(args, card: str, results: dict) -> list[str]:
                     (("ours", f"paretoalign PAMA ({ours})"), ("trl", f"TRL GRPOTrainer ({theirs})")) if part in results)]
         o = results.get("ours") or {}
         if "weight_pushes" in o:
-            lines += ["", f"weight pushes into the engine: {o['weight_pushes']} for {o['steps_total']} steps; greedy vLLM vs "
+            lines += ["", f"weight pushes into the engine: {o['weight_pushes']} for {o['steps_total']} steps "
+                      f"(through {o.get('push_method') or 'unknown'}); greedy vLLM vs "
                       f"transformers, first 4 tokens equal: {o['greedy_agree']} rows, after flipping the final norm: "
                       f"{o['greedy_agree_after_flip']} rows"]
     if results.get("gen"):

@@ -90,6 +90,7 @@ class _Engine:
         self.fingerprint = fingerprint  # the architecture it was built for
         self.synced = None  # key of the weights last pushed (None: never)
         self.pushes = 0  # how many times weights were pushed (tests and benchmarks read it)
+        self.push_method = None  # how the last push went in: "reload_weights" or "load_weights"
 
 
 def check_available() -> None:
@@ -479,7 +480,7 @@ def sync_weights(model, eng: _Engine | None = None, force: bool = False) -> bool
         return False
     _check_whole(model)
     with torch.no_grad():
-        push_weights(eng.llm, named_weights(model))
+        eng.push_method = push_weights(eng.llm, named_weights(model))
     if hasattr(eng.llm, "reset_prefix_cache"):
         eng.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
     eng.synced = key
