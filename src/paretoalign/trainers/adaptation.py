@@ -17,9 +17,8 @@
 
 from __future__ import annotations
 
-import os
-
 import contextlib
+import os
 
 import numpy as np
 
