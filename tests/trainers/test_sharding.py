@@ -118,6 +118,21 @@ def test_dpa_and_offline_methods_under_fsdp1_equal_ddp(args, tmp_path):
     _assert_same_run(tmp_path / "fsdp", tmp_path / "ddp")
 
 
+def test_mapl_under_fsdp1_equals_ddp(tmp_path):
+    """MAPL's prompt-side pairs (policy and adapter-disabled reference passes on both prompts of each pair)."""
+    from paretoalign.cli import main
+
+    pairs = tmp_path / "mapl-pairs"
+    assert main(["pairs", "--model", "tiny", "--objectives", "length(scale=20),keywords(words=the|a|to|and|of)",
+                 "--max-prompts", "12", "--max-new-tokens", "6", "--mapl", "--instructions", "max_words,start_with",
+                 "--force", "--output-dir", str(pairs), "--progress", "false"]) == 0
+    args = ["train", "--config", "examples/mapl_tiny.yaml", "--pairs", str(pairs), "--max-steps", "2",
+            "--save-steps", "1", "--progress", "false"]
+    _launch("fsdp1", args, tmp_path / "fsdp")
+    _launch("ddp", args, tmp_path / "ddp")
+    _assert_same_run(tmp_path / "fsdp", tmp_path / "ddp")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
                     reason="deepspeed is not installed (pip install 'paretoalign[deepspeed]')")
 @pytest.mark.parametrize("stage, atol, resume_precision", [(2, 0.0, "bf16"), (3, 1e-5, "no")], ids=["zero2", "zero3"])
