@@ -469,3 +469,34 @@ def test_end_to_end_greedy_equals_generate(fake_vllm, tok):
                                     eos_token_id=eos, pad_token_id=tok.pad_token_id)
     assert torch.equal(got, want)
     assert (got[:, P:] == eos).any()  # some row stopped on its EOS
+
+
+def test_vllm_failures_are_one_line_unless_verbose(fake_vllm, tok, monkeypatch):
+    """A failure inside vLLM (here: a kernel the model's shapes lack, as vLLM's CPU attention says for 16-wide
+    heads) becomes one ConfigError line naming it; --verbose (PARETOALIGN_VERBOSE) lets vLLM's own error through."""
+    from paretoalign.console import VERBOSE_ENV
+
+    def unsupported(self, prompts, sampling_params=None, use_tqdm=True):
+        raise RuntimeError("Unsupported CPU attention configuration: head_dim=16 isa=2\n(more detail)")
+
+    monkeypatch.setattr(FakeLLM, "generate", unsupported)
+    model, enc = build_tiny_model(tok), encode(tok, ["one"])
+    with pytest.raises(ConfigError) as err:
+        vllm_backend.generate_ids(model, tok, enc, max_new_tokens=2)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("--generation-backend vllm: vLLM failed sampling (RuntimeError: "
+                                              "Unsupported CPU attention configuration: head_dim=16 isa=2)")
+    assert "--generation-backend hf" in msg
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    with pytest.raises(RuntimeError, match="Unsupported CPU attention"):
+        vllm_backend.generate_ids(model, tok, enc, max_new_tokens=2)
+
+    def no_memory(model, **kwargs):
+        raise ValueError("Available memory on node 0 is less than requested memory for kv")
+
+    vllm_backend.reset()
+    monkeypatch.delenv(VERBOSE_ENV)
+    fake_vllm.LLM = no_memory
+    with pytest.raises(ConfigError, match=r"^--generation-backend vllm: vLLM failed building its engine for this "
+                                          r"model \(ValueError: Available memory"):
+        vllm_backend.generate_ids(model, tok, enc, max_new_tokens=2)

@@ -51,6 +51,7 @@ run with vLLM (the lent GPU machines could not install it).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import os
@@ -58,6 +59,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import warnings
 
 import torch
 
@@ -116,6 +118,8 @@ def quiet_vllm() -> None:
 
     if not verbose():
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        # vLLM 0.32's kernel dispatcher touches a deprecated torch.distributed name on first use
+        warnings.filterwarnings("ignore", message=r".*torch\.distributed\.reduce_op.*", category=FutureWarning)
 
 
 def on_cpu_build() -> bool:
@@ -210,7 +214,8 @@ def generate_ids(model, tokenizer, enc: dict, max_new_tokens: int, min_new_token
         params = [SamplingParams(seed=first + i, **common) for i in range(len(prompts))]
     else:
         params = SamplingParams(**common)
-    outputs = eng.llm.generate(prompts, sampling_params=params, use_tqdm=False)
+    with _as_one_line("sampling"):
+        outputs = eng.llm.generate(prompts, sampling_params=params, use_tqdm=False)
     if len(outputs) != len(prompts):
         raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
     completions = [_completion_ids(out.outputs[0], eos_ids) for out in outputs]
@@ -260,11 +265,32 @@ def _engine_for(model, tokenizer) -> _Engine:
     global _ENGINE
     fingerprint = _fingerprint(model)
     if _ENGINE is None:
-        _ENGINE = _Engine(_build_llm(model, tokenizer), fingerprint)
+        with _as_one_line("building its engine for this model"):
+            _ENGINE = _Engine(_build_llm(model, tokenizer), fingerprint)
     elif _ENGINE.fingerprint != fingerprint:
         raise ConfigError("--generation-backend vllm holds one engine per process, built for another model "
                           "architecture; sample one model per process (or call paretoalign.vllm_backend.reset())")
     return _ENGINE
+
+
+@contextlib.contextmanager
+def _as_one_line(what: str):
+    """vLLM's own failures (a model its kernels do not support, memory it cannot get) as one :class:`ConfigError`
+    line naming the cause, instead of a hundred-line traceback from inside the engine; ``--verbose`` keeps the
+    traceback."""
+    from paretoalign.console import verbose
+    from paretoalign.errors import ParetoAlignError
+
+    try:
+        yield
+    except ParetoAlignError:
+        raise
+    except Exception as exc:
+        if verbose():
+            raise
+        cause = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(f"--generation-backend vllm: vLLM failed {what} ({type(exc).__name__}: {cause}); "
+                          "--generation-backend hf samples without it (--verbose shows vLLM's traceback)") from exc
 
 
 def _distributed_env() -> int:
