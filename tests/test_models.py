@@ -247,3 +247,37 @@ def test_shared_prompts_fall_back_to_the_full_forward(grouped_batch, monkeypatch
     logits = completion_logits(policy, ids, mask, P)
     handle.remove()
     assert shapes == [tuple(ids.shape)] and logits.shape[:2] == (ids.shape[0], ids.shape[1] - P)
+
+
+def test_release_memory_collects_and_trims_the_heap(monkeypatch):
+    """release_memory frees what is unreachable and hands glibc's kept heap back (malloc_trim(0)); where there is
+    no glibc it still collects, and says nothing."""
+    import gc
+    import weakref
+
+    from paretoalign import models
+
+    calls = []
+    monkeypatch.setattr(models, "_malloc_trim", lambda: (lambda pad: calls.append(pad) or 1))
+
+    class Cycle:
+        pass
+
+    a, b = Cycle(), Cycle()
+    a.other, b.other = b, a  # only the cycle collector frees these
+    gone = weakref.ref(a)
+    del a, b
+    gc.disable()
+    try:
+        models.release_memory()
+    finally:
+        gc.enable()
+    assert gone() is None and calls == [0]
+    monkeypatch.setattr(models, "_malloc_trim", lambda: None)
+    models.release_memory()  # no glibc: nothing to trim, no error
+    if __import__("sys").platform.startswith("linux"):
+        import ctypes.util
+
+        if ctypes.util.find_library("c") and "musl" not in (ctypes.util.find_library("c") or ""):
+            monkeypatch.undo()
+            assert models._malloc_trim() is not None  # the real one, on this glibc system

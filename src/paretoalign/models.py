@@ -127,6 +127,37 @@ def smollm2_path() -> Path:
     return target
 
 
+def release_memory() -> None:
+    """Hand the memory of models that are gone back to the operating system, between the runs of one process (a
+    ``front`` sweep trains and evaluates one model per point).
+
+    ``gc.collect()`` frees the tensors, but glibc's allocator keeps most of the freed heap for reuse. Measured with 4
+    SmolLM2 PAMA trainers, one after another in one process: resident memory after ``gc.collect()`` grew
+    1.2 -> 1.7 -> 2.4 -> 2.7 GB. With ``malloc_trim(0)`` after each trainer it was 0.45 GB every time: nothing stayed
+    alive, glibc had kept the memory.  Also empties CUDA's cache where there is one."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another C library, another system)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl and others: no libc.so.6, or no malloc_trim in it
+        return None
+
+
 def build_tiny_tokenizer():
     """A byte-level BPE tokenizer (a few hundred tokens) trained in-process on the packaged prompts."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
