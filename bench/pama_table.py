@@ -97,7 +97,13 @@ def run(args) -> dict:
 
     from paretoalign.data.prompts import builtin_prompts, split_prompts
     from paretoalign.evaluation import evaluate_policy
-    from paretoalign.models import build_tiny_model, build_tiny_tokenizer, load_causal_lm, load_tokenizer
+    from paretoalign.models import (
+        build_tiny_model,
+        build_tiny_tokenizer,
+        load_causal_lm,
+        load_tokenizer,
+        release_memory,
+    )
     from paretoalign.objectives import build_objective_set
     from paretoalign.trainers.online_config import OnlineConfig
     from paretoalign.trainers.online_trainer import OnlineTrainer
@@ -129,6 +135,7 @@ def run(args) -> dict:
                 seconds[name].append(time.perf_counter() - t)
                 scores[name][seed] = evaluate_policy(trainer.unwrapped.policy, tok, heldout, objectives, **eval_kw)["scores"]
                 del trainer
+                release_memory()  # glibc keeps a dropped trainer's heap otherwise (bench/memory_release.py)
             del base
     names = list(objectives.names)
     rows = {}
