@@ -212,18 +212,8 @@ def patch_trl_sync_for_cpu_build() -> None:
     def sync_weights(self):
         if self.mode != "colocate":
             return own(self)
-        tied = getattr(getattr(self.model, "config", None), "tie_word_embeddings", False)
-
-        def items():  # lazily, as TRL's own loop: a PEFT model's adapters are merged while it runs
-            embed, has_head = None, False
-            for name, tensor in self._iter_named_params():
-                embed = tensor if name.endswith("embed_tokens.weight") else embed
-                has_head = has_head or name == "lm_head.weight"
-                yield name, tensor
-            if tied and not has_head and embed is not None:
-                yield "lm_head.weight", embed
-
-        vllm_backend.push_weights(self.llm, items())
+        # lazily, as TRL's own loop: a PEFT model's adapters are merged while it runs
+        vllm_backend.push_weights(self.llm, vllm_backend.with_tied_output(self._iter_named_params(), self.model))
         self.llm.reset_prefix_cache()
 
     vllm_generation.VLLMGeneration.sync_weights = sync_weights

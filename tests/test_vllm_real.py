@@ -63,6 +63,14 @@ def tiny(tok, seed: int = 0):
     return build_tiny_model(tok, seed=seed, hidden=256).eval()  # 4 heads of 64
 
 
+def tiny_folder(tok, tmp_path, seed: int) -> Path:
+    """:func:`tiny` and the tokenizer saved as a model folder, for the command line's --model."""
+    folder = tmp_path / "tiny-llama"
+    tiny(tok, seed=seed).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def lora(model, seed: int = 0):
     from peft import LoraConfig, get_peft_model
 
@@ -219,9 +227,7 @@ def test_train_and_evaluate_through_the_command_line(tok, tmp_path, capsys):
     from paretoalign import vllm_backend
     from paretoalign.cli import main
 
-    folder = tmp_path / "tiny-llama"
-    tiny(tok, seed=11).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    folder = tiny_folder(tok, tmp_path, seed=11)
     objectives = "length(name=chars,scale=10,low=0,high=100),length(name=words,unit=words,scale=1,low=0,high=100," \
                  "direction=minimize)"
     run = tmp_path / "run"
@@ -254,9 +260,7 @@ def test_a_stopped_run_resumes_exactly_with_vllm_sampling(tok, tmp_path):
     from paretoalign import run_dir
     from paretoalign.cli import main
 
-    folder = tmp_path / "tiny-llama"
-    tiny(tok, seed=17).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    folder = tiny_folder(tok, tmp_path, seed=17)
     base = ["train", "--method", "pama", "--model", str(folder), "--objectives", "length(scale=10,low=0,high=100),"
             "readability", "--batch-size", "2", "--num-generations", "2", "--max-new-tokens", "8", "--save-steps", "1",
             "--progress", "false", "--generation-backend", "vllm"]
@@ -282,9 +286,7 @@ def test_dpa_rounds_sample_with_vllm(tok, tmp_path, capsys):
     from paretoalign import run_dir, vllm_backend
     from paretoalign.cli import main
 
-    folder = tmp_path / "tiny-llama"
-    tiny(tok, seed=13).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    folder = tiny_folder(tok, tmp_path, seed=13)
     pushes = vllm_backend.engine().pushes if vllm_backend.engine() else 0
     run = tmp_path / "dpa"
     rc = main(["train", "--method", "dpa", "--model", str(folder), "--objectives",
@@ -303,9 +305,7 @@ def test_two_ddp_processes_each_sample_with_their_own_engine(tok, tmp_path):
     and its steps count both processes' samples."""
     from paretoalign import run_dir
 
-    folder = tmp_path / "tiny-llama"
-    tiny(tok, seed=19).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    folder = tiny_folder(tok, tmp_path, seed=19)
     run = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):  # set by this process's engine

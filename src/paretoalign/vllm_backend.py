@@ -404,13 +404,13 @@ def vllm_name(name: str) -> str:
 
 def named_weights(model):
     """``(name, tensor)`` for every weight of the base architecture, LoRA adapters merged into
-    temporary tensors (``W + ΔW``); the model's own parameters are never written."""
+    temporary tensors (``W + ΔW``); the model's own parameters are never written.  A tied output layer is not
+    listed apart (:func:`with_tied_output` adds it)."""
     try:
         from peft.tuners.lora import LoraLayer
     except ImportError:  # pragma: no cover - peft is a dependency
         LoraLayer = None
     lora = {n: m for n, m in model.named_modules() if LoraLayer is not None and isinstance(m, LoraLayer)}
-    seen, pushed = set(), {}  # names given; id(parameter) -> the tensor given for it
     for name, param in model.named_parameters():
         if "lora_" in name or "original_module" in name:  # adapters (merged below) and modules_to_save originals
             continue
@@ -419,17 +419,28 @@ def named_weights(model):
         if leaf == "weight" and owner.endswith(".base_layer") and owner[: -len(".base_layer")] in lora:
             tensor = _merged(lora[owner[: -len(".base_layer")]], tensor)
         yield vllm_name(name), tensor
-        seen.add(vllm_name(name))
-        pushed[id(param)] = tensor
+
+
+def with_tied_output(items, model):
+    """``items`` (``(name, tensor)`` under the base architecture's names) and then, where ``model`` ties its output
+    layer to its input embedding and ``items`` gave no ``lm_head.weight``, the embedding's tensor under that name.
+
+    Hugging Face lists the shared tensor once, under the embedding's name.  vLLM's in-place reload processes each
+    layer separately, so the output layer must get its copy by name too (measured, vLLM 0.32 on CPU: without it
+    the output layer kept the engine's initial random weights).  The copy is the tensor ``items`` gave for the
+    embedding (with a LoRA adapter merged, if the embedding had one).  Lazy, like ``items``."""
     base = _base_model(model)
-    if getattr(base.config, "tie_word_embeddings", False) and "lm_head.weight" not in seen \
-            and base.get_output_embeddings() is not None:
-        # Tied output layer: Hugging Face lists the shared tensor once, under the embedding's name.  vLLM's in-place
-        # reload processes each layer separately, so the output layer must get its copy by name too (measured,
-        # vLLM 0.32 on CPU: without it the output layer kept the engine's initial random weights)
-        embedding = base.get_input_embeddings()
-        weight = getattr(embedding, "base_layer", embedding).weight  # a LoRA-wrapped embedding: its base weight
-        yield "lm_head.weight", pushed.get(id(weight), weight.detach())  # with the adapter merged, if it had one
+    tied = bool(getattr(base.config, "tie_word_embeddings", False)) and base.get_output_embeddings() is not None
+    embedding = base.get_input_embeddings()
+    weight = getattr(embedding, "base_layer", embedding).weight  # a LoRA-wrapped embedding: its base weight
+    embed_name = next((vllm_name(n) for n, p in model.named_parameters() if p is weight), None) if tied else None
+    embed, has_head = None, False
+    for name, tensor in items:
+        embed = tensor if name == embed_name else embed
+        has_head = has_head or name == "lm_head.weight"
+        yield name, tensor
+    if tied and not has_head and embed is not None:
+        yield "lm_head.weight", embed
 
 
 def _merged(layer, weight: torch.Tensor) -> torch.Tensor:
@@ -506,7 +517,7 @@ def sync_weights(model, eng: _Engine | None = None, force: bool = False) -> bool
         return False
     _check_whole(model)
     with torch.no_grad():
-        eng.push_method = push_weights(eng.llm, named_weights(model))
+        eng.push_method = push_weights(eng.llm, with_tied_output(named_weights(model), model))
     if hasattr(eng.llm, "reset_prefix_cache"):
         eng.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
     eng.synced = key
@@ -514,5 +525,5 @@ def sync_weights(model, eng: _Engine | None = None, force: bool = False) -> bool
     return True
 
 
-__all__ = ["INSTALL_HINT", "check_available", "generate_ids", "sync_weights", "named_weights", "vllm_name",
-           "weights_key", "reset", "engine", "setting"]
+__all__ = ["INSTALL_HINT", "check_available", "generate_ids", "sync_weights", "named_weights", "with_tied_output",
+           "vllm_name", "weights_key", "reset", "engine", "setting"]
